@@ -1,0 +1,1 @@
+"""Automatic call distribution (issue 3)."""

@@ -1,0 +1,1 @@
+"""Agent web console and its socket.io side (presentation only)."""

@@ -1,0 +1,1 @@
+"""Control plane: configuration, CLI, supervision, storage, interaction log, REST API."""

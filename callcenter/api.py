@@ -1,0 +1,167 @@
+"""REST API (aiohttp): health and the interaction log. Every bad request gets a JSON 4xx."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import asyncpg
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from callcenter.frontdoor import FrontDoor
+from callcenter.supervisor import Supervisor
+
+MAX_LIMIT = 1000
+
+
+@dataclass
+class Services:
+    pool: asyncpg.Pool
+    redis: aioredis.Redis
+    supervisor: Supervisor | None
+    frontdoor: FrontDoor | None
+
+
+SERVICES: web.AppKey[Services] = web.AppKey("services", Services)
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=lambda o: json.dumps(o, default=_default))
+
+
+def _default(v: Any) -> Any:
+    if isinstance(v, datetime):
+        return v.isoformat()
+    if isinstance(v, uuid.UUID):
+        return str(v)
+    return str(v)
+
+
+def _parse_time(value: str, name: str) -> datetime:
+    try:
+        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise web.HTTPBadRequest(text=json.dumps({"error": f"{name}: not an ISO 8601 time: {value!r}"}),
+                                 content_type="application/json") from None
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    s = request.app[SERVICES]
+    checks: dict[str, Any] = {}
+
+    async def pg() -> None:
+        try:
+            await asyncio.wait_for(s.pool.fetchval("SELECT 1"), 2)
+            checks["postgresql"] = {"ok": True}
+        except Exception as exc:  # noqa: BLE001 - health reports every failure
+            checks["postgresql"] = {"ok": False, "error": str(exc) or type(exc).__name__}
+
+    async def rd() -> None:
+        try:
+            await asyncio.wait_for(s.redis.ping(), 2)
+            checks["redis"] = {"ok": True}
+        except Exception as exc:  # noqa: BLE001
+            checks["redis"] = {"ok": False, "error": str(exc) or type(exc).__name__}
+
+    await asyncio.gather(pg(), rd())
+    if s.supervisor is not None:
+        workers = await s.supervisor.status()
+        up = sum(1 for w in workers if w["up"])
+        checks["workers"] = {"ok": up > 0, "up": up, "total": len(workers),
+                             "capacity": sum(int(w["capacity"] or 0) for w in workers if w["up"]),
+                             "items": workers}
+    if s.frontdoor is not None:
+        checks["kamailio"] = await s.frontdoor.health()
+    else:
+        checks["kamailio"] = {"ok": True, "used": False}
+    ok = all(c.get("ok") for c in checks.values())
+    return _json({"ok": ok, **checks}, status=200 if ok else 503)
+
+
+_INTERACTION_FIELDS = (
+    "id, direction, caller_number, caller_name, dialed_number, customer_id, route, worker_id, "
+    "sip_call_id, arrived_at, answered_at, queued_at, queue_id, agent_offered_at, agent_answered_at, "
+    "agent_id, ended_at, disconnect_reason, disconnect_side, sip_code, digits"
+)
+
+
+async def list_interactions(request: web.Request) -> web.Response:
+    q = request.query
+    unknown = set(q) - {"since", "limit", "after"}
+    if unknown:
+        return _error(400, f"unknown query parameters: {sorted(unknown)}")
+    since = _parse_time(q["since"], "since") if "since" in q else datetime(1970, 1, 1, tzinfo=timezone.utc)
+    try:
+        limit = int(q.get("limit", "100"))
+    except ValueError:
+        return _error(400, f"limit: not an integer: {q['limit']!r}")
+    if not 1 <= limit <= MAX_LIMIT:
+        return _error(400, f"limit: must be between 1 and {MAX_LIMIT}")
+    after: uuid.UUID | None = None
+    if "after" in q:
+        try:
+            after = uuid.UUID(q["after"])
+        except ValueError:
+            return _error(400, f"after: not an interaction id: {q['after']!r}")
+    pool = request.app[SERVICES].pool
+    if after is None:
+        rows = await pool.fetch(
+            f"SELECT {_INTERACTION_FIELDS} FROM interactions WHERE arrived_at >= $1 "
+            "ORDER BY arrived_at, id LIMIT $2", since, limit + 1)
+    else:
+        rows = await pool.fetch(
+            f"SELECT {_INTERACTION_FIELDS} FROM interactions WHERE (arrived_at, id) > ($1, $2) "
+            "ORDER BY arrived_at, id LIMIT $3", since, after, limit + 1)
+    items = [dict(r) for r in rows[:limit]]
+    nxt = None
+    if len(rows) > limit:
+        last = items[-1]
+        nxt = str(request.url.with_query(since=last["arrived_at"].isoformat(), after=str(last["id"]),
+                                         limit=str(limit)).relative())
+    return _json({"items": items, "next": nxt})
+
+
+async def get_interaction(request: web.Request) -> web.Response:
+    try:
+        iid = uuid.UUID(request.match_info["id"])
+    except ValueError:
+        return _error(400, "not an interaction id")
+    pool = request.app[SERVICES].pool
+    row = await pool.fetchrow(f"SELECT {_INTERACTION_FIELDS} FROM interactions WHERE id = $1", iid)
+    if row is None:
+        return _error(404, "no such interaction")
+    events = await pool.fetch(
+        "SELECT at, event, queue_id, agent_id, data FROM interaction_events WHERE interaction_id = $1 "
+        "ORDER BY at, id", iid)
+    return _json({**dict(row), "events": [{**dict(e), "data": json.loads(e["data"])} for e in events]})
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.content_type == "application/json":
+            raise
+        return _error(exc.status, exc.reason)
+    except (asyncpg.PostgresConnectionError, OSError, asyncpg.InterfaceError):
+        return _error(503, "database unavailable")
+
+
+def make_app(services: Services) -> web.Application:
+    app = web.Application(middlewares=[errors])
+    app[SERVICES] = services
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/api/interactions", list_interactions)
+    app.router.add_get("/api/interactions/{id}", get_interaction)
+    return app

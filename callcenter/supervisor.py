@@ -1,0 +1,194 @@
+"""Supervision of media workers: start them, watch process exit and Redis heartbeats, close the
+calls of a dead worker with a cause, restart it with back-off, keep the front door in step."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis.asyncio as aioredis
+
+from callcenter.config import Config
+from media import protocol as mp
+from media.client import MediaClient
+
+log = logging.getLogger("callcenter.supervisor")
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    worker_id: str
+    host: str
+    sip_port: int
+    rtp_port: int
+
+
+@dataclass
+class _Slot:
+    spec: WorkerSpec
+    proc: asyncio.subprocess.Process | None = None
+    up: bool = False
+    capacity: int = 0
+    max_calls: int = 0
+    restarts: int = 0
+    next_start: float = 0.0
+    started_at: float = 0.0
+
+
+def plan_workers(cfg: Config, count: int, single_on_sip_port: bool) -> list[WorkerSpec]:
+    m = cfg.media
+    if single_on_sip_port:
+        return [WorkerSpec("w1", cfg.sip.host, cfg.sip.port, m.rtp_port)]
+    return [WorkerSpec(f"w{i + 1}", cfg.sip.host, m.worker_sip_port + i, m.rtp_port + i * m.rtp_ports_per_worker)
+            for i in range(count)]
+
+
+class Supervisor:
+    def __init__(self, cfg: Config, redis_url: str, client: MediaClient, specs: list[WorkerSpec],
+                 log_dir: Path, on_change: Callable[[], Awaitable[None]] | None = None):
+        self.cfg = cfg
+        self.redis_url = redis_url
+        self.redis = aioredis.from_url(redis_url)
+        self.client = client
+        self.slots = {s.worker_id: _Slot(s) for s in specs}
+        self.log_dir = log_dir
+        self.on_change = on_change
+        self.deaths: list[tuple[str, str, int]] = []  # (worker, why, calls closed)
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+        client.listeners.append(self._on_event)
+
+    def _on_event(self, ev: mp.Event, _handle: object) -> None:
+        slot = self.slots.get(ev.worker_id)
+        if slot is None:
+            return
+        if isinstance(ev, mp.WorkerUp):
+            slot.up, slot.capacity, slot.max_calls = True, ev.capacity, ev.max_calls
+            self._changed()
+        elif isinstance(ev, mp.WorkerDown):
+            slot.up = False
+            self._changed()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            asyncio.get_running_loop().create_task(self.on_change())
+
+    def live(self) -> list[WorkerSpec]:
+        return [s.spec for s in self.slots.values() if s.up]
+
+    def capacities(self) -> dict[str, int]:
+        return {wid: s.capacity for wid, s in self.slots.items() if s.up}
+
+    async def _spawn(self, slot: _Slot) -> None:
+        s, m = slot.spec, self.cfg.media
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        logf = open(self.log_dir / f"{s.worker_id}.log", "ab")
+        slot.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "media.worker", "--id", s.worker_id, "--host", s.host,
+            "--sip-port", str(s.sip_port), "--rtp-port", str(s.rtp_port),
+            "--rtp-port-count", str(m.rtp_ports_per_worker), "--redis-url", self.redis_url,
+            "--outbound-reserve", str(m.outbound_reserve), "--answer-timeout", str(m.answer_timeout),
+            "--heartbeat-interval", str(m.heartbeat_interval), "--heartbeat-ttl", str(m.heartbeat_ttl),
+            stdout=logf, stderr=logf, start_new_session=True,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        )
+        logf.close()
+        slot.up = False
+        slot.started_at = time.monotonic()
+
+    async def start(self, wait_up: float = 20.0) -> None:
+        for slot in self.slots.values():
+            await self._spawn(slot)
+        deadline = time.monotonic() + wait_up
+        while time.monotonic() < deadline and not all(s.up for s in self.slots.values()):
+            await asyncio.sleep(0.05)
+        missing = [w for w, s in self.slots.items() if not s.up]
+        if missing:
+            log.error("workers not up after %.0f s: %s (see %s)", wait_up, missing, self.log_dir)
+        self._task = asyncio.create_task(self._watch())
+
+    async def _watch(self) -> None:
+        ttl = self.cfg.media.heartbeat_ttl
+        while not self._stopping:
+            await asyncio.sleep(0.2)
+            now = time.monotonic()
+            for wid, slot in self.slots.items():
+                if slot.proc is None:
+                    if now >= slot.next_start and not self._stopping:
+                        await self._spawn(slot)
+                    continue
+                why = ""
+                if slot.proc.returncode is not None:
+                    why = f"exited with {slot.proc.returncode}"
+                elif slot.up or now - slot.started_at > max(ttl, 15.0):
+                    try:
+                        alive = await self.redis.exists(mp.ALIVE_KEY.format(worker_id=wid))
+                    except (aioredis.ConnectionError, OSError):
+                        continue  # Redis itself is away: do not blame the workers
+                    if not alive:
+                        why = "heartbeat lost"
+                if why:
+                    await self._dead(slot, why)
+
+    async def _dead(self, slot: _Slot, why: str) -> None:
+        wid = slot.spec.worker_id
+        proc, slot.proc = slot.proc, None
+        if proc is not None and proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        slot.up = False
+        closed = self.client.fail_worker(wid)
+        self.deaths.append((wid, why, closed))
+        log.error("media worker %s %s: %d calls closed; restarting", wid, why, closed)
+        try:
+            await self.redis.hdel(mp.WORKERS_HASH, wid)
+        except (aioredis.ConnectionError, OSError):
+            pass
+        slot.restarts += 1
+        slot.next_start = time.monotonic() + min(0.5 * 2 ** min(slot.restarts - 1, 6),
+                                                 self.cfg.media.restart_backoff_max)
+        self._changed()
+
+    async def status(self) -> list[dict[str, object]]:
+        try:
+            raw = await self.redis.hgetall(mp.WORKERS_HASH)
+        except (aioredis.ConnectionError, OSError):
+            raw = {}
+        out = []
+        for wid, slot in self.slots.items():
+            info = json.loads(raw[wid.encode()]) if wid.encode() in raw else {}
+            out.append({"worker_id": wid, "up": slot.up, "sip_port": slot.spec.sip_port,
+                        "pid": slot.proc.pid if slot.proc else None, "restarts": slot.restarts,
+                        "calls": info.get("calls"), "capacity": slot.capacity, "max_calls": slot.max_calls})
+        return out
+
+    async def stop(self, timeout: float = 8.0) -> None:
+        """Ask every worker to hang up and exit; their final events still reach the log."""
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        procs = [s.proc for s in self.slots.values() if s.proc is not None and s.proc.returncode is None]
+        for p in procs:
+            try:
+                p.send_signal(signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        try:
+            await asyncio.wait_for(asyncio.gather(*(p.wait() for p in procs)), timeout)
+        except asyncio.TimeoutError:
+            for p in procs:
+                if p.returncode is None:
+                    p.kill()
+            await asyncio.gather(*(p.wait() for p in procs))
+        for s in self.slots.values():
+            s.up = False
+        await self.redis.aclose()

@@ -1,0 +1,1 @@
+"""Call flows: greeting, bridge, self-service IVR. No pjsua2 here."""

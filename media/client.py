@@ -1,0 +1,307 @@
+"""Control-plane side of the media protocol: send commands, receive events, await call outcomes.
+
+ivr/, acd/ and callcenter/ drive calls only through ``CallHandle``. No pjsua2 here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from media import protocol as mp
+
+log = logging.getLogger("media.client")
+
+Listener = Callable[[mp.Event, "CallHandle | None"], None]
+
+
+class CallEnded(Exception):
+    """The call hung up while an operation was waiting on it."""
+
+    def __init__(self, hangup: mp.HungUp):
+        super().__init__(f"call {hangup.call_id} ended: {hangup.cause}")
+        self.hangup = hangup
+
+
+class MediaError(Exception):
+    """A worker refused or failed a command."""
+
+
+class OriginateFailed(Exception):
+    def __init__(self, cause: str, code: int = 0):
+        super().__init__(f"originate failed: {cause} ({code})")
+        self.cause = cause
+        self.code = code
+
+
+class CallHandle:
+    """One call leg on one worker. ``root`` is the inbound call an originated leg belongs to."""
+
+    def __init__(self, client: "MediaClient", worker_id: str, call_id: str,
+                 arrival: mp.CallArrived | None = None, root: "CallHandle | None" = None):
+        self.client = client
+        self.worker_id = worker_id
+        self.call_id = call_id
+        self.arrival = arrival
+        self.root = root or self
+        self.answered = False
+        self.hangup_event: mp.HungUp | None = None
+        self.ended = asyncio.Event()
+        self.data: dict[str, Any] = {}  # owner's annotations (interaction id, route …)
+        self._waiters: list[tuple[Callable[[mp.Event], bool], asyncio.Future[mp.Event]]] = []
+
+    # -------------------------------------------------------------- event intake
+    def feed(self, ev: mp.Event) -> None:
+        if isinstance(ev, mp.Answered):
+            self.answered = True
+        for pred, fut in list(self._waiters):
+            if not fut.done() and pred(ev):
+                fut.set_result(ev)
+        if isinstance(ev, mp.HungUp):
+            self.hangup_event = ev
+            self.ended.set()
+            for _, fut in self._waiters:
+                if not fut.done():
+                    fut.set_exception(CallEnded(ev))
+            self._waiters.clear()
+
+    async def _request(self, cmd: mp.Command | None, pred: Callable[[mp.Event], bool],
+                       timeout: float | None) -> mp.Event:
+        if self.hangup_event is not None:
+            raise CallEnded(self.hangup_event)
+        fut: asyncio.Future[mp.Event] = asyncio.get_running_loop().create_future()
+        kind = cmd.type if cmd is not None else ""
+
+        def match(ev: mp.Event) -> bool:
+            return pred(ev) or (isinstance(ev, mp.CommandFailed) and ev.command == kind)
+
+        entry = (match, fut)
+        self._waiters.append(entry)  # before sending: the answer may come back at once
+        try:
+            if cmd is not None:
+                await self.client.send(self.worker_id, cmd)
+            ev = await asyncio.wait_for(fut, timeout)
+        finally:
+            if entry in self._waiters:
+                self._waiters.remove(entry)
+        if isinstance(ev, mp.CommandFailed) and not pred(ev):
+            raise MediaError(f"{ev.command} on {self.call_id}: {ev.error}")
+        return ev
+
+    def _mine(self, kind: type[mp.Event]) -> Callable[[mp.Event], bool]:
+        return lambda ev: isinstance(ev, kind) and ev.call_id == self.call_id
+
+    # -------------------------------------------------------------- operations
+    async def answer(self, timeout: float = 5.0) -> None:
+        if not self.answered:
+            await self._request(mp.Answer(self.call_id), self._mine(mp.Answered), timeout)
+
+    async def play(self, path: str, interrupt_digits: str = mp.ALL_DIGITS,
+                   timeout: float | None = None) -> mp.PromptFinished:
+        ev = await self._request(mp.Play(self.call_id, path=path, interrupt_digits=interrupt_digits),
+                                 self._mine(mp.PromptFinished), timeout)
+        assert isinstance(ev, mp.PromptFinished)
+        return ev
+
+    async def start_play(self, path: str, loop: bool = True, interrupt_digits: str = "") -> None:
+        await self.client.send(self.worker_id, mp.Play(self.call_id, path=path, loop=loop,
+                                                       interrupt_digits=interrupt_digits))
+
+    async def stop_play(self) -> None:
+        await self.client.send(self.worker_id, mp.StopPlay(self.call_id))
+
+    async def collect(self, max_digits: int, first_timeout: float = 5.0, inter_timeout: float = 3.0,
+                      terminators: str = "#") -> mp.DigitsCollected:
+        cmd = mp.CollectDigits(self.call_id, max_digits=max_digits, first_timeout=first_timeout,
+                               inter_timeout=inter_timeout, terminators=terminators)
+        ev = await self._request(cmd, self._mine(mp.DigitsCollected), None)
+        assert isinstance(ev, mp.DigitsCollected)
+        return ev
+
+    async def bridge(self, other: "CallHandle", timeout: float = 5.0) -> None:
+        if other.worker_id != self.worker_id:
+            raise MediaError("bridging legs on different workers is not supported")
+        await self._request(mp.Bridge(self.call_id, other_call_id=other.call_id),
+                            self._mine(mp.Bridged), timeout)
+
+    async def unbridge(self, other: "CallHandle") -> None:
+        await self.client.send(self.worker_id, mp.Unbridge(self.call_id, other_call_id=other.call_id))
+
+    async def record(self, path: str) -> None:
+        await self.client.send(self.worker_id, mp.Record(self.call_id, path=path))
+
+    async def start_capture(self, path: str) -> None:
+        await self.client.send(self.worker_id, mp.StartCapture(self.call_id, path=path))
+
+    async def stop_capture(self) -> None:
+        await self.client.send(self.worker_id, mp.StopCapture(self.call_id))
+
+    async def transfer(self, uri: str, timeout: float = 30.0) -> mp.TransferResult:
+        ev = await self._request(
+            mp.Transfer(self.call_id, uri=uri),
+            lambda e: isinstance(e, mp.TransferResult) and e.call_id == self.call_id and e.final,
+            timeout,
+        )
+        assert isinstance(ev, mp.TransferResult)
+        return ev
+
+    async def hangup(self, code: int = 0, timeout: float = 5.0) -> None:
+        if self.hangup_event is not None:
+            return
+        try:
+            await self._request(mp.Hangup(self.call_id, code=code), self._mine(mp.HungUp), timeout)
+        except CallEnded:
+            pass
+
+    async def originate(self, uri: str, timeout: float = 30.0, caller_id: str = "") -> "CallHandle":
+        """Call ``uri`` from this call's worker; returns the answered leg or raises OriginateFailed."""
+        return await self.client.originate(self.worker_id, uri, timeout=timeout, caller_id=caller_id,
+                                           root=self.root)
+
+    async def wait_ended(self) -> mp.HungUp:
+        await self.ended.wait()
+        assert self.hangup_event is not None
+        return self.hangup_event
+
+
+class MediaClient:
+    """Reads the worker event stream as a consumer group member and routes events to handles."""
+
+    GROUP = "control"
+
+    def __init__(self, redis_url: str, on_call: Callable[[CallHandle], Awaitable[None]],
+                 stale_after: float = 10.0):
+        self.redis = aioredis.from_url(redis_url)
+        self._reader = aioredis.from_url(redis_url)
+        self.on_call = on_call
+        self.stale_after = stale_after
+        self.calls: dict[str, CallHandle] = {}
+        self.listeners: list[Listener] = []
+        self.originate_listeners: list[Callable[[CallHandle], None]] = []
+        self.consumer = f"{socket.gethostname()}-{os.getpid()}"
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stop = asyncio.Event()
+        self._empty_reads = 0
+
+    async def start(self) -> None:
+        try:
+            await self.redis.xgroup_create(mp.EVENTS_STREAM, self.GROUP, id="$", mkstream=True)
+        except aioredis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def send(self, worker_id: str, cmd: mp.Command) -> None:
+        await self.redis.rpush(mp.CMD_KEY.format(worker_id=worker_id), cmd.encode())
+
+    async def originate(self, worker_id: str, uri: str, timeout: float = 30.0, caller_id: str = "",
+                        root: CallHandle | None = None) -> CallHandle:
+        leg = CallHandle(self, worker_id, "o-" + uuid.uuid4().hex[:16], root=root)
+        self.calls[leg.call_id] = leg
+        leg.data["uri"] = uri
+        for hook in self.originate_listeners:
+            hook(leg)
+        try:
+            await leg._request(mp.Originate(leg.call_id, uri=uri, caller_id=caller_id, timeout=timeout),
+                               leg._mine(mp.Answered), timeout + 5.0)
+        except CallEnded as exc:
+            raise OriginateFailed(exc.hangup.cause, exc.hangup.code) from None
+        except (MediaError, asyncio.TimeoutError) as exc:
+            await leg.hangup()
+            raise OriginateFailed(str(exc) or "timeout") from None
+        return leg
+
+    def _notify(self, ev: mp.Event, handle: CallHandle | None) -> None:
+        for listener in self.listeners:
+            try:
+                listener(ev, handle)
+            except Exception:  # noqa: BLE001 - a broken listener must not stop call handling
+                log.exception("listener failed on %s", ev.type)
+
+    def dispatch(self, ev: mp.Event) -> None:
+        if isinstance(ev, mp.CallArrived):
+            if time.time() - ev.at > self.stale_after:
+                log.warning("ignoring stale arrival %s", ev.call_id)
+                return
+            handle = CallHandle(self, ev.worker_id, ev.call_id, arrival=ev)
+            self.calls[ev.call_id] = handle
+            self._notify(ev, handle)
+            task = asyncio.create_task(self._run_call(handle))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
+        h = self.calls.get(ev.call_id) if ev.call_id else None
+        self._notify(ev, h)
+        if h is not None:
+            h.feed(ev)
+            if isinstance(ev, mp.HungUp):
+                self.calls.pop(ev.call_id, None)
+
+    async def _run_call(self, handle: CallHandle) -> None:
+        try:
+            await self.on_call(handle)
+        except CallEnded:
+            pass
+        except Exception:  # noqa: BLE001
+            log.exception("call flow for %s failed", handle.call_id)
+            await handle.hangup()
+
+    def fail_worker(self, worker_id: str, cause: str = "media_worker_lost") -> int:
+        """The worker is gone: every call it held ends now, with ``cause``."""
+        lost = [h for h in self.calls.values() if h.worker_id == worker_id]
+        for h in lost:
+            self.dispatch(mp.HungUp(worker_id=worker_id, call_id=h.call_id, at=time.time(),
+                                    cause=cause, code=0, side="lost"))
+        return len(lost)
+
+    async def run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                resp = await self._reader.xreadgroup(self.GROUP, self.consumer, {mp.EVENTS_STREAM: ">"},
+                                                     count=500, block=500)
+            except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as exc:
+                log.warning("event stream unreachable: %s", exc)
+                await asyncio.sleep(0.5)
+                continue
+            except aioredis.ResponseError as exc:
+                if "NOGROUP" in str(exc):
+                    await self.start()
+                    continue
+                raise
+            if not resp:
+                self._empty_reads += 1
+            for _stream, entries in resp or []:
+                ids = []
+                for entry_id, fields in entries:
+                    ids.append(entry_id)
+                    try:
+                        ev = mp.decode(fields[b"m"])
+                    except (mp.ProtocolError, KeyError) as exc:
+                        log.warning("bad event %s: %s", entry_id, exc)
+                        continue
+                    if isinstance(ev, mp.Event):
+                        self.dispatch(ev)
+                if ids:
+                    await self.redis.xack(mp.EVENTS_STREAM, self.GROUP, *ids)
+
+    async def drain(self, timeout: float = 5.0) -> None:
+        """Wait until the stream has been read dry (events already sent are handled)."""
+        seen = self._empty_reads
+        deadline = time.monotonic() + timeout
+        while self._empty_reads < seen + 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+
+    async def stop(self) -> None:
+        self._stop.set()
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.redis.aclose()
+        await self._reader.aclose()

@@ -1,0 +1,146 @@
+"""The pjsua2 endpoint of one media process: creation, the asyncio pump, limit probe, shutdown.
+
+Follows docs from ../shared/design/media-pjsua2.md: the endpoint lives on the event-loop thread
+(threadCnt=0, mainThreadOnly) and a pump task calls libHandleEvents; the automatic GC is off and
+run by hand on the loop thread so that no pjsua2 object is ever freed on a pjmedia thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import socket
+import time
+from dataclasses import dataclass
+
+import pjsua2 as pj
+
+
+
+@dataclass(frozen=True)
+class EndpointConfig:
+    host: str
+    sip_port: int
+    rtp_port: int
+    rtp_port_count: int
+    log_level: int = 1
+
+
+class _ProbeCall(pj.Call):
+    def __init__(self, acc: pj.Account, live: dict[int, "_ProbeCall"]) -> None:
+        super().__init__(acc)
+        self._live = live
+
+    def onCallState(self, prm: pj.OnCallStateParam) -> None:
+        try:
+            if self.getInfo().state == pj.PJSIP_INV_STATE_DISCONNECTED:
+                self._live.pop(self.getId(), None)
+        except Exception:  # noqa: BLE001 - never let an exception escape a callback
+            pass
+
+
+def create_endpoint(cfg: EndpointConfig) -> tuple[pj.Endpoint, pj.AccountConfig]:
+    ep = pj.Endpoint()
+    ep.libCreate()
+    ec = pj.EpConfig()
+    ec.uaConfig.threadCnt = 0
+    ec.uaConfig.mainThreadOnly = True
+    ec.uaConfig.maxCalls = 1024  # cut silently to the build's PJSUA_MAX_CALLS; probed below
+    ec.uaConfig.userAgent = "callcenter-media"
+    ec.logConfig.level = cfg.log_level
+    ec.logConfig.consoleLevel = cfg.log_level
+    ec.medConfig.clockRate = 8000
+    ec.medConfig.sndClockRate = 8000
+    ec.medConfig.channelCount = 1
+    ec.medConfig.ecTailLen = 0  # no echo canceller: it costs CPU and we have no sound card
+    ec.medConfig.noVad = True  # keep RTP flowing through silence
+    ep.libInit(ec)
+    ep.audDevManager().setNullDev()
+    tc = pj.TransportConfig()
+    tc.port = cfg.sip_port
+    tc.boundAddress = cfg.host
+    ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tc)
+    ep.libStart()
+    for codec in ep.codecEnum2():
+        prio = {"PCMU/8000/1": 255, "PCMA/8000/1": 254}.get(codec.codecId, 0)
+        ep.codecSetPriority(codec.codecId, prio)
+    ac = pj.AccountConfig()
+    ac.idUri = f"sip:media@{cfg.host}:{cfg.sip_port}"
+    ac.mediaConfig.transportConfig.port = cfg.rtp_port
+    ac.mediaConfig.transportConfig.portRange = cfg.rtp_port_count
+    ac.mediaConfig.transportConfig.boundAddress = cfg.host
+    return ep, ac
+
+
+def _refuse_invites(sock: socket.socket) -> int:
+    """A stateless UAS for the probe: answer each INVITE 480 so pjsua frees the call at once."""
+    n = 0
+    while True:
+        try:
+            data, addr = sock.recvfrom(65535)
+        except BlockingIOError:
+            return n
+        msg = data.decode(errors="replace")
+        if not msg.startswith("INVITE "):
+            continue
+        keep = [ln for ln in msg.split("\r\n")
+                if ln.split(":", 1)[0].strip().lower() in ("via", "v", "from", "f", "to", "t", "call-id", "i", "cseq")]
+        reply = "SIP/2.0 480 Probe\r\n" + "\r\n".join(keep) + "\r\nContent-Length: 0\r\n\r\n"
+        sock.sendto(reply.encode(), addr)
+        n += 1
+
+
+def probe_max_calls(ep: pj.Endpoint, acc: pj.Account, host: str, ceiling: int = 2048) -> int:
+    """Read the build's real per-process call limit: pjsua2 does not expose PJSUA_MAX_CALLS and cuts
+    a larger maxCalls silently, so start calls to a local refuser until PJ_ETOOMANY. The refuser
+    answers 480, so every probe call ends at once and leaves no slot behind."""
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind((host, 0))
+    sink.setblocking(False)
+    uri = f"sip:limit-probe@{host}:{sink.getsockname()[1]}"
+    live: dict[int, _ProbeCall] = {}
+    count = 0
+    try:
+        while count < ceiling:
+            call = _ProbeCall(acc, live)
+            try:
+                call.makeCall(uri, pj.CallOpParam(True))
+            except pj.Error:
+                del call
+                break
+            live[call.getId()] = call
+            count += 1
+        call = None  # type: ignore[assignment]
+        deadline = time.monotonic() + 5.0
+        while live and time.monotonic() < deadline:
+            ep.libHandleEvents(5)
+            _refuse_invites(sink)
+    finally:
+        sink.close()
+    if live:
+        raise RuntimeError(f"limit probe: {len(live)} probe calls did not end")
+    return count
+
+
+async def pump(ep: pj.Endpoint, stop: asyncio.Event, idle_max: float = 0.02) -> None:
+    """Drive pjsua2 from the event loop; back off to ``idle_max`` when there is nothing to do so that
+    an idle worker costs little CPU, and yield between bounded batches so commands keep flowing."""
+    idle = 0.001
+    last_gc = time.monotonic()
+    while not stop.is_set():
+        handled = 0
+        for _ in range(64):
+            n = ep.libHandleEvents(0)
+            if n <= 0:
+                break
+            handled += n
+        if handled:
+            idle = 0.001
+            await asyncio.sleep(0)
+        else:
+            await asyncio.sleep(idle)
+            idle = min(idle * 2, idle_max)
+        now = time.monotonic()
+        if now - last_gc > 5.0:
+            gc.collect()
+            last_gc = now

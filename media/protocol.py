@@ -1,0 +1,306 @@
+"""The media protocol: typed messages between the control plane and media workers.
+
+Transport (Redis), documented in docs/media-protocol.md:
+- commands to one worker: list ``cc:media:cmd:<worker_id>`` (RPUSH by the control plane, BLPOP by the
+  worker), so a command waits for a worker that is briefly busy instead of being lost;
+- events from every worker: stream ``cc:media:events`` (XADD by workers, consumer group by the
+  control plane), so events survive a control-plane restart;
+- registry: hash ``cc:media:workers`` (worker id -> JSON WorkerInfo) and a heartbeat key
+  ``cc:media:alive:<worker_id>`` with a TTL.
+
+This module must not import pjsua2: the control plane, ivr/ and acd/ use it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar
+
+CMD_KEY = "cc:media:cmd:{worker_id}"
+EVENTS_STREAM = "cc:media:events"
+WORKERS_HASH = "cc:media:workers"
+ALIVE_KEY = "cc:media:alive:{worker_id}"
+
+ALL_DIGITS = "0123456789*#ABCD"
+
+
+class ProtocolError(ValueError):
+    """A message that does not decode into a known, well-formed message."""
+
+
+@dataclass(frozen=True)
+class Message:
+    type: ClassVar[str] = ""
+
+    def encode(self) -> str:
+        body = asdict(self)
+        body["type"] = self.type
+        return json.dumps(body, separators=(",", ":"))
+
+
+_REGISTRY: dict[str, type[Message]] = {}
+
+
+def message(cls: type[Message]) -> type[Message]:
+    _REGISTRY[cls.type] = cls
+    return cls
+
+
+def decode(raw: str | bytes) -> Message:
+    try:
+        body = json.loads(raw)
+        kind = body.pop("type")
+        cls = _REGISTRY[kind]
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ProtocolError(f"undecodable media message: {raw[:200]!r}") from exc
+    names = {f.name for f in fields(cls)}
+    unknown = set(body) - names
+    if unknown:
+        raise ProtocolError(f"{kind}: unknown fields {sorted(unknown)}")
+    try:
+        return cls(**body)
+    except TypeError as exc:
+        raise ProtocolError(f"{kind}: {exc}") from exc
+
+
+# ---------------------------------------------------------------- commands (control -> worker)
+
+
+@dataclass(frozen=True)
+class Command(Message):
+    call_id: str
+
+
+@message
+@dataclass(frozen=True)
+class Answer(Command):
+    type: ClassVar[str] = "answer"
+    code: int = 200
+
+
+@message
+@dataclass(frozen=True)
+class Play(Command):
+    """Play a WAV file (path on the worker's machine); ``interrupt_digits`` stop it."""
+
+    type: ClassVar[str] = "play"
+    path: str = ""
+    loop: bool = False
+    interrupt_digits: str = ALL_DIGITS
+
+
+@message
+@dataclass(frozen=True)
+class StopPlay(Command):
+    type: ClassVar[str] = "stop_play"
+
+
+@message
+@dataclass(frozen=True)
+class CollectDigits(Command):
+    """Collect up to ``max_digits``; ends early on a terminator or the timeouts (seconds)."""
+
+    type: ClassVar[str] = "collect"
+    max_digits: int = 1
+    first_timeout: float = 5.0
+    inter_timeout: float = 3.0
+    terminators: str = "#"
+
+
+@message
+@dataclass(frozen=True)
+class StartCapture(Command):
+    """Write the caller's audio (8 kHz 16-bit mono WAV) to ``path`` for speech recognition."""
+
+    type: ClassVar[str] = "start_capture"
+    path: str = ""
+
+
+@message
+@dataclass(frozen=True)
+class StopCapture(Command):
+    type: ClassVar[str] = "stop_capture"
+
+
+@message
+@dataclass(frozen=True)
+class Record(Command):
+    """Record both directions of the call to ``path`` until hang-up or StopRecord."""
+
+    type: ClassVar[str] = "record"
+    path: str = ""
+
+
+@message
+@dataclass(frozen=True)
+class StopRecord(Command):
+    type: ClassVar[str] = "stop_record"
+
+
+@message
+@dataclass(frozen=True)
+class Bridge(Command):
+    type: ClassVar[str] = "bridge"
+    other_call_id: str = ""
+
+
+@message
+@dataclass(frozen=True)
+class Unbridge(Command):
+    type: ClassVar[str] = "unbridge"
+    other_call_id: str = ""
+
+
+@message
+@dataclass(frozen=True)
+class Originate(Command):
+    """Call ``uri`` from this worker; ``call_id`` is chosen by the control plane."""
+
+    type: ClassVar[str] = "originate"
+    uri: str = ""
+    caller_id: str = ""
+    timeout: float = 30.0
+
+
+@message
+@dataclass(frozen=True)
+class Transfer(Command):
+    """Blind transfer (REFER) of the remote party to ``uri``."""
+
+    type: ClassVar[str] = "transfer"
+    uri: str = ""
+
+
+@message
+@dataclass(frozen=True)
+class Hangup(Command):
+    type: ClassVar[str] = "hangup"
+    code: int = 0  # 0: BYE an answered call, 603/486/503... for an unanswered one
+
+
+@message
+@dataclass(frozen=True)
+class Shutdown(Command):
+    """Stop the worker cleanly (call_id unused)."""
+
+    type: ClassVar[str] = "shutdown"
+
+
+# ---------------------------------------------------------------- events (worker -> control)
+
+
+@dataclass(frozen=True)
+class Event(Message):
+    worker_id: str
+    call_id: str
+    at: float  # unix time at the worker
+
+
+@message
+@dataclass(frozen=True)
+class WorkerUp(Event):
+    type: ClassVar[str] = "worker_up"
+    sip_uri: str = ""
+    max_calls: int = 0
+    capacity: int = 0
+    pid: int = 0
+
+
+@message
+@dataclass(frozen=True)
+class WorkerDown(Event):
+    type: ClassVar[str] = "worker_down"
+    reason: str = ""
+
+
+@message
+@dataclass(frozen=True)
+class CallArrived(Event):
+    type: ClassVar[str] = "call_arrived"
+    caller_uri: str = ""
+    caller_number: str = ""
+    caller_name: str = ""
+    dialed_uri: str = ""
+    dialed_number: str = ""
+    sip_call_id: str = ""
+
+
+@message
+@dataclass(frozen=True)
+class Ringing(Event):
+    type: ClassVar[str] = "ringing"
+
+
+@message
+@dataclass(frozen=True)
+class Answered(Event):
+    type: ClassVar[str] = "answered"
+
+
+@message
+@dataclass(frozen=True)
+class Digit(Event):
+    type: ClassVar[str] = "digit"
+    digit: str = ""
+    method: str = "rfc4733"  # or "info"
+
+
+@message
+@dataclass(frozen=True)
+class DigitsCollected(Event):
+    type: ClassVar[str] = "digits"
+    digits: str = ""
+    reason: str = ""  # max | terminator | timeout
+
+
+@message
+@dataclass(frozen=True)
+class PromptFinished(Event):
+    type: ClassVar[str] = "prompt_finished"
+    path: str = ""
+    reason: str = ""  # eof | interrupted | stopped | error
+    digit: str = ""
+
+
+@message
+@dataclass(frozen=True)
+class Bridged(Event):
+    type: ClassVar[str] = "bridged"
+    other_call_id: str = ""
+
+
+@message
+@dataclass(frozen=True)
+class Unbridged(Event):
+    type: ClassVar[str] = "unbridged"
+    other_call_id: str = ""
+
+
+@message
+@dataclass(frozen=True)
+class TransferResult(Event):
+    type: ClassVar[str] = "transfer_result"
+    code: int = 0
+    final: bool = False
+
+
+@message
+@dataclass(frozen=True)
+class CommandFailed(Event):
+    type: ClassVar[str] = "command_failed"
+    command: str = ""
+    error: str = ""
+
+
+@message
+@dataclass(frozen=True)
+class HungUp(Event):
+    """The call is gone. ``side``: remote (the far end hung up), platform (a Hangup command),
+    worker (the worker refused or timed the call out) or lost (the worker died)."""
+
+    type: ClassVar[str] = "hung_up"
+    cause: str = ""
+    code: int = 0
+    side: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,674 @@
+"""A media worker: one process, one pjsua2 endpoint, its few calls, driven by the media protocol.
+
+Run as ``python -m media.worker --id w1 --sip-port 5070 --rtp-port 20000 --redis-url ...``.
+It knows calls, not customers: every decision comes from the control plane as a command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import logging
+import os
+import signal
+import time
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+import pjsua2 as pj
+import redis.asyncio as aioredis
+
+from media import protocol as mp
+from media.endpoint import EndpointConfig, create_endpoint, probe_max_calls, pump
+from media.sipuri import request_uri, split_name_addr, user_part
+
+log = logging.getLogger("media.worker")
+
+
+class _Player(pj.AudioMediaPlayer):
+    """onEof2 runs on a pjmedia thread: only hand the news to the loop (pitfall 6)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, worker: "weakref.ref[Worker]", key: tuple[str, int]):
+        super().__init__()
+        self._loop = loop
+        self._worker = worker
+        self._key = key
+
+    def onEof2(self) -> None:
+        try:
+            self._loop.call_soon_threadsafe(_player_eof, self._worker, self._key)
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def _player_eof(worker_ref: "weakref.ref[Worker]", key: tuple[str, int]) -> None:
+    worker = worker_ref()
+    if worker is not None:
+        worker.on_player_eof(key)
+
+
+class _Account(pj.Account):
+    def __init__(self, worker: "Worker"):
+        super().__init__()
+        self._worker = weakref.ref(worker)
+
+    def onIncomingCall(self, prm: pj.OnIncomingCallParam) -> None:
+        try:
+            w = self._worker()
+            if w is not None:
+                w.on_incoming(prm)
+        except Exception:  # noqa: BLE001 - pitfall 3
+            log.exception("onIncomingCall")
+
+
+class _Call(pj.Call):
+    """Callbacks only; the call's state lives in a CallState held by the worker."""
+
+    def __init__(self, worker: "Worker", acc: pj.Account, call_id: str, pj_id: int = pj.PJSUA_INVALID_ID):
+        super().__init__(acc, pj_id)
+        self.key = call_id
+        self._worker = weakref.ref(worker)
+
+    def _w(self) -> "Worker | None":
+        return self._worker()
+
+    def onCallState(self, prm: pj.OnCallStateParam) -> None:
+        try:
+            w = self._w()
+            if w is not None:
+                w.on_call_state(self.key)
+        except Exception:  # noqa: BLE001
+            log.exception("onCallState")
+
+    def onCallMediaState(self, prm: pj.OnCallMediaStateParam) -> None:
+        try:
+            w = self._w()
+            if w is not None:
+                w.on_media_state(self.key)
+        except Exception:  # noqa: BLE001
+            log.exception("onCallMediaState")
+
+    def onDtmfDigit(self, prm: pj.OnDtmfDigitParam) -> None:
+        try:
+            w = self._w()
+            if w is not None:
+                method = "info" if prm.method == pj.PJSUA_DTMF_METHOD_SIP_INFO else "rfc4733"
+                w.on_digit(self.key, prm.digit, method)
+        except Exception:  # noqa: BLE001
+            log.exception("onDtmfDigit")
+
+    def onCallTransferStatus(self, prm: pj.OnCallTransferStatusParam) -> None:
+        try:
+            w = self._w()
+            if w is not None:
+                w.on_transfer_status(self.key, prm.statusCode, prm.finalNotify)
+        except Exception:  # noqa: BLE001
+            log.exception("onCallTransferStatus")
+
+
+@dataclass
+class _Collect:
+    max_digits: int
+    terminators: str
+    inter_timeout: float
+    digits: str = ""
+    timer: asyncio.TimerHandle | None = None
+
+
+@dataclass
+class CallState:
+    call: _Call
+    outbound: bool
+    answered: bool = False
+    media_ready: bool = False
+    hangup_side: str = ""
+    hangup_cause: str = ""
+    player: _Player | None = None
+    player_seq: int = 0
+    player_path: str = ""
+    interrupt_digits: str = ""
+    pending_play: mp.Play | None = None
+    typeahead: str = ""
+    collect: _Collect | None = None
+    capture: pj.AudioMediaRecorder | None = None
+    recorder: pj.AudioMediaRecorder | None = None
+    bridged_to: set[str] = field(default_factory=set)
+    timer: asyncio.TimerHandle | None = None
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    worker_id: str
+    host: str
+    sip_port: int
+    rtp_port: int
+    rtp_port_count: int
+    redis_url: str
+    outbound_reserve: int = 1
+    answer_timeout: float = 5.0
+    heartbeat_interval: float = 1.0
+    heartbeat_ttl: float = 3.0
+    max_calls_override: int = 0
+
+
+class Worker:
+    def __init__(self, cfg: WorkerConfig):
+        self.cfg = cfg
+        self.id = cfg.worker_id
+        self.loop = asyncio.get_running_loop()
+        self.calls: dict[str, CallState] = {}
+        self.seq = 0
+        self.stop = asyncio.Event()
+        self.accepting = False
+        self.events: asyncio.Queue[mp.Event] = asyncio.Queue()
+        self.redis = aioredis.from_url(cfg.redis_url)
+        self.cmd_redis = aioredis.from_url(cfg.redis_url)
+        self.max_calls = 0
+        self.capacity = 0
+        self._self_ref = weakref.ref(self)
+        ep_cfg = EndpointConfig(cfg.host, cfg.sip_port, cfg.rtp_port, cfg.rtp_port_count)
+        self.ep, acc_cfg = create_endpoint(ep_cfg)
+        self.acc = _Account(self)
+        self.acc.create(acc_cfg)
+        self.max_calls = cfg.max_calls_override or probe_max_calls(self.ep, self.acc, cfg.host)
+        self.capacity = max(1, self.max_calls - cfg.outbound_reserve)
+        self.sip_uri = f"sip:{cfg.host}:{cfg.sip_port}"
+
+    # ------------------------------------------------------------------ events out
+    def emit(self, cls: type[mp.Event], call_id: str, **kw: Any) -> None:
+        self.events.put_nowait(cls(worker_id=self.id, call_id=call_id, at=time.time(), **kw))  # type: ignore[call-arg]
+
+    async def _publish(self) -> None:
+        while True:
+            first = await self.events.get()
+            batch = [first]
+            while not self.events.empty() and len(batch) < 200:
+                batch.append(self.events.get_nowait())
+            while True:
+                try:
+                    pipe = self.redis.pipeline(transaction=False)
+                    for ev in batch:
+                        pipe.xadd(mp.EVENTS_STREAM, {"m": ev.encode()}, maxlen=200_000, approximate=True)
+                    await pipe.execute()
+                    break
+                except (aioredis.ConnectionError, aioredis.TimeoutError, OSError):
+                    log.warning("redis unreachable; %d events held", len(batch) + self.events.qsize())
+                    await asyncio.sleep(0.5)
+            if isinstance(batch[-1], mp.WorkerDown):
+                return
+
+    def _info(self) -> str:
+        import json
+
+        return json.dumps(
+            {
+                "worker_id": self.id,
+                "sip_uri": self.sip_uri,
+                "host": self.cfg.host,
+                "sip_port": self.cfg.sip_port,
+                "max_calls": self.max_calls,
+                "capacity": self.capacity,
+                "calls": len(self.calls),
+                "pid": os.getpid(),
+                "at": time.time(),
+            }
+        )
+
+    async def _heartbeat(self) -> None:
+        alive = mp.ALIVE_KEY.format(worker_id=self.id)
+        while not self.stop.is_set():
+            try:
+                pipe = self.redis.pipeline(transaction=False)
+                pipe.set(alive, os.getpid(), px=int(self.cfg.heartbeat_ttl * 1000))
+                pipe.hset(mp.WORKERS_HASH, self.id, self._info())
+                await pipe.execute()
+            except (aioredis.ConnectionError, aioredis.TimeoutError, OSError):
+                log.warning("heartbeat: redis unreachable")
+            try:
+                await asyncio.wait_for(self.stop.wait(), self.cfg.heartbeat_interval)
+            except asyncio.TimeoutError:
+                pass
+
+    # ------------------------------------------------------------------ commands in
+    async def _commands(self) -> None:
+        key = mp.CMD_KEY.format(worker_id=self.id)
+        while not self.stop.is_set():
+            try:
+                item = await self.cmd_redis.blpop([key], timeout=1)
+            except (aioredis.ConnectionError, aioredis.TimeoutError, OSError):
+                await asyncio.sleep(0.5)
+                continue
+            if item is None:
+                continue
+            try:
+                cmd = mp.decode(item[1])
+            except mp.ProtocolError as exc:
+                log.warning("%s", exc)
+                continue
+            try:
+                self.execute(cmd)  # type: ignore[arg-type]
+            except Exception as exc:  # noqa: BLE001 - one bad command must not stop the worker
+                log.exception("command %s failed", cmd.type)
+                self.emit(mp.CommandFailed, getattr(cmd, "call_id", ""), command=cmd.type, error=str(exc))
+
+    def execute(self, cmd: mp.Command) -> None:
+        if isinstance(cmd, mp.Shutdown):
+            self.stop.set()
+            return
+        if isinstance(cmd, mp.Originate):
+            self.originate(cmd)
+            return
+        st = self.calls.get(cmd.call_id)
+        if st is None:
+            self.emit(mp.CommandFailed, cmd.call_id, command=cmd.type, error="no such call")
+            return
+        handler = getattr(self, "cmd_" + cmd.type)
+        handler(st, cmd)
+
+    def cmd_answer(self, st: CallState, cmd: mp.Answer) -> None:
+        self._cancel_timer(st)
+        prm = pj.CallOpParam()
+        prm.statusCode = cmd.code
+        st.call.answer(prm)
+
+    def cmd_play(self, st: CallState, cmd: mp.Play) -> None:
+        if not st.media_ready:
+            st.pending_play = cmd
+            return
+        self._stop_player(st, "stopped")
+        st.player_seq += 1
+        player = _Player(self.loop, self._self_ref, (st.call.key, st.player_seq))
+        try:
+            player.createPlayer(cmd.path, 0 if cmd.loop else pj.PJMEDIA_FILE_NO_LOOP)
+        except pj.Error as exc:
+            self.emit(mp.PromptFinished, st.call.key, path=cmd.path, reason="error")
+            raise RuntimeError(f"cannot play {cmd.path}: {exc.reason}") from None
+        player.startTransmit(st.call.getAudioMedia(-1))
+        st.player = player
+        st.player_path = cmd.path
+        st.interrupt_digits = cmd.interrupt_digits
+
+    def cmd_stop_play(self, st: CallState, cmd: mp.StopPlay) -> None:
+        st.pending_play = None
+        self._stop_player(st, "stopped")
+
+    def cmd_collect(self, st: CallState, cmd: mp.CollectDigits) -> None:
+        self._end_collect(st, None)
+        st.collect = _Collect(cmd.max_digits, cmd.terminators, cmd.inter_timeout)
+        typed, st.typeahead = st.typeahead, ""
+        for d in typed:
+            if st.collect is not None:
+                self._collect_digit(st, d)
+        if st.collect is not None:
+            timeout = cmd.inter_timeout if st.collect.digits else cmd.first_timeout
+            st.collect.timer = self.loop.call_later(timeout, self._collect_timeout, st.call.key)
+
+    def cmd_start_capture(self, st: CallState, cmd: mp.StartCapture) -> None:
+        self._release_recorder(st, "capture")
+        rec = pj.AudioMediaRecorder()
+        rec.createRecorder(cmd.path)
+        st.call.getAudioMedia(-1).startTransmit(rec)
+        st.capture = rec
+
+    def cmd_stop_capture(self, st: CallState, cmd: mp.StopCapture) -> None:
+        self._release_recorder(st, "capture")
+
+    def cmd_record(self, st: CallState, cmd: mp.Record) -> None:
+        self._release_recorder(st, "recorder")
+        rec = pj.AudioMediaRecorder()
+        rec.createRecorder(cmd.path)
+        st.call.getAudioMedia(-1).startTransmit(rec)
+        for other in st.bridged_to:
+            o = self.calls.get(other)
+            if o is not None and o.media_ready:
+                o.call.getAudioMedia(-1).startTransmit(rec)
+        st.recorder = rec
+
+    def cmd_stop_record(self, st: CallState, cmd: mp.StopRecord) -> None:
+        self._release_recorder(st, "recorder")
+
+    def cmd_bridge(self, st: CallState, cmd: mp.Bridge) -> None:
+        other = self.calls.get(cmd.other_call_id)
+        if other is None or not other.media_ready or not st.media_ready:
+            raise RuntimeError(f"cannot bridge {st.call.key} with {cmd.other_call_id}: not both live")
+        for s in (st, other):
+            s.pending_play = None
+            self._stop_player(s, "stopped")
+        a, b = st.call.getAudioMedia(-1), other.call.getAudioMedia(-1)
+        a.startTransmit(b)
+        b.startTransmit(a)
+        st.bridged_to.add(other.call.key)
+        other.bridged_to.add(st.call.key)
+        self.emit(mp.Bridged, st.call.key, other_call_id=other.call.key)
+        self.emit(mp.Bridged, other.call.key, other_call_id=st.call.key)
+
+    def cmd_unbridge(self, st: CallState, cmd: mp.Unbridge) -> None:
+        other = self.calls.get(cmd.other_call_id)
+        if other is None:
+            return
+        self._unbridge(st, other)
+
+    def cmd_transfer(self, st: CallState, cmd: mp.Transfer) -> None:
+        st.call.xfer(cmd.uri, pj.CallOpParam(True))
+
+    def cmd_hangup(self, st: CallState, cmd: mp.Hangup) -> None:
+        st.hangup_side = st.hangup_side or "platform"
+        st.hangup_cause = st.hangup_cause or "hangup_command"
+        prm = pj.CallOpParam()
+        if cmd.code:
+            prm.statusCode = cmd.code
+        st.call.hangup(prm)
+
+    def originate(self, cmd: mp.Originate) -> None:
+        if cmd.call_id in self.calls:
+            raise RuntimeError(f"call id {cmd.call_id} in use")
+        if len(self.calls) >= self.max_calls:
+            self.emit(mp.HungUp, cmd.call_id, cause="no_capacity", code=503, side="worker")
+            return
+        call = _Call(self, self.acc, cmd.call_id)
+        st = CallState(call=call, outbound=True)
+        self.calls[cmd.call_id] = st
+        prm = pj.CallOpParam(True)
+        if cmd.caller_id:
+            hdr = pj.SipHeader()
+            hdr.hName = "P-Asserted-Identity"
+            hdr.hValue = f"<sip:{cmd.caller_id}@{self.cfg.host}>"
+            prm.txOption.headers.append(hdr)
+        try:
+            call.makeCall(cmd.uri, prm)
+        except pj.Error as exc:
+            del self.calls[cmd.call_id]
+            self.emit(mp.HungUp, cmd.call_id, cause="originate_failed", code=0, side="worker",
+                      extra={"error": exc.reason})
+            return
+        st.timer = self.loop.call_later(cmd.timeout, self._ring_timeout, cmd.call_id)
+
+    # ------------------------------------------------------------------ pjsua2 callbacks
+    def on_incoming(self, prm: pj.OnIncomingCallParam) -> None:
+        self.seq += 1
+        key = f"{self.id}-{self.seq}"
+        call = _Call(self, self.acc, key, prm.callId)
+        st = CallState(call=call, outbound=False)
+        inbound = sum(1 for s in self.calls.values() if not s.outbound)
+        self.calls[key] = st
+        reply = pj.CallOpParam()
+        if not self.accepting or inbound >= self.capacity:
+            # Full (or stopping): 503 lets the front door try another worker.
+            st.hangup_side, st.hangup_cause = "worker", "worker_full"
+            reply.statusCode = 503
+            reply.reason = "Media worker full"
+            call.answer(reply)
+            return
+        info = call.getInfo()
+        caller_name, caller_uri = split_name_addr(info.remoteUri)
+        ruri = request_uri(prm.rdata.wholeMsg) or split_name_addr(info.localUri)[1]
+        self.emit(
+            mp.CallArrived,
+            key,
+            caller_uri=caller_uri,
+            caller_number=user_part(caller_uri),
+            caller_name=caller_name,
+            dialed_uri=ruri,
+            dialed_number=user_part(ruri),
+            sip_call_id=info.callIdString,
+        )
+        reply.statusCode = 180
+        call.answer(reply)
+        # The control plane must take the call in time, or the caller hears a clean refusal.
+        st.timer = self.loop.call_later(self.cfg.answer_timeout, self._answer_timeout, key)
+
+    def on_call_state(self, key: str) -> None:
+        st = self.calls.get(key)
+        if st is None:
+            return
+        info = st.call.getInfo()
+        if info.state == pj.PJSIP_INV_STATE_EARLY and st.outbound:
+            self.emit(mp.Ringing, key)
+        elif info.state == pj.PJSIP_INV_STATE_CONFIRMED and not st.answered:
+            st.answered = True
+            self._cancel_timer(st)
+            self.emit(mp.Answered, key)
+        elif info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
+            self._disconnected(st, info.lastStatusCode, info.lastReason)
+
+    def on_media_state(self, key: str) -> None:
+        st = self.calls.get(key)
+        if st is None:
+            return
+        info = st.call.getInfo()
+        for mi in info.media:
+            if mi.type == pj.PJMEDIA_TYPE_AUDIO and mi.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
+                st.media_ready = True
+        if st.media_ready and st.pending_play is not None:
+            cmd, st.pending_play = st.pending_play, None
+            self.cmd_play(st, cmd)
+
+    def on_digit(self, key: str, digit: str, method: str) -> None:
+        st = self.calls.get(key)
+        if st is None:
+            return
+        self.emit(mp.Digit, key, digit=digit, method=method)
+        if st.player is not None and digit in st.interrupt_digits:
+            self._stop_player(st, "interrupted", digit)
+        if st.collect is not None:
+            self._collect_digit(st, digit)
+        else:
+            st.typeahead = (st.typeahead + digit)[-32:]
+
+    def on_player_eof(self, key: tuple[str, int]) -> None:
+        st = self.calls.get(key[0])
+        if st is None or st.player is None or st.player_seq != key[1]:
+            return
+        self._stop_player(st, "eof")
+
+    def on_transfer_status(self, key: str, code: int, final: bool) -> None:
+        self.emit(mp.TransferResult, key, code=code, final=final)
+        st = self.calls.get(key)
+        if final and st is not None and 200 <= code < 300:
+            st.hangup_side, st.hangup_cause = "platform", "transferred"
+            st.call.hangup(pj.CallOpParam())
+
+    # ------------------------------------------------------------------ helpers
+    def _disconnected(self, st: CallState, code: int, reason: str) -> None:
+        key = st.call.key
+        self._cancel_timer(st)
+        self._end_collect(st, None)
+        self._stop_player(st, "stopped")
+        for other_key in list(st.bridged_to):
+            other = self.calls.get(other_key)
+            if other is not None:
+                self._unbridge(st, other, media=False)
+        self._release_recorder(st, "capture")
+        self._release_recorder(st, "recorder")
+        side = st.hangup_side or "remote"
+        cause = st.hangup_cause or ("normal_clearing" if st.answered else _cause_for(code))
+        if st.hangup_cause == "worker_full":
+            cause = "worker_full"
+        # Pitfall 1: drop the pjsua2 Call here, inside DISCONNECTED, so its id is not reused under it.
+        del self.calls[key]
+        st.call = None  # type: ignore[assignment]
+        if cause != "worker_full":
+            self.emit(mp.HungUp, key, cause=cause, code=code, side=side, extra={"reason": reason})
+
+    def _unbridge(self, st: CallState, other: CallState, media: bool = True) -> None:
+        if media and st.media_ready and other.media_ready:
+            a, b = st.call.getAudioMedia(-1), other.call.getAudioMedia(-1)
+            a.stopTransmit(b)
+            b.stopTransmit(a)
+        st.bridged_to.discard(other.call.key)
+        other.bridged_to.discard(st.call.key)
+        self.emit(mp.Unbridged, st.call.key, other_call_id=other.call.key)
+        self.emit(mp.Unbridged, other.call.key, other_call_id=st.call.key)
+
+    def _stop_player(self, st: CallState, reason: str, digit: str = "") -> None:
+        player, st.player = st.player, None
+        if player is None:
+            return
+        try:
+            if st.media_ready and st.call is not None:
+                player.stopTransmit(st.call.getAudioMedia(-1))
+        except pj.Error:
+            pass
+        del player  # released here, on the loop thread (pitfall 6)
+        self.emit(mp.PromptFinished, st.call.key, path=st.player_path, reason=reason, digit=digit)
+
+    def _release_recorder(self, st: CallState, attr: str) -> None:
+        rec = getattr(st, attr)
+        setattr(st, attr, None)
+        del rec
+
+    def _collect_digit(self, st: CallState, digit: str) -> None:
+        c = st.collect
+        assert c is not None
+        if digit in c.terminators:
+            self._end_collect(st, "terminator")
+            return
+        c.digits += digit
+        if len(c.digits) >= c.max_digits:
+            self._end_collect(st, "max")
+            return
+        if c.timer is not None:
+            c.timer.cancel()
+        c.timer = self.loop.call_later(c.inter_timeout, self._collect_timeout, st.call.key)
+
+    def _collect_timeout(self, key: str) -> None:
+        st = self.calls.get(key)
+        if st is not None:
+            self._end_collect(st, "timeout")
+
+    def _end_collect(self, st: CallState, reason: str | None) -> None:
+        c, st.collect = st.collect, None
+        if c is None:
+            return
+        if c.timer is not None:
+            c.timer.cancel()
+        if reason is not None:
+            self.emit(mp.DigitsCollected, st.call.key, digits=c.digits, reason=reason)
+
+    def _cancel_timer(self, st: CallState) -> None:
+        if st.timer is not None:
+            st.timer.cancel()
+            st.timer = None
+
+    def _answer_timeout(self, key: str) -> None:
+        st = self.calls.get(key)
+        if st is None or st.answered:
+            return
+        st.hangup_side, st.hangup_cause = "worker", "control_plane_timeout"
+        prm = pj.CallOpParam()
+        prm.statusCode = 503
+        prm.reason = "Call control unavailable"
+        st.call.hangup(prm)
+
+    def _ring_timeout(self, key: str) -> None:
+        st = self.calls.get(key)
+        if st is None or st.answered:
+            return
+        st.hangup_side, st.hangup_cause = "worker", "no_answer"
+        st.call.hangup(pj.CallOpParam())
+
+    # ------------------------------------------------------------------ life cycle
+    async def run(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self.loop.add_signal_handler(sig, self.stop.set)
+        publisher = asyncio.create_task(self._publish())
+        pump_task = asyncio.create_task(pump(self.ep, self.stop))
+        self.accepting = True
+        await self.redis.delete(mp.CMD_KEY.format(worker_id=self.id))
+        self.emit(mp.WorkerUp, "", sip_uri=self.sip_uri, max_calls=self.max_calls, capacity=self.capacity,
+                  pid=os.getpid())
+        tasks = [asyncio.create_task(self._heartbeat()), asyncio.create_task(self._commands())]
+        log.info("worker %s on %s: %d calls per process, %d inbound", self.id, self.sip_uri,
+                 self.max_calls, self.capacity)
+        await self.stop.wait()
+        self.accepting = False
+        await self._hangup_all()
+        pump_task.cancel()
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(pump_task, *tasks, return_exceptions=True)
+        try:
+            await self.redis.hdel(mp.WORKERS_HASH, self.id)
+            await self.redis.delete(mp.ALIVE_KEY.format(worker_id=self.id))
+        except (aioredis.ConnectionError, OSError):
+            pass
+        self.emit(mp.WorkerDown, "", reason="shutdown")
+        try:
+            await asyncio.wait_for(publisher, 5)
+        except asyncio.TimeoutError:
+            log.error("could not publish %d final events", self.events.qsize())
+        await self.redis.aclose()
+        await self.cmd_redis.aclose()
+        self.destroy()
+
+    async def _hangup_all(self) -> None:
+        for st in list(self.calls.values()):
+            st.hangup_side, st.hangup_cause = "platform", "worker_shutdown"
+            try:
+                st.call.hangup(pj.CallOpParam())
+            except pj.Error:
+                pass
+        deadline = time.monotonic() + 3.0
+        while self.calls and time.monotonic() < deadline:
+            self.ep.libHandleEvents(0)
+            await asyncio.sleep(0.01)
+
+    def destroy(self) -> None:
+        """Orderly teardown (pitfall 4): calls gone, objects dropped, account shut down, then libDestroy."""
+        self.calls.clear()
+        self.acc.shutdown()
+        del self.acc
+        gc.collect()
+        self.ep.libDestroy()
+
+
+def _cause_for(code: int) -> str:
+    return {
+        408: "no_answer",
+        480: "unavailable",
+        486: "busy",
+        487: "cancelled",
+        503: "congestion",
+        603: "declined",
+    }.get(code, f"sip_{code}" if code else "unknown")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="media.worker")
+    ap.add_argument("--id", required=True)
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--sip-port", type=int, required=True)
+    ap.add_argument("--rtp-port", type=int, required=True)
+    ap.add_argument("--rtp-port-count", type=int, default=40)
+    ap.add_argument("--redis-url", required=True)
+    ap.add_argument("--outbound-reserve", type=int, default=1)
+    ap.add_argument("--answer-timeout", type=float, default=5.0)
+    ap.add_argument("--heartbeat-interval", type=float, default=1.0)
+    ap.add_argument("--heartbeat-ttl", type=float, default=3.0)
+    ap.add_argument("--log-level", default="INFO")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=a.log_level, format=f"%(asctime)s {a.id} %(levelname)s %(message)s")
+    gc.disable()  # collected by hand on the loop thread (pitfall 2)
+    cfg = WorkerConfig(
+        worker_id=a.id,
+        host=a.host,
+        sip_port=a.sip_port,
+        rtp_port=a.rtp_port,
+        rtp_port_count=a.rtp_port_count,
+        redis_url=a.redis_url,
+        outbound_reserve=a.outbound_reserve,
+        answer_timeout=a.answer_timeout,
+        heartbeat_interval=a.heartbeat_interval,
+        heartbeat_ttl=a.heartbeat_ttl,
+    )
+
+    async def _run() -> None:
+        await Worker(cfg).run()
+
+    asyncio.run(_run())
+
+
+if __name__ == "__main__":
+    main()
