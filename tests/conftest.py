@@ -1,0 +1,213 @@
+"""Shared fixtures: real PostgreSQL and Redis (embedded unless DATABASE_URL / REDIS_URL are set) and
+a real platform process (``callcenter run``) started per test module with its own config."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import pytest
+import pytest_asyncio
+import redis
+
+from callcenter.db import migrate
+from callcenter.embedded import EmbeddedPostgres, EmbeddedRedis, free_port, with_database
+
+ROOT = Path(__file__).resolve().parent.parent
+SIPP_SHARE = Path("/usr/share/sip-tester")
+
+
+@dataclass(frozen=True)
+class Stores:
+    database_url: str
+    redis_url: str
+
+
+@pytest.fixture(scope="session")
+def stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stores]:
+    base = ROOT / "var" / "test"
+    base.mkdir(parents=True, exist_ok=True)
+    pg = rd = None
+    admin = os.environ.get("DATABASE_URL")
+    if not admin:
+        pg = EmbeddedPostgres(base / "pgdata")
+        admin = pg.start()
+    redis_url = os.environ.get("REDIS_URL")
+    if not redis_url:
+        rd = EmbeddedRedis(base / "redis")
+        redis_url = rd.start()
+    name = f"cc_test_{os.getpid()}"
+
+    async def create() -> None:
+        conn = await asyncpg.connect(admin)
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        await conn.execute(f'CREATE DATABASE "{name}"')
+        await conn.close()
+        conn = await asyncpg.connect(with_database(admin, name))
+        await migrate(conn)
+        await conn.close()
+
+    asyncio.run(create())
+    try:
+        yield Stores(with_database(admin, name), redis_url)
+    finally:
+        async def drop() -> None:
+            conn = await asyncpg.connect(admin)
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await conn.close()
+
+        asyncio.run(drop())
+        if rd is not None:
+            rd.stop()
+        if pg is not None:
+            pg.stop()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def pool(stores: Stores) -> AsyncIterator[asyncpg.Pool]:
+    p = await asyncpg.create_pool(stores.database_url, min_size=1, max_size=4)
+    assert p is not None
+    yield p
+    await p.close()
+
+
+def require(tool: str) -> None:
+    if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
+        pytest.fail(f"{tool} is not installed: `make test` installs it (Debian package) when run as root")
+
+
+@dataclass
+class Platform:
+    proc: subprocess.Popen[bytes]
+    http: str
+    sip_port: int
+    worker_sip_port: int
+    var_dir: Path
+    config: Path
+    log: Path
+
+    def get(self, path: str) -> tuple[int, object]:
+        try:
+            with urllib.request.urlopen(self.http + path, timeout=5) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"null")
+
+    def health(self) -> dict:  # type: ignore[type-arg]
+        return self.get("/healthz")[1]  # type: ignore[return-value]
+
+    def workers(self) -> list[dict]:  # type: ignore[type-arg]
+        return self.health()["workers"]["items"]  # type: ignore[no-any-return]
+
+    def wait(self, pred, timeout: float = 20.0, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if pred():
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError("platform did not stop within 30 s of SIGINT") from None
+        return self.proc.returncode
+
+
+def write_config(path: Path, *, var_dir: Path, http_port: int, sip_port: int, worker_port: int, rtp_port: int,
+                 front_door: str, workers: int, dialplan: Path, extra: str = "") -> None:
+    path.write_text(f"""
+[http]
+host = "127.0.0.1"
+port = {http_port}
+[sip]
+host = "127.0.0.1"
+port = {sip_port}
+front_door = "{front_door}"
+[media]
+workers = {workers}
+worker_sip_port = {worker_port}
+rtp_port = {rtp_port}
+{extra}
+[paths]
+var_dir = "{var_dir}"
+dialplan = "{dialplan}"
+prompts = "{ROOT / 'sip_config' / 'prompts.toml'}"
+""")
+
+
+def start_platform(stores: Stores, tmp: Path, *, front_door: str = "none", workers: int = 1,
+                   dialplan: Path | None = None, extra: str = "", redis_db: int = 1) -> Platform:
+    var_dir = tmp / "var"
+    var_dir.mkdir(parents=True, exist_ok=True)
+    # Prompts are built once by `make test`; share them instead of regenerating per platform.
+    shared_prompts = ROOT / "var" / "prompts"
+    if shared_prompts.exists() and not (var_dir / "prompts").exists():
+        shutil.copytree(shared_prompts, var_dir / "prompts")
+    http_port, sip_port = free_port(), free_port()
+    worker_port = 15000 + (os.getpid() % 200) * 40
+    rtp_port = 30000 + (uuid.uuid4().int % 300) * 100
+    cfg = tmp / "callcenter.toml"
+    write_config(cfg, var_dir=var_dir, http_port=http_port, sip_port=sip_port, worker_port=worker_port,
+                 rtp_port=rtp_port, front_door=front_door, workers=workers,
+                 dialplan=dialplan or ROOT / "sip_config" / "dialplan.toml", extra=extra)
+    redis_url = stores.redis_url.rsplit("/", 1)[0] + f"/{redis_db}"
+    redis.Redis.from_url(redis_url).flushdb()
+    log = tmp / "platform.log"
+    env = {**os.environ, "DATABASE_URL": stores.database_url, "REDIS_URL": redis_url,
+           "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "callcenter.cli", "--config", str(cfg), "run",
+                             "--demo-customers", "0"], cwd=ROOT, env=env, stdout=open(log, "wb"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    p = Platform(proc, f"http://127.0.0.1:{http_port}", sip_port, worker_port, var_dir, cfg, log)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"platform exited at start:\n{log.read_text()[-3000:]}")
+        try:
+            status, body = p.get("/healthz")
+            if status == 200:
+                return p
+        except OSError:
+            pass
+        time.sleep(0.2)
+    p.stop()
+    raise AssertionError(f"platform not healthy in 60 s:\n{log.read_text()[-3000:]}")
+
+
+def sipp(scenario: str, target: str, *, calls: int = 1, rate: int = 10, limit: int | None = None,
+         keys: dict[str, str] | None = None, service: str = "100", timeout: float = 60,
+         extra: list[str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run SIPp (Debian sip-tester) as a real caller; returns the finished process."""
+    require("sipp")
+    args = ["sipp", "-sf", str(ROOT / "tests" / "sip" / "scenarios" / scenario), "-s", service,
+            "-m", str(calls), "-r", str(rate), "-l", str(limit or calls), "-i", "127.0.0.1",
+            "-p", str(free_port()), "-mp", str(40000 + (uuid.uuid4().int % 200) * 100), "-nostdin",
+            "-timeout", f"{int(timeout)}s", "-timeout_error", "-trace_stat", "-trace_err"]
+    for k, v in (keys or {}).items():
+        args += ["-key", k, v]
+    args += extra or []
+    args.append(target)
+    return subprocess.run(args, capture_output=True, text=True, timeout=timeout + 30, cwd=cwd)
+
+
+def dtmf_keys(digits: str) -> dict[str, str]:
+    names = {"*": "star", "#": "pound"}
+    return {f"d{i + 1}": str(SIPP_SHARE / f"dtmf_2833_{names.get(d, d)}.pcap") for i, d in enumerate(digits)}
