@@ -1,0 +1,31 @@
+"""Audio checks for recordings made by test phones (pure Python: RMS and Goertzel tone power)."""
+
+from __future__ import annotations
+
+import math
+import struct
+import wave
+
+
+def read_wav(path: str, skip: float = 0.0, last: float | None = None) -> tuple[list[int], int]:
+    with wave.open(path, "rb") as w:
+        rate, width, n = w.getframerate(), w.getsampwidth(), w.getnframes()
+        assert width == 2 and w.getnchannels() == 1, "test phones record 16-bit mono"
+        samples = list(struct.unpack(f"<{n}h", w.readframes(n)))
+    start = int(skip * rate)
+    if last is not None:
+        start = max(start, len(samples) - int(last * rate))
+    return samples[start:], rate
+
+
+def rms(samples: list[int]) -> float:
+    return math.sqrt(sum(s * s for s in samples) / len(samples)) if samples else 0.0
+
+
+def tone_power(samples: list[int], rate: int, hz: float) -> float:
+    """Goertzel power of one frequency, normalized by length."""
+    coeff = 2 * math.cos(2 * math.pi * hz / rate)
+    s1 = s2 = 0.0
+    for x in samples:
+        s1, s2 = x + coeff * s1 - s2, s1
+    return (s1 * s1 + s2 * s2 - coeff * s1 * s2) / max(1, len(samples)) ** 2

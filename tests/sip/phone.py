@@ -1,0 +1,183 @@
+"""A pjsua2 test phone (its own process: pjsua is one endpoint per process).
+
+    python -m tests.sip.phone --port 5090 --answer --tone 1000 --record out.wav --seconds 8
+    python -m tests.sip.phone --port 5091 --call sip:200@127.0.0.1:5060 --tone 440 --record in.wav --seconds 8
+
+It sends a sine tone so the far end can tell who it hears, records what it receives, and prints one
+JSON line when done: {"answered": bool, "disconnected": bool, "code": int, "record": path}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import struct
+import sys
+import tempfile
+import time
+import wave
+
+import pjsua2 as pj
+
+
+def write_tone(path: str, hz: float, seconds: float = 1.0, rate: int = 8000) -> None:
+    with wave.open(path, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(b"".join(struct.pack("<h", int(9000 * math.sin(2 * math.pi * hz * i / rate)))
+                               for i in range(int(rate * seconds))))
+
+
+class Phone:
+    def __init__(self, port: int):
+        self.ep = pj.Endpoint()
+        self.ep.libCreate()
+        c = pj.EpConfig()
+        c.uaConfig.threadCnt = 0
+        c.uaConfig.mainThreadOnly = True
+        c.logConfig.level = 1
+        c.logConfig.consoleLevel = 1
+        c.medConfig.clockRate = 8000
+        c.medConfig.sndClockRate = 8000
+        c.medConfig.ecTailLen = 0
+        c.medConfig.noVad = True
+        self.ep.libInit(c)
+        self.ep.audDevManager().setNullDev()
+        tc = pj.TransportConfig()
+        tc.port = port
+        tc.boundAddress = "127.0.0.1"
+        self.ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tc)
+        self.ep.libStart()
+        ac = pj.AccountConfig()
+        ac.idUri = f"sip:test-phone@127.0.0.1:{port}"
+        ac.mediaConfig.transportConfig.port = port + 1000
+        ac.mediaConfig.transportConfig.portRange = 20
+        self.acc = _Account(self)
+        self.acc.create(ac)
+        self.call: _Call | None = None
+        self.answered = False
+        self.disconnected = False
+        self.code = 0
+        self.tone_path = ""
+        self.record_path = ""
+        self.player: pj.AudioMediaPlayer | None = None
+        self.recorder: pj.AudioMediaRecorder | None = None
+
+    def media_up(self) -> None:
+        assert self.call is not None
+        am = self.call.getAudioMedia(-1)
+        if self.player is None and self.tone_path:
+            self.player = pj.AudioMediaPlayer()
+            self.player.createPlayer(self.tone_path, 0)
+            self.player.startTransmit(am)
+        if self.recorder is None and self.record_path:
+            self.recorder = pj.AudioMediaRecorder()
+            self.recorder.createRecorder(self.record_path)
+            am.startTransmit(self.recorder)
+
+    def ended(self, code: int) -> None:
+        self.disconnected = True
+        self.code = code
+        self.player = None
+        self.recorder = None  # closes the WAV file
+        self.call = None  # dropped inside DISCONNECTED (pitfall 1)
+
+    def run_for(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not (self.disconnected and self.call is None):
+            self.ep.libHandleEvents(20)
+
+    def hangup(self) -> None:
+        if self.call is not None:
+            try:
+                self.call.hangup(pj.CallOpParam())
+            except pj.Error:
+                pass
+        self.run_for(2.0)
+
+    def destroy(self) -> None:
+        self.player = self.recorder = None
+        self.call = None
+        self.acc.shutdown()
+        del self.acc
+        self.ep.libDestroy()
+
+
+class _Account(pj.Account):
+    def __init__(self, phone: Phone):
+        super().__init__()
+        self.phone = phone
+        self.auto_answer = False
+
+    def onIncomingCall(self, prm: pj.OnIncomingCallParam) -> None:
+        try:
+            call = _Call(self.phone, self, prm.callId)
+            op = pj.CallOpParam()
+            if self.phone.call is not None or not self.auto_answer:
+                op.statusCode = 486
+                call.answer(op)
+                return
+            self.phone.call = call
+            op.statusCode = 200
+            call.answer(op)
+        except Exception as exc:  # noqa: BLE001
+            print(f"incoming: {exc}", file=sys.stderr)
+
+
+class _Call(pj.Call):
+    def __init__(self, phone: Phone, acc: pj.Account, call_id: int = pj.PJSUA_INVALID_ID):
+        super().__init__(acc, call_id)
+        self.phone = phone
+
+    def onCallState(self, prm: pj.OnCallStateParam) -> None:
+        try:
+            ci = self.getInfo()
+            if ci.state == pj.PJSIP_INV_STATE_CONFIRMED:
+                self.phone.answered = True
+            elif ci.state == pj.PJSIP_INV_STATE_DISCONNECTED and self.phone.call is self:
+                self.phone.ended(ci.lastStatusCode)
+        except Exception as exc:  # noqa: BLE001
+            print(f"state: {exc}", file=sys.stderr)
+
+    def onCallMediaState(self, prm: pj.OnCallMediaStateParam) -> None:
+        try:
+            ci = self.getInfo()  # keep it alive: the media vector points into it
+            for mi in ci.media:
+                if mi.type == pj.PJMEDIA_TYPE_AUDIO and mi.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
+                    self.phone.media_up()
+        except Exception as exc:  # noqa: BLE001
+            print(f"media: {exc}", file=sys.stderr)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--call")
+    ap.add_argument("--answer", action="store_true")
+    ap.add_argument("--tone", type=float, default=0)
+    ap.add_argument("--record", default="")
+    ap.add_argument("--seconds", type=float, default=8)
+    a = ap.parse_args()
+    phone = Phone(a.port)
+    if a.tone:
+        phone.tone_path = tempfile.mktemp(suffix=".wav")
+        write_tone(phone.tone_path, a.tone)
+    phone.record_path = a.record
+    print(json.dumps({"ready": True}), flush=True)
+    if a.call:
+        phone.call = _Call(phone, phone.acc)
+        phone.call.makeCall(a.call, pj.CallOpParam(True))
+    else:
+        phone.acc.auto_answer = a.answer
+    phone.run_for(a.seconds)
+    if not phone.disconnected:
+        phone.hangup()
+    print(json.dumps({"answered": phone.answered, "disconnected": phone.disconnected, "code": phone.code,
+                      "record": a.record}), flush=True)
+    phone.destroy()
+
+
+if __name__ == "__main__":
+    main()
