@@ -102,9 +102,18 @@ class FrontDoor:
             new = tuple(sorted(dests, key=lambda d: d.uri))
             if new == self._current or not self.running:
                 return
+            added = set(new) - set(self._current)
             self._current = new
             self._write_list(new)
-            out = await self.rpc("dispatcher.reload")
+            for _ in range(20):  # Kamailio refuses a reload within reload_delta of the last one
+                out = await self.rpc("dispatcher.reload")
+                if "Ongoing reload" not in out:
+                    break
+                await asyncio.sleep(0.25)
+            # A restarted worker may still be marked inactive by failed OPTIONS probes from before;
+            # its heartbeat says it is alive, so say so now rather than after the next probe.
+            for d in added:
+                await self.rpc("dispatcher.set_state", "ap", "1", d.uri)
             log.info("dispatcher: %d workers%s", len(new), f" ({out.strip()})" if out.strip() else "")
 
     async def rpc(self, *args: str) -> str:
