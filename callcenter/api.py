@@ -6,7 +6,7 @@ import asyncio
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -52,7 +52,7 @@ def _parse_time(value: str, name: str) -> datetime:
     except ValueError:
         raise web.HTTPBadRequest(text=json.dumps({"error": f"{name}: not an ISO 8601 time: {value!r}"}),
                                  content_type="application/json") from None
-    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -100,7 +100,7 @@ async def list_interactions(request: web.Request) -> web.Response:
     unknown = set(q) - {"since", "limit", "after"}
     if unknown:
         return _error(400, f"unknown query parameters: {sorted(unknown)}")
-    since = _parse_time(q["since"], "since") if "since" in q else datetime(1970, 1, 1, tzinfo=timezone.utc)
+    since = _parse_time(q["since"], "since") if "since" in q else datetime(1970, 1, 1, tzinfo=UTC)
     try:
         limit = int(q.get("limit", "100"))
     except ValueError:

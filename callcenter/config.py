@@ -22,7 +22,8 @@ class ConfigError(Exception):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # strict: "8080" where a number belongs is a mistake in the file, not something to guess at
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
 
 
 class HttpConfig(_Section):
@@ -109,7 +110,15 @@ def _apply_env(data: dict[str, Any], env: dict[str, str]) -> None:
         data.setdefault(section, {})
         if not isinstance(data[section], dict):
             raise ConfigError(f"{name}: [{section}] is not a section")
-        data[section][key] = value
+        data[section][key] = _env_value(value)
+
+
+def _env_value(raw: str) -> Any:
+    """Environment values are TOML literals when they parse as one (9090, 1.5, true), else text."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
 
 
 def _describe(err: ValidationError, source: str) -> str:

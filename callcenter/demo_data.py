@@ -6,7 +6,7 @@ Rows are made in Python and loaded with COPY, so 10,000 customers take seconds, 
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -55,7 +55,7 @@ async def generate(conn: asyncpg.Connection, customers: int, region: str = "US",
     rng = random.Random(seed)
     fake = Faker({"US": "en_US", "GB": "en_GB", "DE": "de_DE"}.get(region, "en_US"))
     fake.seed_instance(seed if seed is not None else rng.randint(0, 2**31))
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     cust_ids = await _ids(conn, "customers", customers)
     tag = f"{now:%y%m%d%H%M%S}{rng.randint(0, 999):03d}"
 
@@ -94,7 +94,7 @@ async def generate(conn: asyncpg.Connection, customers: int, region: str = "US",
     acc_ids = await _ids(conn, "accounts", customers)
     order_total = sum(o for o, _, _ in per_customer)
     order_ids = iter(await _ids(conn, "orders", order_total))
-    for idx, (cid, acc_id) in enumerate(zip(cust_ids, acc_ids)):
+    for idx, (cid, acc_id) in enumerate(zip(cust_ids, acc_ids, strict=True)):
         n_orders, n_tx, n_tickets = per_customer[idx]
         opened = cust[idx][-1]
         balance = Decimal(rng.randint(-50000, 2500000)) / 100
@@ -118,7 +118,7 @@ async def generate(conn: asyncpg.Connection, customers: int, region: str = "US",
             tx.append((acc_id, cid, None, at, kind, -amount if kind in ("withdrawal", "purchase", "fee") else amount,
                        rng.randint(1, 500) if kind == "points" else 0, fake.bs().capitalize()))
         for oid, placed, total, status in mine:
-            tx.append((acc_id, cid, oid, placed, "purchase", -total, int(total), f"Order payment"))
+            tx.append((acc_id, cid, oid, placed, "purchase", -total, int(total), "Order payment"))
             if status == "returned":
                 tx.append((acc_id, cid, oid, placed + timedelta(days=14), "refund", total, 0, "Order refund"))
         for k in range(n_tickets):

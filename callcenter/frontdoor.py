@@ -9,6 +9,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from callcenter.procs import die_with_parent
+
 log = logging.getLogger("callcenter.frontdoor")
 
 
@@ -86,7 +88,7 @@ class FrontDoor:
         logf = open(self.log_path, "ab")
         self.proc = await asyncio.create_subprocess_exec(
             exe, "-DD", "-E", "-f", str(self.cfg_path), "-Y", str(self.run_dir),
-            stdout=logf, stderr=logf, start_new_session=True)
+            stdout=logf, stderr=logf, start_new_session=True, preexec_fn=die_with_parent)
         logf.close()
         for _ in range(100):
             if self.proc.returncode is not None:
@@ -125,7 +127,7 @@ class FrontDoor:
                                                     stderr=asyncio.subprocess.STDOUT)
         try:
             out, _ = await asyncio.wait_for(proc.communicate(), 5)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             proc.kill()
             return "timeout"
         return out.decode(errors="replace")
@@ -146,6 +148,6 @@ class FrontDoor:
         self.proc.terminate()
         try:
             await asyncio.wait_for(self.proc.wait(), 5)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.proc.kill()
             await self.proc.wait()

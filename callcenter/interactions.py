@@ -14,7 +14,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,9 @@ COLUMNS = (
     "disconnect_reason", "disconnect_side", "sip_code", "digits",
 )
 TIME_COLUMNS = {c for c in COLUMNS if c.endswith("_at")}
+# The database is away (retry later) as opposed to refusing the data (asyncpg.PostgresError).
+UNREACHABLE = (TimeoutError, OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+               asyncpg.CannotConnectNowError)
 
 _INSERT = (
     f"INSERT INTO interactions (id, {', '.join(COLUMNS)}) VALUES ($1, "
@@ -44,7 +47,7 @@ _UPDATE = (
 
 
 def ts(unix: float) -> datetime:
-    return datetime.fromtimestamp(unix, tz=timezone.utc)
+    return datetime.fromtimestamp(unix, tz=UTC)
 
 
 @dataclass
@@ -70,7 +73,8 @@ class InteractionLog:
 
     # ------------------------------------------------------------------ appending (never blocks)
     def open(self, interaction_id: uuid.UUID, **fields: Any) -> None:
-        self._rows[interaction_id] = _Pending(new=True, fields=dict(fields))
+        fields.setdefault("direction", "inbound")
+        self._rows[interaction_id] = _Pending(new=True, fields=fields)
         self._wake.set()
 
     def update(self, interaction_id: uuid.UUID, **fields: Any) -> None:
@@ -103,7 +107,7 @@ class InteractionLog:
         while not self._stopping:
             try:
                 await asyncio.wait_for(self._wake.wait(), backoff)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             self._wake.clear()
             try:
@@ -111,13 +115,18 @@ class InteractionLog:
                 if backoff > self.flush_interval:
                     await self._replay_spool()
                 backoff = self.flush_interval
-            except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-                    asyncpg.CannotConnectNowError, asyncio.TimeoutError) as exc:
+            except UNREACHABLE as exc:
                 self.failures += 1
                 log.warning("interaction log: database unreachable (%s); %d items held", exc, self.backlog)
                 if self.backlog > self.max_buffer:
                     self._spool()
                 backoff = min(backoff * 2, 5.0)
+            except asyncpg.PostgresError as exc:
+                # The database answered but refused this batch: keep it on disk for a person to look
+                # at instead of retrying it forever and holding back every later call.
+                self.failures += 1
+                path = self._spool("rejected")
+                log.error("interaction log: batch refused by the database (%s); kept in %s", exc, path)
 
     async def flush(self) -> None:
         if not self._rows and not self._events:
@@ -160,11 +169,11 @@ class InteractionLog:
         return (iid, *(fields.get(c) for c in COLUMNS))
 
     # ------------------------------------------------------------------ spool
-    def _spool(self) -> Path | None:
+    def _spool(self, kind: str = "interactions") -> Path | None:
         if not self._rows and not self._events:
             return None
         self.spool_dir.mkdir(parents=True, exist_ok=True)
-        path = self.spool_dir / f"interactions-{time.time_ns()}.jsonl"
+        path = self.spool_dir / f"{kind}-{time.time_ns()}.jsonl"
         with open(path, "w") as f:
             for iid, p in self._rows.items():
                 f.write(json.dumps({"row": str(iid), "new": p.new, "fields": p.fields}, default=_enc) + "\n")

@@ -17,6 +17,7 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from callcenter.config import Config
+from callcenter.procs import die_with_parent
 from media import protocol as mp
 from media.client import MediaClient
 
@@ -97,7 +98,7 @@ class Supervisor:
             "--rtp-port-count", str(m.rtp_ports_per_worker), "--redis-url", self.redis_url,
             "--outbound-reserve", str(m.outbound_reserve), "--answer-timeout", str(m.answer_timeout),
             "--heartbeat-interval", str(m.heartbeat_interval), "--heartbeat-ttl", str(m.heartbeat_ttl),
-            stdout=logf, stderr=logf, start_new_session=True,
+            stdout=logf, stderr=logf, start_new_session=True, preexec_fn=die_with_parent,
             env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
         )
         logf.close()
@@ -184,7 +185,7 @@ class Supervisor:
                 pass
         try:
             await asyncio.wait_for(asyncio.gather(*(p.wait() for p in procs)), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             for p in procs:
                 if p.returncode is None:
                     p.kill()

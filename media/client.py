@@ -213,7 +213,7 @@ class MediaClient:
                                leg._mine(mp.Answered), timeout + 5.0)
         except CallEnded as exc:
             raise OriginateFailed(exc.hangup.cause, exc.hangup.code) from None
-        except (MediaError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, MediaError) as exc:
             await leg.hangup()
             raise OriginateFailed(str(exc) or "timeout") from None
         return leg

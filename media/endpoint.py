@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import pjsua2 as pj
 
 
-
 @dataclass(frozen=True)
 class EndpointConfig:
     host: str

@@ -228,7 +228,7 @@ class Worker:
                 log.warning("heartbeat: redis unreachable")
             try:
                 await asyncio.wait_for(self.stop.wait(), self.cfg.heartbeat_interval)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     # ------------------------------------------------------------------ commands in
@@ -597,7 +597,7 @@ class Worker:
         self.emit(mp.WorkerDown, "", reason="shutdown")
         try:
             await asyncio.wait_for(publisher, 5)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.error("could not publish %d final events", self.events.qsize())
         await self.redis.aclose()
         await self.cmd_redis.aclose()
