@@ -8,6 +8,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -25,14 +26,14 @@ def free_port(host: str = "127.0.0.1") -> int:
 class EmbeddedPostgres:
     def __init__(self, data_dir: Path):
         self.data_dir = data_dir
-        self._server = None
+        self._server: Any = None  # pgserver.PostgresServer (imported lazily: it is slow to import)
 
     def start(self) -> str:
         import pgserver
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._server = pgserver.get_server(self.data_dir, cleanup_mode="stop")
-        return self._server.get_uri()
+        return str(self._server.get_uri())
 
     async def ensure_database(self, admin_uri: str, name: str = DB_NAME) -> str:
         conn = await asyncpg.connect(admin_uri)

@@ -10,9 +10,10 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -54,7 +55,7 @@ def plan_workers(cfg: Config, count: int, single_on_sip_port: bool) -> list[Work
 
 class Supervisor:
     def __init__(self, cfg: Config, redis_url: str, client: MediaClient, specs: list[WorkerSpec],
-                 log_dir: Path, on_change: Callable[[], Awaitable[None]] | None = None):
+                 log_dir: Path, on_change: Callable[[], Coroutine[Any, Any, None]] | None = None):
         self.cfg = cfg
         self.redis_url = redis_url
         self.redis = aioredis.from_url(redis_url)

@@ -12,7 +12,7 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 
@@ -277,7 +277,7 @@ class MediaClient:
                 raise
             if not resp:
                 self._empty_reads += 1
-            for _stream, entries in resp or []:
+            for _stream, entries in cast(list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]], resp or []):
                 ids = []
                 for entry_id, fields in entries:
                     ids.append(entry_id)
