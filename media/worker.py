@@ -665,7 +665,13 @@ def main(argv: list[str] | None = None) -> None:
     )
 
     async def _run() -> None:
-        await Worker(cfg).run()
+        try:
+            worker = Worker(cfg)
+        except pj.Error as exc:
+            # e.g. the SIP port is taken: say which, exit non-zero; the supervisor retries with back-off
+            log.error("cannot start on %s:%d (RTP %d+): %s", cfg.host, cfg.sip_port, cfg.rtp_port, exc.info())
+            raise SystemExit(2) from None
+        await worker.run()
 
     asyncio.run(_run())
 
