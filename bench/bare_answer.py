@@ -72,7 +72,7 @@ class Bare:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        task = asyncio.create_task(pump(self.ep, stop))
+        task = asyncio.create_task(pump(self.ep, stop, lambda: bool(self.calls)))
         print("ready", flush=True)
         await stop.wait()
         await task

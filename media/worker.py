@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import json
 import logging
 import os
 import signal
@@ -200,8 +201,6 @@ class Worker:
                 return
 
     def _info(self) -> str:
-        import json
-
         return json.dumps(
             {
                 "worker_id": self.id,
@@ -574,7 +573,7 @@ class Worker:
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self.stop.set)
         publisher = asyncio.create_task(self._publish())
-        pump_task = asyncio.create_task(pump(self.ep, self.stop))
+        pump_task = asyncio.create_task(pump(self.ep, self.stop, lambda: bool(self.calls)))
         self.accepting = True
         await self.redis.delete(mp.CMD_KEY.format(worker_id=self.id))
         self.emit(mp.WorkerUp, "", sip_uri=self.sip_uri, max_calls=self.max_calls, capacity=self.capacity,
