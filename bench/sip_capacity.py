@@ -64,11 +64,13 @@ def sipp_load(target: str, calls: int, rate: int, hold_ms: int, workdir: Path) -
             "-trace_logs", "-recv_timeout", "8000", "-timeout", f"{int(calls / rate + hold_ms / 1000 + 60)}s",
             "-timeout_error", target]
     proc = subprocess.Popen(args, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    # Sample CPU while every call should be up: after the ramp, before the first hang-up.
-    ramp = calls / rate
-    time.sleep(min(ramp + 0.5, ramp + hold_ms / 2000))
+    # Sample CPU in the steady state: while every call is up (long calls) or mid-way through the
+    # stream of short calls (setup-rate runs).
+    ramp, hold = calls / rate, hold_ms / 1000
+    start, end = (ramp + 0.5, ramp + max(1.0, hold / 2)) if hold > ramp else (ramp * 0.3, ramp * 0.8)
+    time.sleep(start)
     b0, t0 = cpu_times()
-    time.sleep(max(0.5, hold_ms / 1000 / 3))
+    time.sleep(end - start)
     b1, t1 = cpu_times()
     proc.wait()
     text = "".join(p.read_text() for p in workdir.glob("*_logs.log"))
@@ -88,7 +90,15 @@ def search(label: str, steps: list[int], attempt: Callable[[int], Run]) -> tuple
     return best, runs
 
 
-def measure(name: str, target: str, capacity: int, quick: bool) -> dict[str, object]:
+@dataclass
+class Capacity:
+    concurrent: int
+    setup_rate: int
+    cpu_at_peak: float | None
+    runs: dict[str, list[dict[str, object]]]
+
+
+def measure(name: str, target: str, capacity: int, quick: bool) -> Capacity:
     print(f"{name}: capacity offered {capacity}", flush=True)
     time.sleep(2)
     step = max(16, capacity // 8)
@@ -98,12 +108,11 @@ def measure(name: str, target: str, capacity: int, quick: bool) -> dict[str, obj
     best_c, conc_runs = search("concurrent", conc_steps,
                                lambda n: sipp_load(target, n, 60, int(n / 60 * 1000) + 8000, OUT / name / "c"))
     time.sleep(2)
-    rates = [25, 50, 100, 150, 200, 250, 300, 400] if not quick else [25, 50]
+    rates = list(range(25, 401, 25)) if not quick else [25, 50]
     best_r, rate_runs = search("calls/s", rates,
                                lambda r: sipp_load(target, r * 10, r, 500, OUT / name / "r"))
-    return {"concurrent": best_c, "setup_rate": best_r,
-            "cpu_at_peak": next((r.cpu for r in conc_runs if r.calls == best_c), None),
-            "runs": {"concurrent": [r.__dict__ for r in conc_runs], "rate": [r.__dict__ for r in rate_runs]}}
+    return Capacity(best_c, best_r, next((r.cpu for r in conc_runs if r.calls == best_c), None),
+                    {"concurrent": [r.__dict__ for r in conc_runs], "rate": [r.__dict__ for r in rate_runs]})
 
 
 def machine() -> dict[str, str]:
@@ -184,7 +193,7 @@ def main() -> None:
     # Baseline: bare pjsua2 processes behind the same front door configuration.
     bare = start_bare(n, str(prompt), OUT / "bare-logs")
 
-    async def bare_phase() -> dict[str, object]:
+    async def bare_phase() -> Capacity:
         fd = FrontDoor(ROOT / "sip_config" / "kamailio.cfg", OUT / "kamailio-bare", "127.0.0.1", SIP_PORT)
         await fd.start([Destination(f"sip:127.0.0.1:{WORKER_SIP + i}", f"b{i}", 4) for i in range(n)])
         try:
@@ -242,17 +251,17 @@ level = "WARNING"
         rd.stop()
         pg.stop()
 
-    ratio_c = plat_res["concurrent"] / max(1, bare_res["concurrent"])  # type: ignore[operator]
-    ratio_r = plat_res["setup_rate"] / max(1, bare_res["setup_rate"])  # type: ignore[operator]
-    result = {"machine": info, "processes": n, "bare": bare_res, "platform": plat_res,
+    ratio_c = plat_res.concurrent / max(1, bare_res.concurrent)
+    ratio_r = plat_res.setup_rate / max(1, bare_res.setup_rate)
+    result = {"machine": info, "processes": n, "bare": bare_res.__dict__, "platform": plat_res.__dict__,
               "ratio": {"concurrent": round(ratio_c, 3), "setup_rate": round(ratio_r, 3)},
               "at": time.strftime("%Y-%m-%d %H:%M:%S")}
     (OUT / "sip_capacity.json").write_text(json.dumps(result, indent=2))
     print()
     print(f"{'':24}{'bare pjsua2':>14}{'platform':>12}{'ratio':>8}")
-    print(f"{'concurrent calls':24}{bare_res['concurrent']:>14}{plat_res['concurrent']:>12}{ratio_c:>8.2f}")
-    print(f"{'call setups per second':24}{bare_res['setup_rate']:>14}{plat_res['setup_rate']:>12}{ratio_r:>8.2f}")
-    print(f"{'CPU at peak (machine %)':24}{bare_res['cpu_at_peak'] or 0:>14.0f}{plat_res['cpu_at_peak'] or 0:>12.0f}")
+    print(f"{'concurrent calls':24}{bare_res.concurrent:>14}{plat_res.concurrent:>12}{ratio_c:>8.2f}")
+    print(f"{'call setups per second':24}{bare_res.setup_rate:>14}{plat_res.setup_rate:>12}{ratio_r:>8.2f}")
+    print(f"{'CPU at peak (machine %)':24}{bare_res.cpu_at_peak or 0:>14.0f}{plat_res.cpu_at_peak or 0:>12.0f}")
 
 
 if __name__ == "__main__":

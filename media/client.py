@@ -100,9 +100,16 @@ class CallHandle:
         return lambda ev: isinstance(ev, kind) and ev.call_id == self.call_id
 
     # -------------------------------------------------------------- operations
-    async def answer(self, timeout: float = 5.0) -> None:
-        if not self.answered:
-            await self._request(mp.Answer(self.call_id), self._mine(mp.Answered), timeout)
+    async def answer(self, timeout: float = 5.0, wait: bool = True) -> None:
+        """Answer the call. ``wait=False`` only sends the command: the next operation (a prompt, which
+        the worker holds until the media is up) follows without a round trip, and fails with
+        CallEnded if the caller went away meanwhile."""
+        if self.answered:
+            return
+        if not wait:
+            await self.client.send(self.worker_id, mp.Answer(self.call_id))
+            return
+        await self._request(mp.Answer(self.call_id), self._mine(mp.Answered), timeout)
 
     async def play(self, path: str, interrupt_digits: str = mp.ALL_DIGITS,
                    timeout: float | None = None) -> mp.PromptFinished:

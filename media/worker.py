@@ -236,21 +236,27 @@ class Worker:
         while not self.stop.is_set():
             try:
                 item = await self.cmd_redis.blpop([key], timeout=1)
+                # Take whatever else is queued in the same wake-up (answer + play arrive together).
+                more = await self.cmd_redis.lpop(key, 64) if item is not None else None
             except (aioredis.ConnectionError, aioredis.TimeoutError, OSError):
                 await asyncio.sleep(0.5)
                 continue
             if item is None:
                 continue
-            try:
-                cmd = mp.decode(item[1])
-            except mp.ProtocolError as exc:
-                log.warning("%s", exc)
-                continue
-            try:
-                self.execute(cmd)  # type: ignore[arg-type]
-            except Exception as exc:  # noqa: BLE001 - one bad command must not stop the worker
-                log.exception("command %s failed", cmd.type)
-                self.emit(mp.CommandFailed, getattr(cmd, "call_id", ""), command=cmd.type, error=str(exc))
+            for raw in [item[1], *(more or [])]:
+                self._execute_raw(raw)
+
+    def _execute_raw(self, raw: bytes) -> None:
+        try:
+            cmd = mp.decode(raw)
+        except mp.ProtocolError as exc:
+            log.warning("%s", exc)
+            return
+        try:
+            self.execute(cmd)  # type: ignore[arg-type]
+        except Exception as exc:  # noqa: BLE001 - one bad command must not stop the worker
+            log.exception("command %s failed", cmd.type)
+            self.emit(mp.CommandFailed, getattr(cmd, "call_id", ""), command=cmd.type, error=str(exc))
 
     def execute(self, cmd: mp.Command) -> None:
         if isinstance(cmd, mp.Shutdown):
