@@ -149,9 +149,9 @@ async def run(cfg: Config, *, demo_customers: int = 200, ready: asyncio.Event | 
         await client.drain()
         for wid in list(supervisor.slots):
             client.fail_worker(wid, cause="platform_shutdown")
-        await client.stop()
         reader.cancel()
         await asyncio.gather(reader, return_exceptions=True)
+        await client.stop()
         await runner.cleanup()
         await ilog.close()
         log.info("stopped; %d interaction events written", ilog.written_events)

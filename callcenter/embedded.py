@@ -12,6 +12,8 @@ from typing import Any
 
 import asyncpg
 
+from callcenter.procs import die_with_parent
+
 log = logging.getLogger("callcenter.embedded")
 
 DB_NAME = "callcenter"
@@ -73,6 +75,9 @@ class EmbeddedRedis:
             [REDIS_SERVER_PATH, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", str(self.data_dir), "--logfile", str(self.data_dir / "redis.log")],
             stdout=subprocess.DEVNULL,
+            # Its own session: Ctrl-C reaches the control plane, which stops Redis last, after the
+            # workers' final events have been read; and it goes if the control plane is killed.
+            start_new_session=True, preexec_fn=die_with_parent,
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:

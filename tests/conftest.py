@@ -121,7 +121,7 @@ class Platform:
 
     def stop(self) -> int:
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
+            os.killpg(self.proc.pid, signal.SIGINT)  # as Ctrl-C does: the whole process group
             try:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:
