@@ -1,0 +1,110 @@
+"""Agent states shared in Redis by every control-plane process.
+
+Each transition is decided by the table in acd/agent_state.py and written with a compare-and-set Lua
+script on the state's version: of two processes racing to reserve one agent, exactly one wins; the
+other sees the new state and is refused. Deadlines sit in a sorted set for the reconciler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import fields
+from typing import Any, cast
+
+import redis.asyncio as aioredis
+
+from acd.agent_state import Activity, AgentState, InvalidTransition, Params, Status, apply
+
+AGENT_KEY = "cc:acd:agent:{agent_id}"
+DEADLINES = "cc:acd:deadlines"
+
+# KEYS: agent hash, deadlines zset. ARGV: expected version, agent id, deadline, field, value, ...
+_CAS = """
+local v = redis.call('HGET', KEYS[1], 'version') or '0'
+if v ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+if tonumber(ARGV[3]) > 0 then
+  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+else
+  redis.call('ZREM', KEYS[2], ARGV[2])
+end
+return 1
+"""
+
+_FIELDS = [f.name for f in fields(AgentState) if f.name != "agent_id"]
+
+
+class Conflict(Exception):
+    """The state kept changing under us; the caller may retry later."""
+
+
+def _decode(agent_id: int, raw: dict[Any, Any]) -> AgentState:
+    if not raw:
+        return AgentState(agent_id)
+    d = {k.decode(): v.decode() for k, v in raw.items()}
+    return AgentState(
+        agent_id=agent_id,
+        status=Status(d.get("status", Status.LOGGED_OUT)),
+        reason=d.get("reason", ""),
+        activity=Activity(d.get("activity", Activity.IDLE)),
+        call_id=d.get("call_id", ""),
+        deadline=float(d.get("deadline", 0)),
+        wrap_extended=float(d.get("wrap_extended", 0)),
+        since=float(d.get("since", 0)),
+        version=int(d.get("version", 0)),
+    )
+
+
+def _encode(s: AgentState) -> list[str]:
+    out: list[str] = []
+    for name in _FIELDS:
+        out += [name, str(getattr(s, name))]
+    return out
+
+
+class AgentStore:
+    def __init__(self, redis: aioredis.Redis):
+        self.redis = redis
+        self._cas = redis.register_script(_CAS)
+
+    async def get(self, agent_id: int) -> AgentState:
+        return _decode(agent_id, await self.redis.hgetall(AGENT_KEY.format(agent_id=agent_id)))
+
+    async def _write(self, before: AgentState, after: AgentState) -> bool:
+        ok = await self._cas(keys=[AGENT_KEY.format(agent_id=after.agent_id), DEADLINES],
+                             args=[str(before.version), str(after.agent_id), str(after.deadline), *_encode(after)])
+        return bool(ok)
+
+    async def transition(self, agent_id: int, event: str, params: Params | None = None,
+                         now: float | None = None, expect_call: str | None = None,
+                         retries: int = 8) -> AgentState:
+        """Apply ``event`` atomically. ``expect_call``: only if the agent is still on that call (a
+        late timer or a second node must not act on the agent's next call)."""
+        for attempt in range(retries):
+            if attempt:
+                await asyncio.sleep(random.uniform(0, 0.002 * attempt))  # jitter: let the winner finish
+            before = await self.get(agent_id)
+            if expect_call is not None and before.call_id != expect_call:
+                raise InvalidTransition(event, before, f"agent is no longer on call {expect_call!r}")
+            after = apply(before, event, time.time() if now is None else now, params)
+            if await self._write(before, after):
+                return after
+        raise Conflict(f"agent {agent_id}: state changed {retries} times during {event}")
+
+    async def reserve(self, agent_id: int, call_id: str, ring_timeout: float,
+                      now: float | None = None) -> AgentState | None:
+        """Reserve the agent for ``call_id`` if routable; None if it is not (or another node won)."""
+        before = await self.get(agent_id)
+        if not before.routable:
+            return None
+        after = apply(before, "reserve", time.time() if now is None else now,
+                      Params(ring_timeout=ring_timeout, call_id=call_id))
+        return after if await self._write(before, after) else None
+
+    async def due(self, now: float | None = None, limit: int = 500) -> list[int]:
+        """Agents whose activity deadline has passed (for the reconciler)."""
+        ids = await self.redis.zrangebyscore(DEADLINES, "-inf", time.time() if now is None else now,
+                                             start=0, num=limit)
+        return [int(cast(bytes, i)) for i in ids]

@@ -1,0 +1,76 @@
+"""Agent states in the real Redis: atomic reservation across processes, deadlines, stale events."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+import redis.asyncio as aioredis
+
+from acd.agent_state import Activity, InvalidTransition, Params
+from acd.agent_store import AgentStore
+from tests.conftest import ROOT, Stores
+
+RACER = """
+import asyncio, json, sys
+import redis.asyncio as aioredis
+from acd.agent_store import AgentStore
+async def main(url, name, n):
+    store = AgentStore(aioredis.from_url(url))
+    won = [a for a in range(1, n + 1) if await store.reserve(a, f"{name}-{a}", ring_timeout=30)]
+    print(json.dumps(won))
+asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+"""
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def store(stores: Stores) -> AsyncIterator[AgentStore]:
+    url = stores.redis_url.rsplit("/", 1)[0] + "/4"
+    r = aioredis.from_url(url)
+    await r.flushdb()
+    yield AgentStore(r)
+    await r.aclose()
+
+
+async def test_two_processes_never_reserve_the_same_agent(store: AgentStore, stores: Stores) -> None:
+    n = 300
+    for a in range(1, n + 1):
+        await store.transition(a, "login", now=0)
+    url = stores.redis_url.rsplit("/", 1)[0] + "/4"
+    procs = [subprocess.Popen([sys.executable, "-c", RACER, url, name, str(n)], cwd=ROOT, stdout=subprocess.PIPE,
+                              text=True) for name in ("node-a", "node-b", "node-c")]
+    won = {name: set(json.loads(p.communicate(timeout=60)[0])) for name, p in zip(("node-a", "node-b", "node-c"),
+                                                                                 procs, strict=True)}
+    assert not (won["node-a"] & won["node-b"]) and not (won["node-a"] & won["node-c"])
+    assert not (won["node-b"] & won["node-c"])
+    assert set().union(*won.values()) == set(range(1, n + 1))  # and every agent went to someone
+    for name, agents in won.items():
+        for a in list(agents)[:20]:
+            s = await store.get(a)
+            assert s.activity is Activity.RESERVED and s.call_id == f"{name}-{a}"
+
+
+async def test_deadlines_are_found_and_late_timers_cannot_touch_the_next_call(store: AgentStore) -> None:
+    await store.transition(900, "login", now=0)
+    s = await store.reserve(900, "call-1", ring_timeout=15, now=100)
+    assert s is not None and await store.due(now=114) == [] and await store.due(now=116) == [900]
+    await store.transition(900, "connect", now=101, expect_call="call-1")
+    await store.transition(900, "end_call", Params(wrap_up=0), now=110, expect_call="call-1")
+    assert await store.reserve(900, "call-2", ring_timeout=15, now=120) is not None
+    # The first call's ring timer fires late: it must not pause the agent who is ringing for call 2.
+    with pytest.raises(InvalidTransition, match="no longer on call"):
+        await store.transition(900, "ring_no_answer", now=121, expect_call="call-1")
+    assert (await store.get(900)).call_id == "call-2"
+
+
+async def test_concurrent_transitions_are_serialized(store: AgentStore) -> None:
+    await store.transition(901, "login", now=0)
+    results = await asyncio.gather(*(store.transition(901, "not_ready", Params(reason=f"r{i}"), now=1)
+                                     for i in range(10)))
+    s = await store.get(901)
+    assert s.version == 1 + 10 and s.reason in {r.reason for r in results}
