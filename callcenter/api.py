@@ -13,6 +13,8 @@ import asyncpg
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from acd.agent_store import AgentStore
+from callcenter import acd_api
 from callcenter.frontdoor import FrontDoor
 from callcenter.supervisor import Supervisor
 
@@ -164,4 +166,5 @@ def make_app(services: Services) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/api/interactions", list_interactions)
     app.router.add_get("/api/interactions/{id}", get_interaction)
+    acd_api.add_routes(app, services.pool, AgentStore(services.redis))
     return app

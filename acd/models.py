@@ -1,0 +1,96 @@
+"""ACD configuration as validated data (pydantic, strict, unknown keys refused)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from acd.routing import RoutingError, Step, validate
+from acd.strategies import Strategy
+
+NAME = r"^[a-z][a-z0-9_.-]*$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class RoutingStep(_Strict):
+    after: float = Field(ge=0)
+    require: dict[str, int] = Field(default_factory=dict)
+
+
+class Overflow(_Strict):
+    kind: Literal["queue", "voicemail", "callback", "hangup"] = "hangup"
+    target: str = ""  # queue name for kind "queue"
+
+    @model_validator(mode="after")
+    def _target(self) -> "Overflow":
+        if self.kind == "queue" and not self.target:
+            raise ValueError("overflow to a queue needs a target queue")
+        return self
+
+
+class QueueSettings(_Strict):
+    strategy: Strategy = Strategy.LONGEST_IDLE
+    service_level: float = Field(20.0, gt=0, le=3600, description="seconds to answer within")
+    ring_timeout: float = Field(15.0, gt=0, le=120)
+    wrap_up: float = Field(10.0, ge=0, le=3600)
+    wrap_up_extend_max: float = Field(60.0, ge=0, le=3600)
+    max_wait: float = Field(600.0, gt=0, le=86400)
+    max_callers: int = Field(50, ge=1, le=10000)
+    no_agents: Literal["wait", "exit"] = "exit"
+    overflow: Overflow = Overflow()
+    hold_prompt: str = "hold_loop"
+    announce_every: float = Field(60.0, ge=0, le=3600, description="0: no announcements")
+    exit_key: str = Field("", pattern=r"^[0-9*#]?$")
+    routing: list[RoutingStep] = Field(default_factory=lambda: [RoutingStep(after=0)])
+
+    @field_validator("routing")
+    @classmethod
+    def _steps(cls, v: list[RoutingStep]) -> list[RoutingStep]:
+        try:
+            validate([Step(s.after, s.require) for s in v])
+        except RoutingError as exc:
+            raise ValueError(str(exc)) from None
+        return v
+
+
+class QueueIn(_Strict):
+    name: str = Field(pattern=NAME, max_length=64)
+    title: str = ""
+    settings: QueueSettings = QueueSettings()
+
+
+class AgentIn(_Strict):
+    login: str = Field(pattern=NAME, max_length=64)
+    name: str = Field(min_length=1, max_length=200)
+    extension: str | None = Field(None, pattern=r"^[0-9]{2,8}$")
+    sip_uri: str | None = Field(None, pattern=r"^sips?:[^\s]+$")
+
+
+class SkillsIn(_Strict):
+    skills: dict[str, int]
+
+    @field_validator("skills")
+    @classmethod
+    def _levels(cls, v: dict[str, int]) -> dict[str, int]:
+        for skill, level in v.items():
+            if not 1 <= level <= 5:
+                raise ValueError(f"{skill}: proficiency must be 1..5, got {level}")
+        return v
+
+
+class Member(_Strict):
+    agent: str = Field(pattern=NAME)
+    penalty: int = Field(0, ge=0, le=100)
+
+
+class MembersIn(_Strict):
+    members: list[Member]
+
+
+class StatusIn(_Strict):
+    status: Literal["available", "not_ready", "logged_out"]
+    reason: str = ""

@@ -1,0 +1,257 @@
+"""REST API for ACD configuration (queues, agents, skills, memberships) and agent status.
+
+Every request is validated in full before anything is written (pydantic models in acd/models.py);
+a bad one gets a 4xx naming the problem and changes nothing. Writes that touch several rows run in
+one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+
+import asyncpg
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from acd.agent_state import InvalidTransition, Params, Status
+from acd.agent_store import AgentStore, Conflict
+from acd.models import AgentIn, MembersIn, QueueIn, SkillsIn, StatusIn
+
+M = TypeVar("M", bound=BaseModel)
+POOL: web.AppKey[asyncpg.Pool] = web.AppKey("acd_pool", asyncpg.Pool)
+AGENTS: web.AppKey[AgentStore] = web.AppKey("acd_agents", AgentStore)
+
+
+def _err(status: int, message: str, **extra: Any) -> web.HTTPException:
+    cls = {400: web.HTTPBadRequest, 404: web.HTTPNotFound, 409: web.HTTPConflict,
+           422: web.HTTPUnprocessableEntity}[status]
+    return cls(text=json.dumps({"error": message, **extra}), content_type="application/json")
+
+
+async def _body(request: web.Request, model: type[M]) -> M:
+    # JSON mode: strict types, but enum values may be given as their strings
+    try:
+        return model.model_validate_json(await request.read())
+    except ValidationError as exc:
+        if any(e["type"] == "json_invalid" for e in exc.errors()):
+            raise _err(400, "body is not valid JSON") from None
+        problems = [{"field": ".".join(str(p) for p in e["loc"]) or "(body)",
+                     "problem": "unknown field" if e["type"] == "extra_forbidden" else e["msg"]}
+                    for e in exc.errors()]
+        raise _err(422, "invalid request", problems=problems) from None
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=lambda o: json.dumps(o, default=str))
+
+
+async def _agent_id(conn: asyncpg.Connection, login: str) -> int:
+    aid = await conn.fetchval("SELECT id FROM agents WHERE login = $1", login)
+    if aid is None:
+        raise _err(404, f"no agent {login!r}")
+    return int(aid)
+
+
+async def _queue_id(conn: asyncpg.Connection, name: str) -> int:
+    qid = await conn.fetchval("SELECT id FROM queues WHERE name = $1", name)
+    if qid is None:
+        raise _err(404, f"no queue {name!r}")
+    return int(qid)
+
+
+# ------------------------------------------------------------------ queues
+async def list_queues(request: web.Request) -> web.Response:
+    rows = await request.app[POOL].fetch("SELECT name, title, settings FROM queues ORDER BY name")
+    return _json([{"name": r["name"], "title": r["title"], "settings": json.loads(r["settings"])} for r in rows])
+
+
+async def create_queue(request: web.Request) -> web.Response:
+    q = await _body(request, QueueIn)
+    try:
+        await request.app[POOL].execute("INSERT INTO queues (name, title, settings) VALUES ($1, $2, $3)",
+                                        q.name, q.title, q.settings.model_dump_json())
+    except asyncpg.UniqueViolationError:
+        raise _err(409, f"queue {q.name!r} exists") from None
+    return _json(q.model_dump(mode="json"), 201)
+
+
+async def get_queue(request: web.Request) -> web.Response:
+    pool = request.app[POOL]
+    row = await pool.fetchrow("SELECT id, name, title, settings FROM queues WHERE name = $1",
+                              request.match_info["name"])
+    if row is None:
+        raise _err(404, f"no queue {request.match_info['name']!r}")
+    members = await pool.fetch("SELECT a.login, m.penalty FROM queue_members m JOIN agents a ON a.id = m.agent_id "
+                               "WHERE m.queue_id = $1 ORDER BY m.penalty, a.login", row["id"])
+    return _json({"name": row["name"], "title": row["title"], "settings": json.loads(row["settings"]),
+                  "members": [{"agent": m["login"], "penalty": m["penalty"]} for m in members]})
+
+
+async def update_queue(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    q = await _body(request, QueueIn)
+    if q.name != name:
+        raise _err(422, "the name in the body must match the URL (queues are renamed by re-creating)")
+    done = await request.app[POOL].execute("UPDATE queues SET title = $2, settings = $3 WHERE name = $1",
+                                           name, q.title, q.settings.model_dump_json())
+    if done.endswith(" 0"):
+        raise _err(404, f"no queue {name!r}")
+    return _json(q.model_dump(mode="json"))
+
+
+async def delete_queue(request: web.Request) -> web.Response:
+    done = await request.app[POOL].execute("DELETE FROM queues WHERE name = $1", request.match_info["name"])
+    if done.endswith(" 0"):
+        raise _err(404, f"no queue {request.match_info['name']!r}")
+    return web.Response(status=204)
+
+
+async def set_members(request: web.Request) -> web.Response:
+    body = await _body(request, MembersIn)
+    logins = [m.agent for m in body.members]
+    if len(set(logins)) != len(logins):
+        raise _err(422, "an agent is listed twice")
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        qid = await _queue_id(conn, request.match_info["name"])
+        ids = {r["login"]: r["id"] for r in await conn.fetch("SELECT id, login FROM agents WHERE login = ANY($1)",
+                                                             logins)}
+        unknown = sorted(set(logins) - set(ids))
+        if unknown:
+            raise _err(422, f"no such agents: {unknown}")
+        before = {r["agent_id"] for r in await conn.fetch("SELECT agent_id FROM queue_members WHERE queue_id = $1",
+                                                          qid)}
+        await conn.execute("DELETE FROM queue_members WHERE queue_id = $1", qid)
+        await conn.executemany("INSERT INTO queue_members (queue_id, agent_id, penalty) VALUES ($1, $2, $3)",
+                               [(qid, ids[m.agent], m.penalty) for m in body.members])
+        after = set(ids.values())
+        await conn.executemany("INSERT INTO agent_events (agent_id, event, queue_id) VALUES ($1, $2, $3)",
+                               [(a, "ADDMEMBER", qid) for a in sorted(after - before)]
+                               + [(a, "REMOVEMEMBER", qid) for a in sorted(before - after)])
+    return _json({"members": [m.model_dump() for m in body.members]})
+
+
+# ------------------------------------------------------------------ agents and skills
+async def list_agents(request: web.Request) -> web.Response:
+    rows = await request.app[POOL].fetch("SELECT login, name, extension, sip_uri FROM agents ORDER BY login")
+    return _json([dict(r) for r in rows])
+
+
+async def create_agent(request: web.Request) -> web.Response:
+    a = await _body(request, AgentIn)
+    try:
+        await request.app[POOL].execute("INSERT INTO agents (login, name, extension, sip_uri) VALUES ($1, $2, $3, $4)",
+                                        a.login, a.name, a.extension, a.sip_uri)
+    except asyncpg.UniqueViolationError as exc:
+        raise _err(409, f"agent login or extension already used ({exc.constraint_name})") from None
+    return _json(a.model_dump(), 201)
+
+
+async def get_agent(request: web.Request) -> web.Response:
+    pool = request.app[POOL]
+    row = await pool.fetchrow("SELECT id, login, name, extension, sip_uri FROM agents WHERE login = $1",
+                              request.match_info["login"])
+    if row is None:
+        raise _err(404, f"no agent {request.match_info['login']!r}")
+    skills = await pool.fetch("SELECT s.name, x.proficiency FROM agent_skills x JOIN skills s ON s.id = x.skill_id "
+                              "WHERE x.agent_id = $1 ORDER BY s.name", row["id"])
+    queues = await pool.fetch("SELECT q.name, m.penalty FROM queue_members m JOIN queues q ON q.id = m.queue_id "
+                              "WHERE m.agent_id = $1 ORDER BY q.name", row["id"])
+    state = await request.app[AGENTS].get(row["id"])
+    return _json({**{k: row[k] for k in ("login", "name", "extension", "sip_uri")},
+                  "skills": {s["name"]: s["proficiency"] for s in skills},
+                  "queues": [{"queue": q["name"], "penalty": q["penalty"]} for q in queues],
+                  "state": {"status": state.status, "reason": state.reason, "activity": state.activity,
+                            "call_id": state.call_id or None}})
+
+
+async def delete_agent(request: web.Request) -> web.Response:
+    async with request.app[POOL].acquire() as conn:
+        aid = await _agent_id(conn, request.match_info["login"])
+        if (await request.app[AGENTS].get(aid)).status is not Status.LOGGED_OUT:
+            raise _err(409, "log the agent out first")
+        await conn.execute("DELETE FROM agents WHERE id = $1", aid)
+    return web.Response(status=204)
+
+
+async def create_skill(request: web.Request) -> web.Response:
+    try:
+        raw = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise _err(400, "body is not valid JSON") from None
+    if not isinstance(raw, dict) or set(raw) != {"name"} or not isinstance(raw["name"], str):
+        raise _err(422, 'expected {"name": "<skill>"}')
+    try:
+        await request.app[POOL].execute("INSERT INTO skills (name) VALUES ($1)", raw["name"])
+    except asyncpg.CheckViolationError:
+        raise _err(422, "skill names are lower-case letters, digits, _ . -") from None
+    except asyncpg.UniqueViolationError:
+        raise _err(409, f"skill {raw['name']!r} exists") from None
+    return _json({"name": raw["name"]}, 201)
+
+
+async def set_skills(request: web.Request) -> web.Response:
+    body = await _body(request, SkillsIn)
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        aid = await _agent_id(conn, request.match_info["login"])
+        ids = {r["name"]: r["id"] for r in await conn.fetch("SELECT id, name FROM skills WHERE name = ANY($1)",
+                                                            list(body.skills))}
+        unknown = sorted(set(body.skills) - set(ids))
+        if unknown:
+            raise _err(422, f"no such skills: {unknown} (create them with POST /api/skills)")
+        await conn.execute("DELETE FROM agent_skills WHERE agent_id = $1", aid)
+        await conn.executemany("INSERT INTO agent_skills (agent_id, skill_id, proficiency) VALUES ($1, $2, $3)",
+                               [(aid, ids[s], lvl) for s, lvl in body.skills.items()])
+    return _json({"skills": body.skills})
+
+
+async def set_status(request: web.Request) -> web.Response:
+    body = await _body(request, StatusIn)
+    pool, agents = request.app[POOL], request.app[AGENTS]
+    async with pool.acquire() as conn:
+        aid = await _agent_id(conn, request.match_info["login"])
+        if body.status == "not_ready":
+            ok = await conn.fetchval("SELECT NOT system FROM not_ready_reasons WHERE code = $1", body.reason)
+            if not ok:
+                codes = [r["code"] for r in await conn.fetch(
+                    "SELECT code FROM not_ready_reasons WHERE NOT system ORDER BY code")]
+                raise _err(422, f"reason must be one of {codes}", field="reason")
+        elif body.reason:
+            raise _err(422, "a reason is only given with not_ready", field="reason")
+        before = await agents.get(aid)
+        logged_out = before.status is Status.LOGGED_OUT
+        if body.status == "logged_out":
+            event, log_event = "logout", "LOGOFF"
+        elif logged_out:
+            event, log_event = "login", "LOGIN"
+        else:
+            event, log_event = body.status, ("PAUSE" if body.status == "not_ready" else "UNPAUSE")
+        try:
+            after = await agents.transition(aid, event, Params(reason=body.reason))
+        except InvalidTransition as exc:
+            raise _err(409, exc.why) from None
+        except Conflict as exc:
+            raise _err(409, str(exc)) from None
+        await conn.execute("INSERT INTO agent_events (agent_id, event, data) VALUES ($1, $2, $3)", aid, log_event,
+                           json.dumps({"reason": body.reason} if body.reason else {}))
+    return _json({"status": after.status, "reason": after.reason, "activity": after.activity})
+
+
+def add_routes(app: web.Application, pool: asyncpg.Pool, agents: AgentStore) -> None:
+    app[POOL] = pool
+    app[AGENTS] = agents
+    r = app.router
+    r.add_get("/api/queues", list_queues)
+    r.add_post("/api/queues", create_queue)
+    r.add_get("/api/queues/{name}", get_queue)
+    r.add_put("/api/queues/{name}", update_queue)
+    r.add_delete("/api/queues/{name}", delete_queue)
+    r.add_put("/api/queues/{name}/members", set_members)
+    r.add_get("/api/agents", list_agents)
+    r.add_post("/api/agents", create_agent)
+    r.add_get("/api/agents/{login}", get_agent)
+    r.add_delete("/api/agents/{login}", delete_agent)
+    r.add_put("/api/agents/{login}/skills", set_skills)
+    r.add_post("/api/agents/{login}/status", set_status)
+    r.add_post("/api/skills", create_skill)
+

@@ -1,0 +1,100 @@
+"""The ACD configuration API over HTTP, with the real PostgreSQL and Redis behind it: every bad
+request gets a 4xx naming the problem and changes nothing."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import pytest_asyncio
+import redis.asyncio as aioredis
+from aiohttp.test_utils import TestClient, TestServer
+
+from callcenter import api
+from tests.conftest import Stores
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def client(stores: Stores, pool: asyncpg.Pool) -> AsyncIterator[TestClient]:
+    r = aioredis.from_url(stores.redis_url.rsplit("/", 1)[0] + "/8")
+    await r.flushdb()
+    async with pool.acquire() as conn:
+        await conn.execute("TRUNCATE queue_members, agent_skills, agent_events")
+        await conn.execute("DELETE FROM agents; DELETE FROM queues; DELETE FROM skills")
+    c = TestClient(TestServer(api.make_app(api.Services(pool, r, None, None))))
+    await c.start_server()
+    yield c
+    await c.close()
+    await r.aclose()
+
+
+async def call(c: TestClient, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    resp = await c.request(method, path, json=body)
+    return resp.status, (await resp.json() if resp.status != 204 else None)
+
+
+async def test_queue_agent_skills_members_and_status(client: TestClient, pool: asyncpg.Pool) -> None:
+    assert (await call(client, "POST", "/api/skills", {"name": "billing"}))[0] == 201
+    assert (await call(client, "POST", "/api/skills", {"name": "es"}))[0] == 201
+    st, q = await call(client, "POST", "/api/queues", {"name": "billing", "title": "Billing", "settings": {
+        "strategy": "fewest_calls", "wrap_up": 15, "routing": [{"after": 0, "require": {"billing": 4}},
+                                                               {"after": 30, "require": {}}]}})
+    assert st == 201 and q["settings"]["ring_timeout"] == 15.0  # defaults filled in
+    for login, ext in (("ann", "201"), ("bob", "202")):
+        assert (await call(client, "POST", "/api/agents", {"login": login, "name": login.title(),
+                                                           "extension": ext}))[0] == 201
+    assert (await call(client, "PUT", "/api/agents/ann/skills", {"skills": {"billing": 5, "es": 2}}))[0] == 200
+    st, _ = await call(client, "PUT", "/api/queues/billing/members",
+                       {"members": [{"agent": "ann"}, {"agent": "bob", "penalty": 2}]})
+    assert st == 200
+    st, q = await call(client, "GET", "/api/queues/billing")
+    assert q["members"] == [{"agent": "ann", "penalty": 0}, {"agent": "bob", "penalty": 2}]
+
+    assert (await call(client, "POST", "/api/agents/ann/status", {"status": "available"}))[1]["status"] == "available"
+    st, s = await call(client, "POST", "/api/agents/ann/status", {"status": "not_ready", "reason": "lunch"})
+    assert (st, s["status"], s["reason"]) == (200, "not_ready", "lunch")
+    assert (await call(client, "POST", "/api/agents/ann/status", {"status": "logged_out"}))[1]["status"] == \
+        "logged_out"
+    st, a = await call(client, "GET", "/api/agents/ann")
+    assert a["skills"] == {"billing": 5, "es": 2} and a["queues"] == [{"queue": "billing", "penalty": 0}]
+    events = [r["event"] for r in await pool.fetch(
+        "SELECT e.event FROM agent_events e JOIN agents a ON a.id = e.agent_id WHERE a.login = 'ann' ORDER BY e.id")]
+    assert events == ["ADDMEMBER", "LOGIN", "PAUSE", "LOGOFF"]
+
+
+async def test_bad_requests_are_refused_and_change_nothing(client: TestClient, pool: asyncpg.Pool) -> None:
+    await call(client, "POST", "/api/queues", {"name": "support"})
+    await call(client, "POST", "/api/agents", {"login": "cat", "name": "Cat"})
+    before = await pool.fetchval("SELECT settings::text FROM queues WHERE name = 'support'")
+    cases = [
+        ("POST", "/api/queues", {"name": "Bad Name"}, 422, "name"),
+        ("POST", "/api/queues", {"name": "support"}, 409, "exists"),
+        ("POST", "/api/queues", {"name": "x", "colour": "red"}, 422, "colour"),
+        ("PUT", "/api/queues/support", {"name": "support", "settings": {"strategy": "loudest"}}, 422, "strategy"),
+        ("PUT", "/api/queues/support", {"name": "support", "settings": {"wrap_up": "10"}}, 422, "wrap_up"),
+        ("PUT", "/api/queues/support", {"name": "support", "settings": {"routing": [{"after": 5}]}}, 422, "0 s"),
+        ("PUT", "/api/queues/support", {"name": "support", "settings": {"overflow": {"kind": "queue"}}}, 422,
+         "target"),
+        ("PUT", "/api/queues/support/members", {"members": [{"agent": "cat"}, {"agent": "ghost"}]}, 422, "ghost"),
+        ("PUT", "/api/queues/nope/members", {"members": []}, 404, "nope"),
+        ("PUT", "/api/agents/cat/skills", {"skills": {"billing": 9}}, 422, "1..5"),
+        ("PUT", "/api/agents/cat/skills", {"skills": {"klingon": 3}}, 422, "klingon"),
+        ("POST", "/api/agents/cat/status", {"status": "not_ready", "reason": "no_answer"}, 422, "reason"),
+        ("POST", "/api/agents/cat/status", {"status": "sleeping"}, 422, "status"),
+        ("POST", "/api/agents/cat/status", {"status": "logged_out"}, 409, "logged out"),
+        ("POST", "/api/agents/ghost/status", {"status": "available"}, 404, "ghost"),
+    ]
+    for method, path, body, status, word in cases:
+        st, err = await call(client, method, path, body)
+        assert st == status and word in str(err), (path, body, st, err)
+    resp = await client.post("/api/agents", data=b"{not json", headers={"Content-Type": "application/json"})
+    assert resp.status == 400
+    # Nothing above changed anything.
+    assert await pool.fetchval("SELECT settings::text FROM queues WHERE name = 'support'") == before
+    assert await pool.fetchval("SELECT count(*) FROM queue_members m JOIN queues q ON q.id = m.queue_id "
+                               "WHERE q.name = 'support'") == 0
+    assert await pool.fetchval("SELECT count(*) FROM agent_skills x JOIN agents a ON a.id = x.agent_id "
+                               "WHERE a.login = 'cat'") == 0
+    st, a = await call(client, "GET", "/api/agents/cat")
+    assert a["state"]["status"] == "logged_out"
