@@ -34,6 +34,10 @@ class Stores:
     database_url: str
     redis_url: str
 
+    def redis_db(self, n: int) -> str:
+        """The same Redis server, database ``n``: each test module keeps its keys apart."""
+        return self.redis_url.rsplit("/", 1)[0] + f"/{n}"
+
 
 @pytest.fixture(scope="session")
 def stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stores]:
@@ -168,7 +172,7 @@ def start_platform(stores: Stores, tmp: Path, *, front_door: str = "none", worke
     write_config(cfg, var_dir=var_dir, http_port=http_port, sip_port=sip_port, worker_port=worker_port,
                  rtp_port=rtp_port, front_door=front_door, workers=workers,
                  dialplan=dialplan or ROOT / "sip_config" / "dialplan.toml", extra=extra)
-    redis_url = stores.redis_url.rsplit("/", 1)[0] + f"/{redis_db}"
+    redis_url = stores.redis_db(redis_db)
     redis.Redis.from_url(redis_url).flushdb()
     log = tmp / "platform.log"
     env = {**os.environ, "DATABASE_URL": stores.database_url, "REDIS_URL": redis_url,

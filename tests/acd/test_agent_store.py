@@ -30,7 +30,7 @@ asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def store(stores: Stores) -> AsyncIterator[AgentStore]:
-    url = stores.redis_url.rsplit("/", 1)[0] + "/4"
+    url = stores.redis_db(4)
     r = aioredis.from_url(url)
     await r.flushdb()
     yield AgentStore(r)
@@ -41,7 +41,7 @@ async def test_two_processes_never_reserve_the_same_agent(store: AgentStore, sto
     n = 300
     for a in range(1, n + 1):
         await store.transition(a, "login", now=0)
-    url = stores.redis_url.rsplit("/", 1)[0] + "/4"
+    url = stores.redis_db(4)
     procs = [subprocess.Popen([sys.executable, "-c", RACER, url, name, str(n)], cwd=ROOT, stdout=subprocess.PIPE,
                               text=True) for name in ("node-a", "node-b", "node-c")]
     won = {name: set(json.loads(p.communicate(timeout=60)[0])) for name, p in zip(("node-a", "node-b", "node-c"),

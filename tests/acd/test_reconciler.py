@@ -18,7 +18,7 @@ from tests.conftest import ROOT, Stores
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def store(stores: Stores) -> AsyncIterator[AgentStore]:
-    r = aioredis.from_url(stores.redis_url.rsplit("/", 1)[0] + "/5")
+    r = aioredis.from_url(stores.redis_db(5))
     await r.flushdb()
     yield AgentStore(r)
     await r.aclose()
@@ -55,7 +55,7 @@ async def test_each_stuck_activity_is_released(store: AgentStore) -> None:
 
 
 async def test_agent_reserved_by_a_process_that_died_is_freed(store: AgentStore, stores: Stores) -> None:
-    url = stores.redis_url.rsplit("/", 1)[0] + "/5"
+    url = stores.redis_db(5)
     await store.transition(50, "login", now=0)
     # Another node reserves the agent for an offer and dies before ringing or releasing it.
     code = ("import asyncio, os, time, redis.asyncio as r\n"

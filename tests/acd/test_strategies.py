@@ -46,9 +46,9 @@ def test_ties_break_on_longest_idle() -> None:
 
 
 async def test_round_robin_rotation_is_shared(stores: Stores) -> None:
-    r = aioredis.from_url(stores.redis_url.rsplit("/", 1)[0] + "/7")
+    r = aioredis.from_url(stores.redis_db(7))
     await r.flushdb()
-    other = aioredis.from_url(stores.redis_url.rsplit("/", 1)[0] + "/7")  # a second node
+    other = aioredis.from_url(stores.redis_db(7))  # a second node
     first = rank(Strategy.ROUND_ROBIN, AGENTS, last_order=await last_offered(r, "sales"))[0]
     await remember_offered(r, "sales", first.order)
     second = rank(Strategy.ROUND_ROBIN, AGENTS, last_order=await last_offered(other, "sales"))[0]

@@ -15,7 +15,7 @@ from tests.conftest import Stores
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def waiting(stores: Stores) -> AsyncIterator[Waiting]:
-    r = aioredis.from_url(stores.redis_url.rsplit("/", 1)[0] + "/6")
+    r = aioredis.from_url(stores.redis_db(6))
     await r.flushdb()
     yield Waiting(r)
     await r.aclose()

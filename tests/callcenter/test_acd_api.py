@@ -17,7 +17,7 @@ from tests.conftest import Stores
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def client(stores: Stores, pool: asyncpg.Pool) -> AsyncIterator[TestClient]:
-    r = aioredis.from_url(stores.redis_url.rsplit("/", 1)[0] + "/8")
+    r = aioredis.from_url(stores.redis_db(8))
     await r.flushdb()
     async with pool.acquire() as conn:
         await conn.execute("TRUNCATE queue_members, agent_skills, agent_events")

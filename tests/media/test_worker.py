@@ -38,7 +38,7 @@ class Rig:
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def rig(stores: Stores, tmp_path: Path) -> AsyncIterator[Rig]:
-    url = stores.redis_url.rsplit("/", 1)[0] + "/2"
+    url = stores.redis_db(2)
     redis.Redis.from_url(url).flushdb()
     port = free_port()
     wid = "tw" + uuid.uuid4().hex[:6]
