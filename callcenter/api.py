@@ -80,7 +80,7 @@ async def healthz(request: web.Request) -> web.Response:
         workers = await s.supervisor.status()
         up = sum(1 for w in workers if w["up"])
         checks["workers"] = {"ok": up > 0, "up": up, "total": len(workers),
-                             "capacity": sum(int(str(w["capacity"] or 0)) for w in workers if w["up"]),
+                             "capacity": sum(capacity for _, capacity in s.supervisor.live()),
                              "items": workers}
     if s.frontdoor is not None:
         checks["kamailio"] = await s.frontdoor.health()

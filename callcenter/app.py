@@ -109,11 +109,14 @@ async def run(cfg: Config, *, demo_customers: int = 200, ready: asyncio.Event | 
         frontdoor: FrontDoor | None = None
         supervisor: Supervisor | None = None
 
+        def live_destinations() -> list[Destination]:
+            assert supervisor is not None
+            return [Destination(f"sip:{spec.host}:{spec.sip_port}", spec.worker_id, capacity)
+                    for spec, capacity in supervisor.live()]
+
         async def sync_frontdoor() -> None:
             if frontdoor is not None and supervisor is not None:
-                caps = supervisor.capacities()
-                await frontdoor.sync([Destination(f"sip:{w.host}:{w.sip_port}", w.worker_id, caps[w.worker_id])
-                                      for w in supervisor.live()])
+                await frontdoor.sync(live_destinations())
 
         count = default_workers(cfg, front)
         specs = plan_workers(cfg, count, single_on_sip_port=not front)
@@ -123,9 +126,7 @@ async def run(cfg: Config, *, demo_customers: int = 200, ready: asyncio.Event | 
         if front:
             frontdoor = FrontDoor(cfg.path(cfg.paths.kamailio_template), cfg.var_dir / "kamailio",
                                   cfg.sip.host, cfg.sip.port)
-            caps = supervisor.capacities()
-            await frontdoor.start([Destination(f"sip:{w.host}:{w.sip_port}", w.worker_id, caps[w.worker_id])
-                                   for w in supervisor.live()])
+            await frontdoor.start(live_destinations())
             log.info("front door: Kamailio on %s:%d, %d media workers", cfg.sip.host, cfg.sip.port, count)
         else:
             log.warning("Kamailio is not installed: one media worker answers on %s:%d and holds at most "

@@ -83,11 +83,9 @@ class Supervisor:
         if self.on_change is not None:
             asyncio.get_running_loop().create_task(self.on_change())
 
-    def live(self) -> list[WorkerSpec]:
-        return [s.spec for s in self.slots.values() if s.up]
-
-    def capacities(self) -> dict[str, int]:
-        return {wid: s.capacity for wid, s in self.slots.items() if s.up}
+    def live(self) -> list[tuple[WorkerSpec, int]]:
+        """Workers that are up, with the inbound calls each accepts."""
+        return [(s.spec, s.capacity) for s in self.slots.values() if s.up]
 
     async def _spawn(self, slot: _Slot) -> None:
         s, m = slot.spec, self.cfg.media

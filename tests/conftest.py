@@ -14,6 +14,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import asyncpg
 import pytest
 import pytest_asyncio
 import redis
+import redis.asyncio as aioredis
 
 from callcenter.db import migrate
 from callcenter.embedded import EmbeddedPostgres, EmbeddedRedis, free_port, with_database
@@ -77,6 +79,17 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stores]:
             rd.stop()
         if pg is not None:
             pg.stop()
+
+
+@asynccontextmanager
+async def fresh_redis(stores: Stores, db: int) -> AsyncIterator[aioredis.Redis]:
+    """An emptied Redis database for one test module's keys."""
+    r = aioredis.from_url(stores.redis_db(db))
+    await r.flushdb()
+    try:
+        yield r
+    finally:
+        await r.aclose()
 
 
 @pytest_asyncio.fixture(scope="session")

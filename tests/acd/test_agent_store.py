@@ -10,11 +10,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
-import redis.asyncio as aioredis
 
 from acd.agent_state import Activity, InvalidTransition, Params
 from acd.agent_store import AgentStore
-from tests.conftest import ROOT, Stores
+from tests.conftest import ROOT, Stores, fresh_redis
 
 RACER = """
 import asyncio, json, sys
@@ -30,11 +29,8 @@ asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def store(stores: Stores) -> AsyncIterator[AgentStore]:
-    url = stores.redis_db(4)
-    r = aioredis.from_url(url)
-    await r.flushdb()
-    yield AgentStore(r)
-    await r.aclose()
+    async with fresh_redis(stores, 4) as r:
+        yield AgentStore(r)
 
 
 async def test_two_processes_never_reserve_the_same_agent(store: AgentStore, stores: Stores) -> None:

@@ -8,20 +8,17 @@ import sys
 from collections.abc import AsyncIterator
 
 import pytest_asyncio
-import redis.asyncio as aioredis
 
 from acd.agent_state import NO_ANSWER, Activity, AgentState, Params, Status
 from acd.agent_store import AgentStore
 from acd.reconciler import Reconciler
-from tests.conftest import ROOT, Stores
+from tests.conftest import ROOT, Stores, fresh_redis
 
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def store(stores: Stores) -> AsyncIterator[AgentStore]:
-    r = aioredis.from_url(stores.redis_db(5))
-    await r.flushdb()
-    yield AgentStore(r)
-    await r.aclose()
+    async with fresh_redis(stores, 5) as r:
+        yield AgentStore(r)
 
 
 async def test_each_stuck_activity_is_released(store: AgentStore) -> None:

@@ -7,18 +7,15 @@ from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
-import redis.asyncio as aioredis
 
 from acd.waiting import Waiting, order_key
-from tests.conftest import Stores
+from tests.conftest import Stores, fresh_redis
 
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def waiting(stores: Stores) -> AsyncIterator[Waiting]:
-    r = aioredis.from_url(stores.redis_db(6))
-    await r.flushdb()
-    yield Waiting(r)
-    await r.aclose()
+    async with fresh_redis(stores, 6) as r:
+        yield Waiting(r)
 
 
 async def test_priority_first_then_longest_waiting(waiting: Waiting) -> None:

@@ -8,25 +8,22 @@ from typing import Any
 
 import asyncpg
 import pytest_asyncio
-import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
 
 from callcenter import api
-from tests.conftest import Stores
+from tests.conftest import Stores, fresh_redis
 
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def client(stores: Stores, pool: asyncpg.Pool) -> AsyncIterator[TestClient]:
-    r = aioredis.from_url(stores.redis_db(8))
-    await r.flushdb()
     async with pool.acquire() as conn:
         await conn.execute("TRUNCATE queue_members, agent_skills, agent_events")
         await conn.execute("DELETE FROM agents; DELETE FROM queues; DELETE FROM skills")
-    c = TestClient(TestServer(api.make_app(api.Services(pool, r, None, None))))
-    await c.start_server()
-    yield c
-    await c.close()
-    await r.aclose()
+    async with fresh_redis(stores, 8) as r:
+        c = TestClient(TestServer(api.make_app(api.Services(pool, r, None, None))))
+        await c.start_server()
+        yield c
+        await c.close()
 
 
 async def call(c: TestClient, method: str, path: str, body: Any = None) -> tuple[int, Any]:

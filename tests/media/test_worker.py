@@ -23,7 +23,7 @@ from media.client import CallHandle, MediaClient, MediaError
 from tests.conftest import ROOT, Stores, sipp
 from tests.sip.audio import read_wav, rms, tone_power
 from tests.sip.load import load
-from tests.sip.test_audio import phone, result
+from tests.sip.phones import phone, result
 
 
 @dataclass

@@ -3,9 +3,6 @@ bridged with the first and audio passes both ways (each side hears the other's t
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,25 +11,9 @@ import pytest
 from callcenter.embedded import free_port
 from tests.conftest import ROOT, Platform, Stores, start_platform
 from tests.sip.audio import read_wav, rms, tone_power
+from tests.sip.phones import phone, result
 
 CALLEE_PORT = 17090 + (hash(ROOT) % 50) * 4
-
-
-def phone(*args: str) -> subprocess.Popen[str]:
-    p = subprocess.Popen([sys.executable, "-m", "tests.sip.phone", *args], cwd=ROOT, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
-    assert p.stdout is not None
-    for line in p.stdout:  # pjsua logs to stdout too; our lines are JSON objects
-        if line.startswith("{"):
-            assert json.loads(line)["ready"]
-            return p
-    raise AssertionError("phone did not start: " + (p.stderr.read() if p.stderr else ""))
-
-
-def result(p: subprocess.Popen[str]) -> dict:  # type: ignore[type-arg]
-    out, err = p.communicate(timeout=60)
-    assert p.returncode == 0, f"phone crashed ({p.returncode}): {err[-2000:]}"
-    return json.loads([ln for ln in out.splitlines() if ln.startswith("{")][-1])  # type: ignore[no-any-return]
 
 
 @pytest.fixture(scope="module")
