@@ -53,6 +53,9 @@ class AgentState:
     deadline: float = 0.0  # when the current activity times out (0: none, only idle)
     wrap_extended: float = 0.0  # seconds of wrap-up extension used
     since: float = 0.0  # when the activity began
+    idle_since: float = 0.0  # when the agent last became free for calls (longest-idle order)
+    calls: int = 0  # calls handled this shift (fewest-calls order)
+    talk_time: float = 0.0  # seconds talked this shift (least-talk-time order)
     version: int = 0  # bumped by every transition (compare-and-set in storage)
 
     @property
@@ -73,7 +76,9 @@ class Params:
 
 
 def _login(s: AgentState, now: float, p: Params) -> AgentState:
-    return replace(s, status=Status.NOT_READY if p.reason else Status.AVAILABLE, reason=p.reason)
+    # A shift starts: the per-shift counters the strategies compare start again from zero.
+    return replace(s, status=Status.NOT_READY if p.reason else Status.AVAILABLE, reason=p.reason,
+                   idle_since=now, calls=0, talk_time=0.0)
 
 
 def _logout(s: AgentState, now: float, p: Params) -> AgentState:
@@ -81,7 +86,11 @@ def _logout(s: AgentState, now: float, p: Params) -> AgentState:
 
 
 def _set_available(s: AgentState, now: float, p: Params) -> AgentState:
-    return replace(s, status=Status.AVAILABLE, reason="")
+    if s.status is Status.AVAILABLE:
+        return replace(s, reason="")
+    # Back from a pause: idle time counts from now, not from before the break.
+    return replace(s, status=Status.AVAILABLE, reason="", idle_since=now if s.activity is Activity.IDLE
+                   else s.idle_since)
 
 
 def _set_not_ready(s: AgentState, now: float, p: Params) -> AgentState:
@@ -119,9 +128,10 @@ def _still_on_call(s: AgentState, now: float, p: Params) -> AgentState:
 
 
 def _end_call(s: AgentState, now: float, p: Params) -> AgentState:
+    talked = replace(s, calls=s.calls + 1, talk_time=s.talk_time + max(0.0, now - s.since), wrap_extended=0.0)
     if p.wrap_up <= 0:
-        return replace(s, activity=Activity.IDLE, call_id="", deadline=0.0, since=now, wrap_extended=0.0)
-    return replace(s, activity=Activity.WRAP_UP, deadline=now + p.wrap_up, since=now, wrap_extended=0.0)
+        return replace(talked, activity=Activity.IDLE, call_id="", deadline=0.0, since=now, idle_since=now)
+    return replace(talked, activity=Activity.WRAP_UP, deadline=now + p.wrap_up, since=now)
 
 
 def _extend_wrap_up(s: AgentState, now: float, p: Params) -> AgentState:
@@ -131,7 +141,8 @@ def _extend_wrap_up(s: AgentState, now: float, p: Params) -> AgentState:
 
 
 def _end_wrap_up(s: AgentState, now: float, p: Params) -> AgentState:
-    return replace(s, activity=Activity.IDLE, call_id="", deadline=0.0, since=now, wrap_extended=0.0)
+    return replace(s, activity=Activity.IDLE, call_id="", deadline=0.0, since=now, idle_since=now,
+                   wrap_extended=0.0)
 
 
 Step = Callable[[AgentState, float, Params], AgentState]

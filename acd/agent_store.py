@@ -10,18 +10,21 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Callable
 from dataclasses import fields
 from typing import Any, cast
 
 import redis.asyncio as aioredis
 
 from acd.agent_state import Activity, AgentState, InvalidTransition, Params, Status, apply
+from acd.idle_index import LUA_INDEX
 
 AGENT_KEY = "cc:acd:agent:{agent_id}"
 DEADLINES = "cc:acd:deadlines"
 
 # KEYS: agent hash, deadlines zset. ARGV: expected version, agent id, deadline, field, value, ...
-_CAS = """
+# The idle index follows in the same script: routing never sees a state the index disagrees with.
+_CAS = LUA_INDEX + """
 local v = redis.call('HGET', KEYS[1], 'version') or '0'
 if v ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 4))
@@ -30,6 +33,7 @@ if tonumber(ARGV[3]) > 0 then
 else
   redis.call('ZREM', KEYS[2], ARGV[2])
 end
+index(ARGV[2])
 return 1
 """
 
@@ -53,6 +57,9 @@ def _decode(agent_id: int, raw: dict[Any, Any]) -> AgentState:
         deadline=float(d.get("deadline", 0)),
         wrap_extended=float(d.get("wrap_extended", 0)),
         since=float(d.get("since", 0)),
+        idle_since=float(d.get("idle_since", 0)),
+        calls=int(d.get("calls", 0)),
+        talk_time=float(d.get("talk_time", 0)),
         version=int(d.get("version", 0)),
     )
 
@@ -64,10 +71,16 @@ def _encode(s: AgentState) -> list[str]:
     return out
 
 
+OnRoutable = Callable[[AgentState], None]
+
+
 class AgentStore:
     def __init__(self, redis: aioredis.Redis):
         self.redis = redis
         self._cas = redis.register_script(_CAS)
+        # Called when a transition made here leaves the agent free for a call (the distributor looks
+        # for a waiting caller); the periodic sweep covers transitions made elsewhere.
+        self.on_routable: list[OnRoutable] = []
 
     async def get(self, agent_id: int) -> AgentState:
         return _decode(agent_id, await self.redis.hgetall(AGENT_KEY.format(agent_id=agent_id)))
@@ -90,6 +103,9 @@ class AgentStore:
                 raise InvalidTransition(event, before, f"agent is no longer on call {expect_call!r}")
             after = apply(before, event, time.time() if now is None else now, params)
             if await self._write(before, after):
+                if after.routable and not before.routable:
+                    for hook in self.on_routable:
+                        hook(after)
                 return after
         raise Conflict(f"agent {agent_id}: state changed {retries} times during {event}")
 

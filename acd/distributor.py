@@ -1,0 +1,255 @@
+"""The distributor: which agent gets which waiting call. One decision is one Lua call: walk the
+queue's idle index in strategy order, skip agents lacking a required skill, reserve the first that
+qualifies (ring-all: every one, up to a limit), take the call out of the queue and publish the offer.
+All of it is atomic, so two nodes can never reserve one agent or offer one call twice.
+
+The cost of a decision depends on how far down the index the first qualified agent is, not on how
+many agents there are (bench/acd_routing measures it).
+
+Decisions are triggered by a call entering a queue, by an agent becoming free (the longest-waiting
+caller the agent can serve across all of the agent's queues), and by a sweep every second, which
+also applies routing steps that widened and catches triggers lost with a node.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import logging
+import time
+from dataclasses import dataclass
+from typing import cast
+
+import redis.asyncio as aioredis
+
+from acd.agent_state import AgentState
+from acd.directory import Directory
+from acd.idle_index import LUA_INDEX
+from acd.models import QueueSettings
+from acd.routing import Step, eligible, requirements
+from acd.strategies import Strategy
+from acd.waiting import QUEUE_KEY as WAITING_KEY
+from acd.waiting import Head
+
+log = logging.getLogger("acd.distributor")
+
+OFFERS_CHANNEL = "cc:acd:offers"
+CALL_KEY = "cc:acd:call:{call_id}"  # hash: queue, node, enqueued_at, priority, skills (JSON)
+
+# ARGV: queue, call id, now, ring timeout, walk limit, ring-all limit, random seed, then skill, level …
+# Returns {-1} if the call is no longer waiting, {0} if no agent qualified, else {n, agent ids …}.
+# The reservation below mirrors acd.agent_state._reserve (a test compares the two).
+_DECIDE = LUA_INDEX + """
+local queue, call = ARGV[1], ARGV[2]
+local now, ring = tonumber(ARGV[3]), tonumber(ARGV[4])
+local limit, ring_all_limit = tonumber(ARGV[5]), tonumber(ARGV[6])
+local waiting = 'cc:acd:waiting:' .. queue
+local call_key = redis.call('ZSCORE', waiting, call)
+if not call_key then return {-1} end
+local skills, levels = {}, {}
+for i = 8, #ARGV, 2 do
+  skills[#skills + 1] = ARGV[i]
+  levels[#levels + 1] = tonumber(ARGV[i + 1])
+end
+local idle = 'cc:acd:idle:' .. queue
+local strategy = redis.call('HGET', 'cc:acd:strategy', queue) or 'longest_idle'
+local want = 1
+if strategy == 'ring_all' then want = ring_all_limit end
+
+local candidates
+if strategy == 'random' then
+  -- from a random place in the index, wrapping (scripts see no randomness of their own: the seed
+  -- comes from the caller)
+  local n = redis.call('ZCARD', idle)
+  local start = 0
+  if n > 0 then start = tonumber(ARGV[7]) % n end
+  candidates = redis.call('ZRANGE', idle, start, start + limit - 1)
+  if #candidates < limit and start > 0 then
+    local wrap = redis.call('ZRANGE', idle, 0, math.min(start, limit - #candidates) - 1)
+    for _, a in ipairs(wrap) do candidates[#candidates + 1] = a end
+  end
+elseif strategy == 'round_robin' then
+  local cursor = redis.call('GET', 'cc:acd:rr:' .. queue) or '-1'
+  candidates = redis.call('ZRANGE', idle, '(' .. cursor, '+inf', 'BYSCORE', 'LIMIT', 0, limit)
+  if #candidates < limit then
+    local wrap = redis.call('ZRANGE', idle, '-inf', cursor, 'BYSCORE', 'LIMIT', 0, limit - #candidates)
+    for _, a in ipairs(wrap) do candidates[#candidates + 1] = a end
+  end
+else
+  candidates = redis.call('ZRANGE', idle, 0, limit - 1)
+end
+
+local chosen = {}
+for _, aid in ipairs(candidates) do
+  local ok = true
+  if #skills > 0 then
+    local have = redis.call('HMGET', 'cc:acd:skills:' .. aid, unpack(skills))
+    for i = 1, #skills do
+      if (tonumber(have[i]) or 0) < levels[i] then ok = false break end
+    end
+  end
+  if ok then
+    local akey = 'cc:acd:agent:' .. aid
+    local st = redis.call('HMGET', akey, 'status', 'activity', 'version')
+    if st[1] == 'available' and st[2] == 'idle' then
+      if strategy == 'round_robin' then
+        redis.call('SET', 'cc:acd:rr:' .. queue, redis.call('ZSCORE', idle, aid))
+      end
+      redis.call('HSET', akey, 'activity', 'reserved', 'call_id', call, 'deadline', tostring(now + ring),
+                 'since', tostring(now), 'version', tostring((tonumber(st[3]) or 0) + 1))
+      redis.call('ZADD', 'cc:acd:deadlines', now + ring, aid)
+      chosen[#chosen + 1] = aid
+    end
+    index(aid)  -- out of every idle set now (or repaired, had the index been stale)
+    if #chosen >= want then break end
+  end
+end
+if #chosen == 0 then return {0} end
+redis.call('ZREM', waiting, call)
+redis.call('PUBLISH', 'cc:acd:offers', cjson.encode({call = call, queue = queue, agents = chosen,
+                                                    key = tonumber(call_key), at = now}))
+local out = {#chosen}
+for _, aid in ipairs(chosen) do out[#out + 1] = tonumber(aid) end
+return out
+"""
+
+NOT_WAITING = -1
+
+
+@dataclass(frozen=True)
+class Offer:
+    call_id: str
+    queue: str
+    agents: tuple[int, ...]
+    key: float  # the call's place in the queue (to requeue it there after a missed offer)
+    at: float
+
+    @property
+    def head(self) -> Head:
+        return Head(self.queue, self.call_id, self.key)
+
+    @classmethod
+    def decode(cls, raw: bytes | str) -> Offer:
+        d = json.loads(raw)
+        return cls(str(d["call"]), str(d["queue"]), tuple(int(a) for a in d["agents"]), float(d["key"]),
+                   float(d["at"]))
+
+
+@dataclass(frozen=True)
+class CallInfo:
+    queue: str
+    enqueued_at: float
+    priority: int
+    skills: dict[str, int]  # attached by the IVR (language, intent)
+    node: str
+
+
+def steps_of(settings: QueueSettings) -> list[Step]:
+    return [Step(s.after, dict(s.require)) for s in settings.routing]
+
+
+class Distributor:
+    def __init__(self, redis: aioredis.Redis, directory: Directory, walk_limit: int = 200,
+                 ring_all_limit: int = 20, heads: int = 50):
+        self.redis = redis
+        self.directory = directory
+        self.walk_limit = walk_limit
+        self.ring_all_limit = ring_all_limit
+        self.heads = heads  # how deep into each queue a free agent or the sweep looks
+        self._decide = redis.register_script(_DECIDE)
+        self.decisions = 0
+
+    # -------------------------------------------------------------- call info
+    async def put_call(self, call_id: str, info: CallInfo) -> None:
+        await self.redis.hset(CALL_KEY.format(call_id=call_id), mapping={
+            "queue": info.queue, "enqueued_at": repr(info.enqueued_at), "priority": str(info.priority),
+            "skills": json.dumps(info.skills), "node": info.node})
+
+    async def call_info(self, call_id: str) -> CallInfo | None:
+        raw = cast(dict[bytes, bytes], await self.redis.hgetall(CALL_KEY.format(call_id=call_id)))
+        if not raw:
+            return None
+        d = {k.decode(): v.decode() for k, v in raw.items()}
+        return CallInfo(d["queue"], float(d["enqueued_at"]), int(d["priority"]), json.loads(d["skills"]), d["node"])
+
+    async def drop_call(self, call_id: str) -> None:
+        await self.redis.delete(CALL_KEY.format(call_id=call_id))
+
+    # -------------------------------------------------------------- decisions
+    async def decide(self, queue: str, call_id: str, require: dict[str, int], ring_timeout: float,
+                     now: float | None = None) -> list[int] | None:
+        """Reserve the best agent(s) for a waiting call: the agent ids, [] if none qualified, None if
+        the call is no longer waiting (taken by another node, or gone)."""
+        args: list[str] = [queue, call_id, repr(time.time() if now is None else now), repr(ring_timeout),
+                           str(self.walk_limit), str(self.ring_all_limit), str(random.getrandbits(31))]
+        for skill, level in sorted(require.items()):
+            args += [skill, str(level)]
+        out = cast(list[int], await self._decide(args=args))
+        self.decisions += 1
+        if out[0] == NOT_WAITING:
+            return None
+        return [int(a) for a in out[1:]]
+
+    async def decide_for(self, queue: str, call_id: str, settings: QueueSettings | None = None,
+                         info: CallInfo | None = None, now: float | None = None) -> list[int] | None:
+        """A decision with the call's requirements as of now (routing step for its wait + IVR skills)."""
+        now = time.time() if now is None else now
+        settings = settings or await self.directory.settings(queue)
+        info = info or await self.call_info(call_id)
+        if settings is None or info is None:
+            return None
+        req = requirements(steps_of(settings), now - info.enqueued_at, info.skills)
+        return await self.decide(queue, call_id, req, settings.ring_timeout, now)
+
+    async def agent_free(self, agent: AgentState, now: float | None = None) -> bool:
+        """An agent became free: offer them the best caller they can serve across their queues
+        (highest priority, then longest wait). True if a call was placed with an agent."""
+        now = time.time() if now is None else now
+        queues = list(await self.directory.memberships(agent.agent_id))
+        if not queues:
+            return False
+        pipe = self.redis.pipeline(transaction=False)
+        for q in queues:
+            pipe.zrange(WAITING_KEY.format(queue=q), 0, self.heads - 1, withscores=True)
+        heads = sorted((Head(q, m.decode(), float(score)) for q, got in zip(queues, await pipe.execute(), strict=True)
+                        for m, score in got), key=lambda h: h.key)
+        if not heads:
+            return False
+        skills = await self.directory.skills(agent.agent_id)
+        for h in heads:
+            settings = await self.directory.settings(h.queue)
+            info = await self.call_info(h.call_id)
+            if settings is None or info is None:
+                continue
+            req = requirements(steps_of(settings), now - info.enqueued_at, info.skills)
+            if not eligible(skills, req):
+                continue
+            got = await self.decide(h.queue, h.call_id, req, settings.ring_timeout, now)
+            if got:
+                return True
+        return False
+
+    async def sweep(self, now: float | None = None) -> int:
+        """Try the head calls of every queue that has both callers and free agents; returns offers made."""
+        now = time.time() if now is None else now
+        made = 0
+        for queue in await self.directory.queues():
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.zcard(f"cc:acd:idle:{queue}")
+            pipe.zrange(WAITING_KEY.format(queue=queue), 0, self.heads - 1)
+            idle, calls = await pipe.execute()
+            if not idle or not calls:
+                continue
+            settings = await self.directory.settings(queue)
+            for raw in calls:
+                got = await self.decide_for(queue, raw.decode(), settings, now=now)
+                if got:
+                    made += 1
+                    idle -= len(got)
+                    if idle <= 0:
+                        break
+        return made
+
+
+def is_ring_all(settings: QueueSettings) -> bool:
+    return settings.strategy is Strategy.RING_ALL
