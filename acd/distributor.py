@@ -56,54 +56,59 @@ local strategy = redis.call('HGET', 'cc:acd:strategy', queue) or 'longest_idle'
 local want = 1
 if strategy == 'ring_all' then want = ring_all_limit end
 
-local candidates
-if strategy == 'random' then
-  -- from a random place in the index, wrapping (scripts see no randomness of their own: the seed
-  -- comes from the caller)
-  local n = redis.call('ZCARD', idle)
-  local start = 0
-  if n > 0 then start = tonumber(ARGV[7]) % n end
-  candidates = redis.call('ZRANGE', idle, start, start + limit - 1)
-  if #candidates < limit and start > 0 then
-    local wrap = redis.call('ZRANGE', idle, 0, math.min(start, limit - #candidates) - 1)
-    for _, a in ipairs(wrap) do candidates[#candidates + 1] = a end
-  end
-elseif strategy == 'round_robin' then
+-- Walk the index as a circle from a start rank: 0 for ordered strategies, a random rank for random
+-- (scripts see no randomness of their own: the seed comes from the caller), and for round-robin the
+-- first member after the last one offered. Pages grow (4, 16, 64 …) so that the usual decision, whose
+-- first candidate qualifies, reads only a few entries however many agents are idle.
+local n = redis.call('ZCARD', idle)
+local start = 0
+if n > 0 and strategy == 'random' then
+  start = tonumber(ARGV[7]) % n
+elseif n > 0 and strategy == 'round_robin' then
   local cursor = redis.call('GET', 'cc:acd:rr:' .. queue) or '-1'
-  candidates = redis.call('ZRANGE', idle, '(' .. cursor, '+inf', 'BYSCORE', 'LIMIT', 0, limit)
-  if #candidates < limit then
-    local wrap = redis.call('ZRANGE', idle, '-inf', cursor, 'BYSCORE', 'LIMIT', 0, limit - #candidates)
-    for _, a in ipairs(wrap) do candidates[#candidates + 1] = a end
-  end
-else
-  candidates = redis.call('ZRANGE', idle, 0, limit - 1)
+  start = redis.call('ZCOUNT', idle, '-inf', cursor) % n
 end
+local total = math.min(n, limit)
 
-local chosen = {}
-for _, aid in ipairs(candidates) do
-  local ok = true
-  if #skills > 0 then
-    local have = redis.call('HMGET', 'cc:acd:skills:' .. aid, unpack(skills))
-    for i = 1, #skills do
-      if (tonumber(have[i]) or 0) < levels[i] then ok = false break end
-    end
+local chosen, touched = {}, {}
+local walked, size = 0, 4
+while walked < total and #chosen < want do
+  local count = math.min(size, total - walked)
+  local from = (start + walked) % n
+  local page = redis.call('ZRANGE', idle, from, math.min(from + count, n) - 1)
+  if from + count > n then
+    for _, a in ipairs(redis.call('ZRANGE', idle, 0, from + count - n - 1)) do page[#page + 1] = a end
   end
-  if ok then
-    local akey = 'cc:acd:agent:' .. aid
-    local st = redis.call('HMGET', akey, 'status', 'activity', 'version')
-    if st[1] == 'available' and st[2] == 'idle' then
-      if strategy == 'round_robin' then
-        redis.call('SET', 'cc:acd:rr:' .. queue, redis.call('ZSCORE', idle, aid))
+  walked = walked + count
+  size = size * 4
+  for _, aid in ipairs(page) do
+    local ok = true
+    if #skills > 0 then
+      local have = redis.call('HMGET', 'cc:acd:skills:' .. aid, unpack(skills))
+      for i = 1, #skills do
+        if (tonumber(have[i]) or 0) < levels[i] then ok = false break end
       end
-      redis.call('HSET', akey, 'activity', 'reserved', 'call_id', call, 'deadline', tostring(now + ring),
-                 'since', tostring(now), 'version', tostring((tonumber(st[3]) or 0) + 1))
-      redis.call('ZADD', 'cc:acd:deadlines', now + ring, aid)
-      chosen[#chosen + 1] = aid
     end
-    index(aid)  -- out of every idle set now (or repaired, had the index been stale)
-    if #chosen >= want then break end
+    if ok then
+      local akey = 'cc:acd:agent:' .. aid
+      local st = redis.call('HMGET', akey, 'status', 'activity', 'version')
+      if st[1] == 'available' and st[2] == 'idle' then
+        if strategy == 'round_robin' then
+          redis.call('SET', 'cc:acd:rr:' .. queue, redis.call('ZSCORE', idle, aid))
+        end
+        redis.call('HSET', akey, 'activity', 'reserved', 'call_id', call, 'deadline', tostring(now + ring),
+                   'since', tostring(now), 'version', tostring((tonumber(st[3]) or 0) + 1))
+        redis.call('ZADD', 'cc:acd:deadlines', now + ring, aid)
+        chosen[#chosen + 1] = aid
+      end
+      touched[#touched + 1] = aid
+      if #chosen >= want then break end
+    end
   end
 end
+-- Out of every idle set now (or repaired, had the index been stale); after the walk, so that ranks
+-- did not move under it.
+for _, aid in ipairs(touched) do index(aid) end
 if #chosen == 0 then return {0} end
 redis.call('ZREM', waiting, call)
 redis.call('PUBLISH', 'cc:acd:offers', cjson.encode({call = call, queue = queue, agents = chosen,

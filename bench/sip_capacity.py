@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform as pyplatform
 import shutil
 import signal
 import subprocess
@@ -26,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.machine import machine as base_machine
 from callcenter.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from callcenter.frontdoor import Destination, FrontDoor
 
@@ -116,9 +116,6 @@ def measure(name: str, target: str, capacity: int, quick: bool) -> Capacity:
 
 
 def machine() -> dict[str, str]:
-    model = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                  if ln.startswith("model name")), pyplatform.processor())
-    mem = int(Path("/proc/meminfo").read_text().split()[1]) // 1024 // 1024
     import pjsua2 as pj
 
     ep = pj.Endpoint()
@@ -133,8 +130,8 @@ def machine() -> dict[str, str]:
         except (OSError, IndexError):
             return "?"
 
-    return {"cpu": model, "cores": str(os.cpu_count()), "memory_gib": str(mem), "python": sys.version.split()[0],
-            "pjsua2": pjv, "kamailio": version(["kamailio", "-v"]), "sipp": version(["sipp", "-v"])[:60]}
+    return {**base_machine(), "pjsua2": pjv, "kamailio": version(["kamailio", "-v"]),
+            "sipp": version(["sipp", "-v"])[:60]}
 
 
 def workers_up(http_port: int) -> int:

@@ -1,0 +1,217 @@
+"""ACD routing decisions through Redis with 100, 1,000 and 10,000 agents logged in across 50 queues
+and 200 skills, and 5,000 waiting calls.
+
+A decision is one call of the distributor's Lua script (acd/distributor.py): walk the queue's idle
+index, check skills, reserve the agent, claim the call, publish the offer. Measured per size:
+
+- cost of one decision: client round trip (median, p99) and Redis server time per call
+  (INFO commandstats), with a PING round trip measured in the same run as the baseline;
+- decisions per second: many decisions in flight from several client processes.
+
+After each batch the reserved agents are released and their calls put back (not timed), so every
+batch decides against the same population. Needs only Python: it starts an embedded Redis.
+
+    python -m bench.acd_routing [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import random
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import cast
+
+import redis.asyncio as aioredis
+
+from acd.agent_store import AgentStore
+from acd.directory import AgentEntry, Directory
+from acd.distributor import CallInfo, Distributor
+from acd.models import QueueSettings, RoutingStep
+from acd.routing import requirements
+from acd.strategies import Strategy
+from acd.waiting import Head, Waiting, order_key
+from bench.machine import machine
+from callcenter.embedded import EmbeddedRedis
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "var" / "bench"
+QUEUES = 50
+SKILLS = 200
+LANGUAGES = [f"lang{i}" for i in range(8)]  # 8 of the 200 skills are languages the IVR attaches
+WAITING = 5000
+STRATEGIES = [Strategy.LONGEST_IDLE, Strategy.FEWEST_CALLS, Strategy.LEAST_TALK_TIME, Strategy.LINEAR,
+              Strategy.ROUND_ROBIN, Strategy.RANDOM]
+
+
+@dataclass
+class Call:
+    call_id: str
+    queue: str
+    require: dict[str, int]
+    key: float
+
+
+async def populate(r: aioredis.Redis, agents: int, rng: random.Random) -> list[Call]:
+    await r.flushdb()
+    directory, store, waiting = Directory(r), AgentStore(r), Waiting(r)
+    dist = Distributor(r, directory)
+    skills = LANGUAGES + [f"skill{i}" for i in range(SKILLS - len(LANGUAGES))]
+    queues: dict[str, QueueSettings] = {}
+    for i in range(QUEUES):
+        # each queue has a home skill; its first routing step asks for it at level 3, then 1
+        home = skills[len(LANGUAGES) + i]
+        s = QueueSettings.model_validate({
+            "strategy": STRATEGIES[i % len(STRATEGIES)].value,
+            "routing": [RoutingStep(after=0, require={home: 3}), RoutingStep(after=30, require={home: 1})]},
+            strict=False)
+        queues[f"q{i}"] = s
+        await directory.put_queue(f"q{i}", s)
+    names = list(queues)
+    for aid in range(1, agents + 1):
+        mine = rng.sample(range(QUEUES), 3)
+        own = {skills[len(LANGUAGES) + q]: rng.randint(1, 5) for q in mine}  # the home skills of its queues
+        own.update({s: rng.randint(1, 5) for s in rng.sample(skills[len(LANGUAGES):], 2)})
+        own.update({lang: 5 for lang in rng.sample(LANGUAGES, rng.choice((1, 2)))})
+        await directory.put_agent(AgentEntry(aid, {f"q{q}": n for n, q in enumerate(mine)}, own, ""))
+        await store.transition(aid, "login", now=rng.uniform(0, 1000))
+    calls = []
+    now = time.time()
+    for n in range(WAITING):
+        q = names[n % QUEUES]
+        at = now - rng.uniform(0, 60)
+        prio = rng.choice((0, 0, 0, 5))
+        attached = {rng.choice(LANGUAGES): 1} if rng.random() < 0.3 else {}
+        cid = f"c{n}"
+        await dist.put_call(cid, CallInfo(q, at, prio, attached, "bench"))
+        await waiting.enqueue(q, cid, prio, at)
+        steps = [s for s in queues[q].routing]
+        from acd.routing import Step
+        req = requirements([Step(s.after, dict(s.require)) for s in steps], now - at, attached)
+        calls.append(Call(cid, q, req, order_key(prio, at)))
+    return calls
+
+
+async def release(r: aioredis.Redis, store: AgentStore, waiting: Waiting, placed: list[tuple[Call, list[int]]]) -> None:
+    for call, agents in placed:
+        for aid in agents:
+            await store.transition(aid, "release", expect_call=call.call_id)
+        await waiting.requeue(Head(call.queue, call.call_id, call.key))
+
+
+async def server_usec(r: aioredis.Redis) -> tuple[int, float]:
+    stats = cast(dict[str, dict[str, float]], await r.info("commandstats"))
+    s = stats.get("cmdstat_evalsha", {"calls": 0, "usec": 0})
+    return int(s["calls"]), float(s["usec"])
+
+
+async def latency(url: str, calls: list[Call], rounds: int, batch: int, seed: int) -> dict[str, float]:
+    r = aioredis.from_url(url)
+    dist, store, waiting = Distributor(r, Directory(r)), AgentStore(r), Waiting(r)
+    rng = random.Random(seed)
+    times: list[float] = []
+    pings: list[float] = []
+    server_calls, server_time, placed_n = 0, 0.0, 0
+    for _ in range(rounds):
+        picked = rng.sample(calls, batch)
+        await r.config_resetstat()
+        placed = []
+        for c in picked:
+            t0 = time.perf_counter()
+            got = await dist.decide(c.queue, c.call_id, c.require, 30.0)
+            times.append(time.perf_counter() - t0)
+            if got:
+                placed.append((c, got))
+        n, us = await server_usec(r)
+        server_calls += n
+        server_time += us
+        placed_n += len(placed)
+        await release(r, store, waiting, placed)
+        t0 = time.perf_counter()
+        await r.ping()
+        pings.append(time.perf_counter() - t0)
+    await r.aclose()
+    times.sort()
+    return {"median_us": statistics.median(times) * 1e6, "p99_us": times[int(len(times) * 0.99)] * 1e6,
+            "server_us": server_time / max(server_calls, 1), "ping_us": statistics.median(pings) * 1e6,
+            "placed": placed_n / len(times), "decisions": len(times)}
+
+
+def _throughput_proc(url: str, calls: list[Call], seconds: float, seed: int, inflight: int,
+                     q: "mp.Queue[tuple[int, float]]") -> None:
+    async def main() -> tuple[int, float]:
+        r = aioredis.from_url(url, max_connections=inflight + 4)
+        dist, store, waiting = Distributor(r, Directory(r)), AgentStore(r), Waiting(r)
+        rng = random.Random(seed)
+        done, timed = 0, 0.0
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            picked = rng.sample(calls, inflight)
+            t0 = time.perf_counter()
+            got = await asyncio.gather(*(dist.decide(c.queue, c.call_id, c.require, 30.0) for c in picked))
+            timed += time.perf_counter() - t0
+            done += len(picked)
+            await release(r, store, waiting, [(c, a) for c, a in zip(picked, got, strict=True) if a])
+        await r.aclose()
+        return done, timed
+    q.put(asyncio.run(main()))
+
+
+def throughput(url: str, calls: list[Call], procs: int, seconds: float, inflight: int) -> float:
+    """Decisions per second of decision time, summed over client processes running at once."""
+    ctx = mp.get_context("fork")
+    results: mp.Queue[tuple[int, float]] = ctx.Queue()
+    ps = [ctx.Process(target=_throughput_proc, args=(url, calls, seconds, i, inflight, results))
+          for i in range(procs)]
+    for p in ps:
+        p.start()
+    got = [results.get(timeout=seconds + 120) for _ in ps]
+    for p in ps:
+        p.join()
+    return sum(done / timed for done, timed in got if timed > 0)
+
+
+async def run_size(url: str, agents: int, quick: bool) -> dict[str, float]:
+    r = aioredis.from_url(url)
+    t0 = time.monotonic()
+    calls = await populate(r, agents, random.Random(agents))
+    setup = time.monotonic() - t0
+    await r.aclose()
+    lat = await latency(url, calls, rounds=20 if quick else 100, batch=20, seed=1)
+    rate = throughput(url, calls, procs=2, seconds=3 if quick else 10, inflight=16)
+    out = {"agents": agents, **lat, "decisions_per_s": rate, "setup_s": setup}
+    print(f"  {agents:>6} agents: decision median {lat['median_us']:.0f} us (p99 {lat['p99_us']:.0f} us, "
+          f"Redis server {lat['server_us']:.1f} us, PING {lat['ping_us']:.0f} us), placed {lat['placed']:.0%}, "
+          f"{rate:,.0f} decisions/s", flush=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--sizes", default="100,1000,10000")
+    a = ap.parse_args()
+    info = machine()
+    print("machine:", json.dumps(info))
+    rd = EmbeddedRedis(OUT / "acd-redis")
+    url = rd.start().rsplit("/", 1)[0] + "/0"
+    try:
+        results = [asyncio.run(run_size(url, int(n), a.quick)) for n in a.sizes.split(",")]
+    finally:
+        rd.stop()
+    base = results[0]
+    print(f"baseline: {base['agents']} agents")
+    for res in results:
+        print(f"  {res['agents']:>6} agents: cost {res['median_us'] / base['median_us']:.2f}x (client), "
+              f"{res['server_us'] / base['server_us']:.2f}x (server); rate {res['decisions_per_s'] / base['decisions_per_s']:.2f}x")
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "acd_routing.json").write_text(json.dumps({"machine": info, "results": results}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
