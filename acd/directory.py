@@ -44,7 +44,7 @@ class Directory:
 
     # -------------------------------------------------------------- writes (from the sync)
     async def put_queue(self, name: str, settings: QueueSettings) -> None:
-        old = await self.redis.hget(STRATEGY_KEY, name)
+        old = cast(bytes | None, await self.redis.hget(STRATEGY_KEY, name))
         pipe = self.redis.pipeline(transaction=True)
         pipe.set(QUEUE_KEY.format(queue=name), settings.model_dump_json())
         pipe.hset(STRATEGY_KEY, name, settings.strategy.value)
@@ -85,7 +85,7 @@ class Directory:
 
     # -------------------------------------------------------------- reads (routing)
     async def settings(self, queue: str) -> QueueSettings | None:
-        raw = await self.redis.get(QUEUE_KEY.format(queue=queue))
+        raw = cast(bytes | None, await self.redis.get(QUEUE_KEY.format(queue=queue)))
         if raw is None:
             return None
         cached = self._settings.get(queue)
@@ -110,7 +110,7 @@ class Directory:
         return {k.decode(): int(v) for k, v in raw.items()}
 
     async def device(self, agent_id: int) -> str:
-        raw = await self.redis.get(DEVICE_KEY.format(agent_id=agent_id))
+        raw = cast(bytes | None, await self.redis.get(DEVICE_KEY.format(agent_id=agent_id)))
         return raw.decode() if raw else ""
 
     async def idle(self, queue: str) -> list[int]:

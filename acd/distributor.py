@@ -14,8 +14,8 @@ also applies routing steps that widened and catches triggers lost with a node.
 from __future__ import annotations
 
 import json
-import random
 import logging
+import random
 import time
 from dataclasses import dataclass
 from typing import cast

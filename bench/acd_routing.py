@@ -31,7 +31,7 @@ import redis.asyncio as aioredis
 
 from acd.agent_store import AgentStore
 from acd.directory import AgentEntry, Directory
-from acd.distributor import CallInfo, Distributor
+from acd.distributor import CallInfo, Distributor, steps_of
 from acd.models import QueueSettings, RoutingStep
 from acd.routing import requirements
 from acd.strategies import Strategy
@@ -90,9 +90,7 @@ async def populate(r: aioredis.Redis, agents: int, rng: random.Random) -> list[C
         cid = f"c{n}"
         await dist.put_call(cid, CallInfo(q, at, prio, attached, "bench"))
         await waiting.enqueue(q, cid, prio, at)
-        steps = [s for s in queues[q].routing]
-        from acd.routing import Step
-        req = requirements([Step(s.after, dict(s.require)) for s in steps], now - at, attached)
+        req = requirements(steps_of(queues[q]), now - at, attached)
         calls.append(Call(cid, q, req, order_key(prio, at)))
     return calls
 
@@ -207,8 +205,9 @@ def main() -> None:
     base = results[0]
     print(f"baseline: {base['agents']} agents")
     for res in results:
+        rate = res["decisions_per_s"] / base["decisions_per_s"]
         print(f"  {res['agents']:>6} agents: cost {res['median_us'] / base['median_us']:.2f}x (client), "
-              f"{res['server_us'] / base['server_us']:.2f}x (server); rate {res['decisions_per_s'] / base['decisions_per_s']:.2f}x")
+              f"{res['server_us'] / base['server_us']:.2f}x (server); rate {rate:.2f}x")
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "acd_routing.json").write_text(json.dumps({"machine": info, "results": results}, indent=1))
 
