@@ -71,16 +71,16 @@ def _encode(s: AgentState) -> list[str]:
     return out
 
 
-OnRoutable = Callable[[AgentState], None]
+OnTransition = Callable[[str, AgentState, AgentState], None]  # (event, before, after)
 
 
 class AgentStore:
     def __init__(self, redis: aioredis.Redis):
         self.redis = redis
         self._cas = redis.register_script(_CAS)
-        # Called when a transition made here leaves the agent free for a call (the distributor looks
-        # for a waiting caller); the periodic sweep covers transitions made elsewhere.
-        self.on_routable: list[OnRoutable] = []
+        # Called after every transition made here: the node looks for a caller when an agent becomes
+        # free (the periodic sweep covers transitions made elsewhere) and logs system pauses.
+        self.on_transition: list[OnTransition] = []
 
     async def get(self, agent_id: int) -> AgentState:
         return _decode(agent_id, await self.redis.hgetall(AGENT_KEY.format(agent_id=agent_id)))
@@ -103,9 +103,8 @@ class AgentStore:
                 raise InvalidTransition(event, before, f"agent is no longer on call {expect_call!r}")
             after = apply(before, event, time.time() if now is None else now, params)
             if await self._write(before, after):
-                if after.routable and not before.routable:
-                    for hook in self.on_routable:
-                        hook(after)
+                for hook in self.on_transition:
+                    hook(event, before, after)
                 return after
         raise Conflict(f"agent {agent_id}: state changed {retries} times during {event}")
 

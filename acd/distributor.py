@@ -119,6 +119,9 @@ return out
 """
 
 NOT_WAITING = -1
+# The agent's reservation outlives the queue's ring timeout by this much: the flow that rings the
+# agent acts first; the reconciler acts only if that flow's node died.
+RESERVE_GRACE = 5.0
 
 
 @dataclass(frozen=True)
@@ -204,7 +207,7 @@ class Distributor:
         if settings is None or info is None:
             return None
         req = requirements(steps_of(settings), now - info.enqueued_at, info.skills)
-        return await self.decide(queue, call_id, req, settings.ring_timeout, now)
+        return await self.decide(queue, call_id, req, settings.ring_timeout + RESERVE_GRACE, now)
 
     async def agent_free(self, agent: AgentState, now: float | None = None) -> bool:
         """An agent became free: offer them the best caller they can serve across their queues
@@ -229,7 +232,7 @@ class Distributor:
             req = requirements(steps_of(settings), now - info.enqueued_at, info.skills)
             if not eligible(skills, req):
                 continue
-            got = await self.decide(h.queue, h.call_id, req, settings.ring_timeout, now)
+            got = await self.decide(h.queue, h.call_id, req, settings.ring_timeout + RESERVE_GRACE, now)
             if got:
                 return True
         return False

@@ -4,8 +4,9 @@ and 200 skills, and 5,000 waiting calls.
 A decision is one call of the distributor's Lua script (acd/distributor.py): walk the queue's idle
 index, check skills, reserve the agent, claim the call, publish the offer. Measured per size:
 
-- cost of one decision: client round trip (median, p99) and Redis server time per call
-  (INFO commandstats), with a PING round trip measured in the same run as the baseline;
+- cost of one decision that places a call: client round trip (median, p99) and Redis server time
+  for that call (INFO commandstats), with a PING round trip measured alongside; each size lives in
+  its own database of one Redis server and the rounds alternate between sizes;
 - decisions per second: many decisions in flight from several client processes.
 
 After each batch the reserved agents are released and their calls put back (not timed), so every
@@ -108,36 +109,33 @@ async def server_usec(r: aioredis.Redis) -> tuple[int, float]:
     return int(s["calls"]), float(s["usec"])
 
 
-async def latency(url: str, calls: list[Call], rounds: int, batch: int, seed: int) -> dict[str, float]:
+async def latency(url: str, calls: list[Call], decisions: int, seed: int) -> dict[str, float]:
+    """One decision at a time, each with the server's own time for it (commandstats reset before);
+    the reserved agent is released after each, so every decision sees the full population."""
     r = aioredis.from_url(url)
     dist, store, waiting = Distributor(r, Directory(r)), AgentStore(r), Waiting(r)
     rng = random.Random(seed)
-    times: list[float] = []
+    placed: list[tuple[float, float]] = []  # (client s, server us) of decisions that placed the call
+    empty: list[tuple[float, float]] = []  # … that found no qualified free agent
     pings: list[float] = []
-    server_calls, server_time, placed_n = 0, 0.0, 0
-    for _ in range(rounds):
-        picked = rng.sample(calls, batch)
+    for c in rng.sample(calls, decisions):
         await r.config_resetstat()
-        placed = []
-        for c in picked:
-            t0 = time.perf_counter()
-            got = await dist.decide(c.queue, c.call_id, c.require, 30.0)
-            times.append(time.perf_counter() - t0)
-            if got:
-                placed.append((c, got))
-        n, us = await server_usec(r)
-        server_calls += n
-        server_time += us
-        placed_n += len(placed)
-        await release(r, store, waiting, placed)
+        t0 = time.perf_counter()
+        got = await dist.decide(c.queue, c.call_id, c.require, 30.0)
+        took = time.perf_counter() - t0
+        _n, us = await server_usec(r)
+        (placed if got else empty).append((took, us))
+        if got:
+            await release(r, store, waiting, [(c, got)])
         t0 = time.perf_counter()
         await r.ping()
         pings.append(time.perf_counter() - t0)
     await r.aclose()
-    times.sort()
-    return {"median_us": statistics.median(times) * 1e6, "p99_us": times[int(len(times) * 0.99)] * 1e6,
-            "server_us": server_time / max(server_calls, 1), "ping_us": statistics.median(pings) * 1e6,
-            "placed": placed_n / len(times), "decisions": len(times)}
+    client = sorted(t for t, _ in placed)
+    return {"median_us": statistics.median(client) * 1e6, "p99_us": client[int(len(client) * 0.99)] * 1e6,
+            "server_us": statistics.median(us for _, us in placed),
+            "empty_server_us": statistics.median(us for _, us in empty) if empty else 0.0,
+            "ping_us": statistics.median(pings) * 1e6, "placed": len(placed) / decisions, "decisions": decisions}
 
 
 def _throughput_proc(url: str, calls: list[Call], seconds: float, seed: int, inflight: int,
@@ -174,18 +172,33 @@ def throughput(url: str, calls: list[Call], procs: int, seconds: float, inflight
     return sum(done / timed for done, timed in got if timed > 0)
 
 
-async def run_size(url: str, agents: int, quick: bool) -> dict[str, float]:
-    r = aioredis.from_url(url)
-    t0 = time.monotonic()
-    calls = await populate(r, agents, random.Random(agents))
-    setup = time.monotonic() - t0
-    await r.aclose()
-    lat = await latency(url, calls, rounds=20 if quick else 100, batch=20, seed=1)
-    rate = throughput(url, calls, procs=2, seconds=3 if quick else 10, inflight=16)
-    out = {"agents": agents, **lat, "decisions_per_s": rate, "setup_s": setup}
-    print(f"  {agents:>6} agents: decision median {lat['median_us']:.0f} us (p99 {lat['p99_us']:.0f} us, "
-          f"Redis server {lat['server_us']:.1f} us, PING {lat['ping_us']:.0f} us), placed {lat['placed']:.0%}, "
-          f"{rate:,.0f} decisions/s", flush=True)
+async def measure(base_url: str, sizes: list[int], quick: bool) -> list[dict[str, float]]:
+    """Each size in its own Redis database of one server, all populated first; then the latency rounds
+    alternate between sizes so that drift on the machine touches every size alike."""
+    urls = {n: f"{base_url}/{db}" for db, n in enumerate(sizes)}
+    setup: dict[int, float] = {}
+    calls: dict[int, list[Call]] = {}
+    for n in sizes:
+        r = aioredis.from_url(urls[n])
+        t0 = time.monotonic()
+        calls[n] = await populate(r, n, random.Random(n))
+        setup[n] = time.monotonic() - t0
+        await r.aclose()
+        print(f"  {n:>6} agents: populated in {setup[n]:.1f} s", flush=True)
+    rounds: dict[int, list[dict[str, float]]] = {n: [] for n in sizes}
+    for k in range(4 if quick else 10):
+        for n in sizes:
+            rounds[n].append(await latency(urls[n], calls[n], decisions=100 if quick else 300, seed=k))
+    out = []
+    for n in sizes:
+        rs = rounds[n]
+        lat = {key: statistics.median(r[key] for r in rs) for key in rs[0]}
+        rate = throughput(urls[n], calls[n], procs=2, seconds=3 if quick else 10, inflight=16)
+        out.append({"agents": n, **lat, "decisions_per_s": rate, "setup_s": setup[n]})
+        print(f"  {n:>6} agents: decision placing a call: median {lat['median_us']:.0f} us "
+              f"(p99 {lat['p99_us']:.0f} us), Redis server {lat['server_us']:.0f} us; PING {lat['ping_us']:.0f} us; "
+              f"{lat['placed']:.0%} placed (no agent: server {lat['empty_server_us']:.0f} us); "
+              f"{rate:,.0f} decisions/s", flush=True)
     return out
 
 
@@ -197,9 +210,9 @@ def main() -> None:
     info = machine()
     print("machine:", json.dumps(info))
     rd = EmbeddedRedis(OUT / "acd-redis")
-    url = rd.start().rsplit("/", 1)[0] + "/0"
+    base_url = rd.start().rsplit("/", 1)[0]
     try:
-        results = [asyncio.run(run_size(url, int(n), a.quick)) for n in a.sizes.split(",")]
+        results = asyncio.run(measure(base_url, [int(n) for n in a.sizes.split(",")], a.quick))
     finally:
         rd.stop()
     base = results[0]

@@ -16,11 +16,14 @@ from pydantic import BaseModel, ValidationError
 
 from acd.agent_state import InvalidTransition, Params, Status
 from acd.agent_store import AgentStore, Conflict
+from acd.directory import Directory
 from acd.models import AgentIn, MembersIn, QueueIn, SkillsIn, StatusIn
+from callcenter.acd_sync import sync_agents, sync_queue
 
 M = TypeVar("M", bound=BaseModel)
 POOL: web.AppKey[asyncpg.Pool] = web.AppKey("acd_pool", asyncpg.Pool)
 AGENTS: web.AppKey[AgentStore] = web.AppKey("acd_agents", AgentStore)
+DIRECTORY: web.AppKey[Directory] = web.AppKey("acd_directory", Directory)
 
 
 def _err(status: int, message: str, **extra: Any) -> web.HTTPException:
@@ -68,11 +71,13 @@ async def list_queues(request: web.Request) -> web.Response:
 
 async def create_queue(request: web.Request) -> web.Response:
     q = await _body(request, QueueIn)
-    try:
-        await request.app[POOL].execute("INSERT INTO queues (name, title, settings) VALUES ($1, $2, $3)",
-                                        q.name, q.title, q.settings.model_dump_json())
-    except asyncpg.UniqueViolationError:
-        raise _err(409, f"queue {q.name!r} exists") from None
+    async with request.app[POOL].acquire() as conn:
+        try:
+            await conn.execute("INSERT INTO queues (name, title, settings) VALUES ($1, $2, $3)",
+                               q.name, q.title, q.settings.model_dump_json())
+        except asyncpg.UniqueViolationError:
+            raise _err(409, f"queue {q.name!r} exists") from None
+        await sync_queue(conn, request.app[DIRECTORY], q.name)
     return _json(q.model_dump(mode="json"), 201)
 
 
@@ -83,7 +88,7 @@ async def get_queue(request: web.Request) -> web.Response:
     if row is None:
         raise _err(404, f"no queue {request.match_info['name']!r}")
     members = await pool.fetch("SELECT a.login, m.penalty FROM queue_members m JOIN agents a ON a.id = m.agent_id "
-                               "WHERE m.queue_id = $1 ORDER BY m.penalty, a.login", row["id"])
+                               "WHERE m.queue_id = $1 ORDER BY m.penalty, m.position", row["id"])
     return _json({"name": row["name"], "title": row["title"], "settings": json.loads(row["settings"]),
                   "members": [{"agent": m["login"], "penalty": m["penalty"]} for m in members]})
 
@@ -93,17 +98,25 @@ async def update_queue(request: web.Request) -> web.Response:
     q = await _body(request, QueueIn)
     if q.name != name:
         raise _err(422, "the name in the body must match the URL (queues are renamed by re-creating)")
-    done = await request.app[POOL].execute("UPDATE queues SET title = $2, settings = $3 WHERE name = $1",
-                                           name, q.title, q.settings.model_dump_json())
-    if done.endswith(" 0"):
-        raise _err(404, f"no queue {name!r}")
+    async with request.app[POOL].acquire() as conn:
+        done = await conn.execute("UPDATE queues SET title = $2, settings = $3 WHERE name = $1",
+                                  name, q.title, q.settings.model_dump_json())
+        if done.endswith(" 0"):
+            raise _err(404, f"no queue {name!r}")
+        await sync_queue(conn, request.app[DIRECTORY], name)
     return _json(q.model_dump(mode="json"))
 
 
 async def delete_queue(request: web.Request) -> web.Response:
-    done = await request.app[POOL].execute("DELETE FROM queues WHERE name = $1", request.match_info["name"])
-    if done.endswith(" 0"):
-        raise _err(404, f"no queue {request.match_info['name']!r}")
+    name = request.match_info["name"]
+    async with request.app[POOL].acquire() as conn:
+        members = [r["agent_id"] for r in await conn.fetch(
+            "SELECT agent_id FROM queue_members m JOIN queues q ON q.id = m.queue_id WHERE q.name = $1", name)]
+        done = await conn.execute("DELETE FROM queues WHERE name = $1", name)
+        if done.endswith(" 0"):
+            raise _err(404, f"no queue {name!r}")
+        await sync_queue(conn, request.app[DIRECTORY], name)
+        await sync_agents(conn, request.app[DIRECTORY], members)
     return web.Response(status=204)
 
 
@@ -122,12 +135,15 @@ async def set_members(request: web.Request) -> web.Response:
         before = {r["agent_id"] for r in await conn.fetch("SELECT agent_id FROM queue_members WHERE queue_id = $1",
                                                           qid)}
         await conn.execute("DELETE FROM queue_members WHERE queue_id = $1", qid)
-        await conn.executemany("INSERT INTO queue_members (queue_id, agent_id, penalty) VALUES ($1, $2, $3)",
-                               [(qid, ids[m.agent], m.penalty) for m in body.members])
+        await conn.executemany("INSERT INTO queue_members (queue_id, agent_id, penalty, position) "
+                               "VALUES ($1, $2, $3, $4)",
+                               [(qid, ids[m.agent], m.penalty, n) for n, m in enumerate(body.members)])
         after = set(ids.values())
         await conn.executemany("INSERT INTO agent_events (agent_id, event, queue_id) VALUES ($1, $2, $3)",
                                [(a, "ADDMEMBER", qid) for a in sorted(after - before)]
                                + [(a, "REMOVEMEMBER", qid) for a in sorted(before - after)])
+    async with request.app[POOL].acquire() as conn:
+        await sync_agents(conn, request.app[DIRECTORY], sorted(before | after))
     return _json({"members": [m.model_dump() for m in body.members]})
 
 
@@ -139,11 +155,13 @@ async def list_agents(request: web.Request) -> web.Response:
 
 async def create_agent(request: web.Request) -> web.Response:
     a = await _body(request, AgentIn)
-    try:
-        await request.app[POOL].execute("INSERT INTO agents (login, name, extension, sip_uri) VALUES ($1, $2, $3, $4)",
-                                        a.login, a.name, a.extension, a.sip_uri)
-    except asyncpg.UniqueViolationError as exc:
-        raise _err(409, f"agent login or extension already used ({exc.constraint_name})") from None
+    async with request.app[POOL].acquire() as conn:
+        try:
+            aid = await conn.fetchval("INSERT INTO agents (login, name, extension, sip_uri) VALUES ($1, $2, $3, $4) "
+                                      "RETURNING id", a.login, a.name, a.extension, a.sip_uri)
+        except asyncpg.UniqueViolationError as exc:
+            raise _err(409, f"agent login or extension already used ({exc.constraint_name})") from None
+        await sync_agents(conn, request.app[DIRECTORY], [aid])
     return _json(a.model_dump(), 201)
 
 
@@ -171,6 +189,7 @@ async def delete_agent(request: web.Request) -> web.Response:
         if (await request.app[AGENTS].get(aid)).status is not Status.LOGGED_OUT:
             raise _err(409, "log the agent out first")
         await conn.execute("DELETE FROM agents WHERE id = $1", aid)
+        await sync_agents(conn, request.app[DIRECTORY], [aid])
     return web.Response(status=204)
 
 
@@ -202,6 +221,8 @@ async def set_skills(request: web.Request) -> web.Response:
         await conn.execute("DELETE FROM agent_skills WHERE agent_id = $1", aid)
         await conn.executemany("INSERT INTO agent_skills (agent_id, skill_id, proficiency) VALUES ($1, $2, $3)",
                                [(aid, ids[s], lvl) for s, lvl in body.skills.items()])
+    async with request.app[POOL].acquire() as conn:
+        await sync_agents(conn, request.app[DIRECTORY], [aid])
     return _json({"skills": body.skills})
 
 
@@ -237,9 +258,10 @@ async def set_status(request: web.Request) -> web.Response:
     return _json({"status": after.status, "reason": after.reason, "activity": after.activity})
 
 
-def add_routes(app: web.Application, pool: asyncpg.Pool, agents: AgentStore) -> None:
+def add_routes(app: web.Application, pool: asyncpg.Pool, agents: AgentStore, directory: Directory) -> None:
     app[POOL] = pool
     app[AGENTS] = agents
+    app[DIRECTORY] = directory
     r = app.router
     r.add_get("/api/queues", list_queues)
     r.add_post("/api/queues", create_queue)

@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from acd.agent_store import AgentStore
+from acd.directory import Directory
 from callcenter import acd_api
 from callcenter.frontdoor import FrontDoor
 from callcenter.supervisor import Supervisor
@@ -27,6 +28,8 @@ class Services:
     redis: aioredis.Redis
     supervisor: Supervisor | None
     frontdoor: FrontDoor | None
+    agents: AgentStore | None = None  # the node's own (its hooks trigger routing); else a plain one
+    directory: Directory | None = None
 
 
 SERVICES: web.AppKey[Services] = web.AppKey("services", Services)
@@ -166,5 +169,6 @@ def make_app(services: Services) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/api/interactions", list_interactions)
     app.router.add_get("/api/interactions/{id}", get_interaction)
-    acd_api.add_routes(app, services.pool, AgentStore(services.redis))
+    acd_api.add_routes(app, services.pool, services.agents or AgentStore(services.redis),
+                       services.directory or Directory(services.redis))
     return app

@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from callcenter import api, demo_data
+from callcenter.acd_node import AcdNode
 from callcenter.calls import CallRouter
 from callcenter.config import Config, ConfigError
 from callcenter.db import create_pool, migrate
@@ -102,9 +103,13 @@ async def run(cfg: Config, *, demo_customers: int = 200, ready: asyncio.Event | 
         ilog = InteractionLog(pool, cfg.var_dir / "spool")
         ilog.start()
         client = MediaClient(ends.redis_url, on_call=lambda h: router.on_call(h))
-        router = CallRouter(client, ilog, plan, prompts, pool, cfg.crm.default_region)
+        acd = AcdNode(redis, ends.redis_url, pool, prompts, is_local_call=lambda cid: cid in client.calls,
+                      registrar=f"{cfg.sip.host}:{cfg.sip.port}" if front else "")
+        router = CallRouter(client, ilog, plan, prompts, pool, cfg.crm.default_region, acd=acd,
+                            voicemail_dir=cfg.var_dir / "voicemail")
         await client.start()
         reader = asyncio.create_task(client.run())
+        await acd.start()
 
         frontdoor: FrontDoor | None = None
         supervisor: Supervisor | None = None
@@ -133,7 +138,7 @@ async def run(cfg: Config, *, demo_customers: int = 200, ready: asyncio.Event | 
                         "%d calls. Install it for the machine's full capacity: apt-get install kamailio",
                         cfg.sip.host, cfg.sip.port, max(s.capacity for s in supervisor.slots.values()))
 
-        services = api.Services(pool, redis, supervisor, frontdoor)
+        services = api.Services(pool, redis, supervisor, frontdoor, acd.agents, acd.directory)
         runner = web.AppRunner(api.make_app(services), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, cfg.http.host, cfg.http.port)
@@ -153,6 +158,7 @@ async def run(cfg: Config, *, demo_customers: int = 200, ready: asyncio.Event | 
         reader.cancel()
         await asyncio.gather(reader, return_exceptions=True)
         await client.stop()
+        await acd.stop()
         await runner.cleanup()
         await ilog.close()
         log.info("stopped; %d interaction events written", ilog.written_events)

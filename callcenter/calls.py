@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from callcenter.dialplan import BridgeRoute, DialPlan, GreetingRoute, LoopRoute
+from acd.overflow import queue_flow
+from callcenter.dialplan import BridgeRoute, DialPlan, GreetingRoute, LoopRoute, QueueRoute
 from callcenter.interactions import InteractionLog, ts
 from callcenter.phones import to_e164
 from callcenter.prompts import PromptSet
@@ -20,13 +22,20 @@ from media.client import CallHandle, MediaClient
 
 log = logging.getLogger("callcenter.calls")
 
+if TYPE_CHECKING:
+    from callcenter.acd_node import AcdNode
+
 _SIDES = {"remote": "caller", "platform": "platform", "worker": "system", "lost": "system"}
 
 
 class CallRouter:
     def __init__(self, client: MediaClient, ilog: InteractionLog, plan: DialPlan, prompts: PromptSet,
-                 pool: asyncpg.Pool | None, default_region: str = "US"):
+                 pool: asyncpg.Pool | None, default_region: str = "US", acd: AcdNode | None = None,
+                 voicemail_dir: Path = Path("var/voicemail")):
         self.client = client
+        self.acd = acd
+        self.voicemail_dir = voicemail_dir
+        self.queue_ids: dict[str, int] = {}
         self.ilog = ilog
         self.plan = plan
         self.prompts = prompts
@@ -109,22 +118,26 @@ class CallRouter:
         self.ilog.event(iid, "DID", ev.at, dialed=ev.dialed_number, caller=ev.caller_number,
                         worker=ev.worker_id)
 
-    async def _identify(self, handle: CallHandle) -> None:
-        """Caller-ID lookup, off the call path: the flow never waits for it."""
+    async def _identify(self, handle: CallHandle) -> str | None:
+        """Caller-ID lookup, off the call path (only queueing waits for it, for the value tier).
+        Returns the customer's value tier, or None for an unknown caller."""
         assert handle.arrival is not None
         e164 = to_e164(handle.arrival.caller_number, self.default_region)
         if e164 is None or self.pool is None:
-            return
+            return None
         try:
-            customer_id = await self.pool.fetchval(
-                "SELECT customer_id FROM customer_phones WHERE e164 = $1 ORDER BY is_primary DESC LIMIT 1", e164)
+            row = await self.pool.fetchrow(
+                "SELECT p.customer_id, c.value_tier FROM customer_phones p JOIN customers c ON c.id = p.customer_id "
+                "WHERE p.e164 = $1 ORDER BY p.is_primary DESC LIMIT 1", e164)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning("caller lookup failed: %s", exc)
-            return
-        if customer_id is not None:
-            iid = handle.data["interaction_id"]
-            handle.data["customer_id"] = customer_id
-            self.ilog.update(iid, customer_id=customer_id)
+            return None
+        if row is None:
+            return None
+        iid = handle.data["interaction_id"]
+        handle.data["customer_id"] = row["customer_id"]
+        self.ilog.update(iid, customer_id=row["customer_id"])
+        return str(row["value_tier"])
 
     # ------------------------------------------------------------------ flows
     async def on_call(self, handle: CallHandle) -> None:
@@ -142,5 +155,49 @@ class CallRouter:
                                    ring_timeout=route.ring_timeout, fallback_prompt=route.fallback_prompt)
             elif isinstance(route, LoopRoute):
                 await flows.loop_prompt(handle, self.prompts.path, prompt_name=route.prompt)
+            elif isinstance(route, QueueRoute):
+                await self._queue(handle, route, lookup)
         finally:
             await lookup
+
+    async def _queue(self, handle: CallHandle, route: QueueRoute, lookup: asyncio.Task[str | None]) -> None:
+        if self.acd is None:
+            raise RuntimeError("queue route without an ACD")
+        await handle.answer(wait=False)
+        await handle.start_play(self.prompts.path(route.prompt), loop=False)
+        try:  # the value tier sets the priority; an unknown or slow lookup counts as no tier
+            tier = await asyncio.wait_for(asyncio.shield(lookup), 2.0)
+        except TimeoutError:
+            tier = None
+        priority = min(99, route.priority + route.tier_priority.get(tier or "", 0))
+        await self._refresh_queue_ids()
+        assert handle.arrival is not None
+        await queue_flow(handle, self.acd.services, route.queue, _Record(self, handle.data["interaction_id"]),
+                         priority=priority, skills=route.skills, caller_id=handle.arrival.caller_number,
+                         voicemail_dir=self.voicemail_dir, voicemail_seconds=route.voicemail_seconds,
+                         goodbye_prompt=route.goodbye_prompt, voicemail_prompt=route.voicemail_prompt)
+
+    async def _refresh_queue_ids(self) -> None:
+        if self.pool is None:
+            return
+        try:
+            self.queue_ids = {r["name"]: r["id"] for r in await self.pool.fetch("SELECT name, id FROM queues")}
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("queue ids not refreshed: %s", exc)
+
+
+class _Record:
+    """The queue flow's view of the interaction record (acd.queue_call.Record)."""
+
+    def __init__(self, router: CallRouter, iid: uuid.UUID):
+        self.router = router
+        self.iid = iid
+
+    def event(self, name: str, *, queue: str, agent_id: int | None = None, **data: Any) -> None:
+        self.router.ilog.event(self.iid, name, queue_id=self.router.queue_ids.get(queue), agent_id=agent_id,
+                               queue=queue, **data)
+
+    def update(self, **fields: Any) -> None:
+        if "queue" in fields:
+            fields["queue_id"] = self.router.queue_ids.get(fields.pop("queue"))
+        self.router.ilog.update(self.iid, **{k: ts(v) if k.endswith("_at") else v for k, v in fields.items()})

@@ -43,7 +43,29 @@ class LoopRoute(_Route):
     action: Literal["loop"]
 
 
-Route = Annotated[Union[GreetingRoute, BridgeRoute, LoopRoute], Field(discriminator="action")]
+class QueueRoute(_Route):
+    """Play ``prompt``, then queue the caller for an agent (acd/). Priority: ``priority`` plus what the
+    caller's customer value tier adds; ``skills`` are attached to the call (language, intent)."""
+
+    action: Literal["queue"]
+    queue: str = Field(pattern=r"^[a-z][a-z0-9_.-]*$")
+    priority: int = Field(0, ge=0, le=99)
+    tier_priority: dict[str, int] = Field(default_factory=lambda: {"silver": 1, "gold": 3, "vip": 10})
+    skills: dict[str, int] = Field(default_factory=dict)
+    goodbye_prompt: str = "unavailable"
+    voicemail_prompt: str = "leave_message"
+    voicemail_seconds: float = Field(60.0, gt=0, le=600)
+
+    @field_validator("skills")
+    @classmethod
+    def _levels(cls, v: dict[str, int]) -> dict[str, int]:
+        for skill, level in v.items():
+            if not 1 <= level <= 5:
+                raise ValueError(f"{skill}: proficiency must be 1..5")
+        return v
+
+
+Route = Annotated[Union[GreetingRoute, BridgeRoute, LoopRoute, QueueRoute], Field(discriminator="action")]
 
 
 class DialPlan(BaseModel):
@@ -72,7 +94,7 @@ class DialPlan(BaseModel):
         names: set[str] = set()
         for r in self.route:
             names.add(r.prompt)
-            for extra in ("then_prompt", "fallback_prompt"):
+            for extra in ("then_prompt", "fallback_prompt", "goodbye_prompt", "voicemail_prompt"):
                 v = getattr(r, extra, None)
                 if v:
                     names.add(v)

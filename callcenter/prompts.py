@@ -7,9 +7,11 @@ platform still runs on a machine that has only Python.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
+import os
 import shutil
 import struct
 import subprocess
@@ -36,6 +38,22 @@ class PromptSet:
             raise KeyError(f"unknown prompt {name!r}")
         return str(self.out_dir / f"{name}.wav")
 
+    def spoken(self, text: str) -> str:
+        """A prompt for a text known only at run time (a queue position, a wait): made on first use
+        (~0.1 s; call it in a thread) and kept under said/ for the next caller."""
+        use_speech = speech_tools()
+        digest = hashlib.sha1(f"{use_speech}|{self.voice}|{self.speed}|{text}".encode()).hexdigest()[:20]
+        target = self.out_dir / "said" / f"{digest}.wav"
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f"{digest}.{os.getpid()}.wav")
+            if use_speech:
+                _speak(text, self.voice, self.speed, tmp)
+            else:
+                _tones(text, tmp)
+            tmp.replace(target)
+        return str(target)
+
 
 def load_prompts(path: Path, out_dir: Path) -> PromptSet:
     try:
@@ -52,6 +70,7 @@ def load_prompts(path: Path, out_dir: Path) -> PromptSet:
     return PromptSet(texts, str(voice.get("espeak_voice", "en-us")), int(voice.get("speed", 160)), out_dir)
 
 
+@functools.cache
 def speech_tools() -> bool:
     return bool(shutil.which("espeak-ng") and shutil.which("sox"))
 

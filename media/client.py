@@ -173,6 +173,13 @@ class CallHandle:
         return await self.client.originate(self.worker_id, uri, timeout=timeout, caller_id=caller_id,
                                            root=self.root)
 
+    async def next_digit(self, digits: str = mp.ALL_DIGITS, timeout: float | None = None) -> str:
+        """The next key the caller presses among ``digits`` (keys arrive as Digit events at any time)."""
+        ev = await self._request(None, lambda e: isinstance(e, mp.Digit) and e.call_id == self.call_id
+                                 and e.digit in digits, timeout)
+        assert isinstance(ev, mp.Digit)
+        return ev.digit
+
     async def wait_ended(self) -> mp.HungUp:
         await self.ended.wait()
         assert self.hangup_event is not None
@@ -223,6 +230,12 @@ class MediaClient:
         except (TimeoutError, MediaError) as exc:
             await leg.hangup()
             raise OriginateFailed(str(exc) or "timeout") from None
+        except asyncio.CancelledError:
+            # Whoever waited gave up (the caller hung up, another phone answered first): stop the
+            # ringing leg without waiting for it.
+            if leg.hangup_event is None:
+                await asyncio.shield(self.send(worker_id, mp.Hangup(leg.call_id)))
+            raise
         return leg
 
     def _notify(self, ev: mp.Event, handle: CallHandle | None) -> None:

@@ -1,0 +1,322 @@
+"""One caller's time in a queue: enter (or be refused), hold with music and announcements, be offered
+to agents, be bridged to the one who answers, or leave (hang up, exit key, timeout) with the cause
+logged. Drives the call only through media.client.CallHandle.
+
+Every step is an interaction event (names after Asterisk's queue_log): ENTERQUEUE, CONNECT (wait,
+ring time), RINGNOANSWER, ABANDON (position, wait), EXITWITHTIMEOUT, EXITWITHKEY, EXITEMPTY (no
+agents), FULL, COMPLETEAGENT / COMPLETECALLER (wait, talk time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from acd.agent_state import InvalidTransition, Params
+from acd.agent_store import AgentStore, Conflict
+from acd.directory import Directory
+from acd.distributor import CallInfo, Distributor, Offer
+from acd.ewt import announce_minutes, ewt, update_aht
+from acd.models import Overflow, QueueSettings
+from acd.offers import OfferBus
+from acd.waiting import Waiting
+from media.client import CallEnded, CallHandle, MediaError, OriginateFailed
+
+log = logging.getLogger("acd.queue_call")
+
+AHT_KEY = "cc:acd:aht"  # hash queue -> average handle time (seconds), for EWT
+# How long an offer may take from the decision to this call's flow (one Redis publish).
+CLAIMED_OFFER_WAIT = 3.0
+
+
+class Record(Protocol):
+    """The interaction this call belongs to (callcenter/ writes it)."""
+
+    def event(self, name: str, *, queue: str, agent_id: int | None = None, **data: Any) -> None: ...
+
+    def update(self, **fields: Any) -> None: ...
+
+
+class Prompts(Protocol):
+    def path(self, name: str) -> str: ...
+
+    def spoken(self, text: str) -> str: ...
+
+
+@dataclass
+class QueueServices:
+    distributor: Distributor
+    agents: AgentStore
+    waiting: Waiting
+    directory: Directory
+    offers: OfferBus
+    prompts: Prompts
+    device_uri: Callable[[int], Awaitable[str | None]]  # where to ring an agent, None if nowhere
+    node: str = "node"
+
+
+@dataclass(frozen=True)
+class QueueResult:
+    outcome: str  # connected | abandoned | exited
+    cause: str = ""  # exits: timeout | no_agents | full | key | no_queue
+    agent_id: int | None = None
+    overflow: Overflow | None = None
+
+
+@dataclass
+class _Wait:
+    call: CallHandle
+    queue: str
+    settings: QueueSettings
+    enqueued_at: float
+    record: Record
+    svc: QueueServices
+    caller_id: str = ""
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+
+async def run_queue(call: CallHandle, svc: QueueServices, queue: str, record: Record, *, priority: int = 0,
+                    skills: dict[str, int] | None = None, caller_id: str = "") -> QueueResult:
+    settings = await svc.directory.settings(queue)
+    if settings is None:
+        log.error("call %s sent to unknown queue %r", call.call_id, queue)
+        return QueueResult("exited", "no_queue", overflow=Overflow())
+    logged_in, _idle = await svc.directory.logged_in(queue)
+    if logged_in == 0 and settings.no_agents == "exit":
+        record.event("EXITEMPTY", queue=queue, cause="no_agents")
+        return QueueResult("exited", "no_agents", overflow=settings.overflow)
+    if await svc.waiting.size(queue) >= settings.max_callers:
+        record.event("FULL", queue=queue, cause="full", max_callers=settings.max_callers)
+        return QueueResult("exited", "full", overflow=settings.overflow)
+
+    await call.answer(wait=False)
+    now = time.time()
+    w = _Wait(call, queue, settings, now, record, svc, caller_id)
+    offers = svc.offers.open(call.call_id)
+    try:
+        await svc.distributor.put_call(call.call_id, CallInfo(queue, now, priority, skills or {}, svc.node))
+        position = await svc.waiting.enqueue(queue, call.call_id, priority, now)
+        record.update(queued_at=now, queue=queue)
+        record.event("ENTERQUEUE", queue=queue, position=position, priority=priority, skills=skills or {})
+        await call.start_play(svc.prompts.path(settings.hold_prompt), loop=True)
+        await svc.distributor.decide_for(queue, call.call_id, settings)
+        return await _wait_loop(w, offers)
+    except CallEnded:
+        return await _abandon(w)
+    finally:
+        svc.offers.close(call.call_id)
+        for t in w.tasks:
+            t.cancel()
+        await svc.distributor.drop_call(call.call_id)
+
+
+async def _abandon(w: _Wait) -> QueueResult:
+    position = await w.svc.waiting.remove(w.queue, w.call.call_id)
+    w.record.event("ABANDON", queue=w.queue, position=position, wait=round(time.time() - w.enqueued_at, 3))
+    return QueueResult("abandoned")
+
+
+async def _leave(w: _Wait, event: str, cause: str, **data: Any) -> QueueResult | None:
+    """Take the call out of the queue; None if it is no longer there (an offer is on its way)."""
+    position = await w.svc.waiting.remove(w.queue, w.call.call_id)
+    if position is None:
+        return None
+    w.record.event(event, queue=w.queue, cause=cause, position=position,
+                   wait=round(time.time() - w.enqueued_at, 3), **data)
+    with contextlib.suppress(CallEnded):
+        await w.call.stop_play()
+    return QueueResult("exited", cause, overflow=w.settings.overflow)
+
+
+async def _wait_loop(w: _Wait, offers: asyncio.Queue[Offer]) -> QueueResult:
+    s = w.settings
+    key_task: asyncio.Task[str] | None = None
+    if s.exit_key:
+        key_task = asyncio.create_task(w.call.next_digit(s.exit_key))
+        w.tasks.append(key_task)
+    next_announce = time.time() + s.announce_every if s.announce_every else None
+    while True:
+        deadline = w.enqueued_at + s.max_wait
+        wake = min(t for t in (deadline, next_announce) if t is not None)
+        offer_task = asyncio.create_task(offers.get())
+        ended = asyncio.create_task(w.call.ended.wait())
+        waits: set[asyncio.Task[Any]] = {offer_task, ended} | ({key_task} if key_task else set())
+        done, _ = await asyncio.wait(waits, timeout=max(0.0, wake - time.time()),
+                                     return_when=asyncio.FIRST_COMPLETED)
+        ended.cancel()
+        if offer_task not in done:
+            offer_task.cancel()
+        if w.call.ended.is_set():
+            if offer_task in done:  # an offer crossed the hang-up: free its agents
+                await _release_all(w, offer_task.result())
+            raise CallEnded(w.call.hangup_event)  # type: ignore[arg-type]
+        if offer_task in done:
+            result = await _offer(w, offer_task.result())
+            if result is not None:
+                return result
+            continue
+        left: QueueResult | None
+        if key_task is not None and key_task in done:
+            left = await _leave(w, "EXITWITHKEY", "key", key=key_task.result())
+            key_task = None
+        elif time.time() >= deadline:
+            left = await _leave(w, "EXITWITHTIMEOUT", "timeout")
+        else:
+            left = None
+            if next_announce is not None and time.time() >= next_announce:
+                await _announce(w)
+                next_announce = time.time() + s.announce_every
+            continue
+        if left is not None:
+            return left
+        # The call had just been claimed for an offer: the offer wins over the exit.
+        try:
+            claimed = await asyncio.wait_for(offers.get(), CLAIMED_OFFER_WAIT)
+        except TimeoutError:
+            w.record.event("EXITWITHTIMEOUT", queue=w.queue, cause="offer_lost")
+            return QueueResult("exited", "timeout", overflow=s.overflow)
+        result = await _offer(w, claimed)
+        if result is not None:
+            return result
+
+
+async def _announce(w: _Wait) -> None:
+    """Position and estimated wait, then back to the hold music."""
+    position = await w.svc.waiting.position(w.queue, w.call.call_id)
+    if position is None:
+        return
+    logged_in, idle = await w.svc.directory.logged_in(w.queue)
+    raw = await w.svc.waiting.redis.hget(AHT_KEY, w.queue)
+    aht = float(raw) if raw is not None else None
+    minutes = announce_minutes(ewt(position, aht, logged_in, idle))
+    text = f"You are caller number {position} in line."
+    if minutes == 0:
+        text += " Your expected wait is less than a minute."
+    elif minutes is not None:
+        text += f" Your expected wait is about {minutes} minute{'s' if minutes > 1 else ''}."
+    path = await asyncio.to_thread(w.svc.prompts.spoken, text)
+    w.record.event("ANNOUNCE", queue=w.queue, position=position, ewt_minutes=minutes)
+    await w.call.stop_play()
+    await w.call.play(path, interrupt_digits="")
+    await w.call.start_play(w.svc.prompts.path(w.settings.hold_prompt), loop=True)
+
+
+async def _release_all(w: _Wait, offer: Offer) -> None:
+    for aid in offer.agents:
+        with contextlib.suppress(InvalidTransition, Conflict):
+            await w.svc.agents.transition(aid, "release", expect_call=w.call.call_id)
+
+
+async def _offer(w: _Wait, offer: Offer) -> QueueResult | None:
+    """Ring the reserved agent(s); bridge the first to answer. None: back to waiting (requeued)."""
+    svc, s = w.svc, w.settings
+    offered_at = time.time()
+    w.record.update(agent_offered_at=offered_at)
+    legs: dict[asyncio.Task[Any], int] = {}
+    for aid in offer.agents:
+        uri = await svc.device_uri(aid)
+        if uri is None:
+            w.record.event("RINGNOANSWER", queue=w.queue, agent_id=aid, ring=0, cause="no_device")
+            await _missed(w, aid)
+            continue
+        legs[asyncio.create_task(w.call.originate(uri, timeout=s.ring_timeout, caller_id=w.caller_id))] = aid
+    leg: CallHandle | None = None
+    agent_id: int | None = None
+    ended: asyncio.Task[Any] = asyncio.create_task(w.call.ended.wait())
+    pending: set[asyncio.Task[Any]] = set(legs)
+    try:
+        while pending and leg is None:
+            done, pending = await asyncio.wait(pending | {ended}, return_when=asyncio.FIRST_COMPLETED)
+            pending.discard(ended)
+            for t in done:
+                if t is ended:
+                    continue
+                aid = legs[t]
+                try:
+                    answered: CallHandle = t.result()
+                except OriginateFailed as exc:
+                    w.record.event("RINGNOANSWER", queue=w.queue, agent_id=aid, ring=round(time.time() - offered_at, 3),
+                                   cause=exc.cause, code=exc.code)
+                    await _missed(w, aid)
+                    continue
+                if leg is None:
+                    leg, agent_id = answered, aid
+                else:  # ring-all: a second phone answered in the same instant
+                    await answered.hangup()
+                    await _release(w, aid)
+            if w.call.ended.is_set():
+                break
+    finally:
+        ended.cancel()
+        for t in pending:
+            t.cancel()  # stops those phones ringing (MediaClient hangs the leg up)
+        for t in pending:
+            try:
+                late: CallHandle | None = await t
+            except (asyncio.CancelledError, OriginateFailed):
+                late = None
+            if late is not None:  # answered as it was being cancelled
+                await late.hangup()
+            await _release(w, legs[t])
+    if w.call.ended.is_set():
+        if leg is not None and agent_id is not None:
+            await leg.hangup()
+            await _release(w, agent_id)
+        raise CallEnded(w.call.hangup_event)  # type: ignore[arg-type]
+    if leg is None or agent_id is None:
+        await svc.waiting.requeue(offer.head)  # back at its place: a missed offer costs no place
+        await svc.distributor.decide_for(w.queue, w.call.call_id, s)
+        return None
+    return await _connected(w, leg, agent_id, offered_at)
+
+
+async def _missed(w: _Wait, aid: int) -> None:
+    with contextlib.suppress(InvalidTransition, Conflict):
+        await w.svc.agents.transition(aid, "ring_no_answer", expect_call=w.call.call_id)
+
+
+async def _release(w: _Wait, aid: int) -> None:
+    with contextlib.suppress(InvalidTransition, Conflict):
+        await w.svc.agents.transition(aid, "release", expect_call=w.call.call_id)
+
+
+async def _connected(w: _Wait, leg: CallHandle, agent_id: int, offered_at: float) -> QueueResult:
+    svc, s = w.svc, w.settings
+    now = time.time()
+    try:
+        await svc.agents.transition(agent_id, "connect", expect_call=w.call.call_id)
+    except (InvalidTransition, Conflict) as exc:
+        # The reservation was taken back (reconciler): still connect the caller, the agent is there.
+        log.warning("agent %s answered call %s after its reservation ended: %s", agent_id, w.call.call_id, exc)
+    wait = now - w.enqueued_at
+    w.record.update(agent_id=agent_id, agent_answered_at=now)
+    w.record.event("CONNECT", queue=w.queue, agent_id=agent_id, wait=round(wait, 3), ring=round(now - offered_at, 3),
+                   agent_call=leg.call_id)
+    try:
+        await w.call.stop_play()
+        await w.call.bridge(leg)
+    except (CallEnded, MediaError):
+        pass
+    waits = [asyncio.create_task(w.call.ended.wait()), asyncio.create_task(leg.ended.wait())]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in waits:
+            t.cancel()
+    talk = time.time() - now
+    agent_first = leg.ended.is_set() and not w.call.ended.is_set()
+    w.record.event("COMPLETEAGENT" if agent_first else "COMPLETECALLER", queue=w.queue, agent_id=agent_id,
+                   wait=round(wait, 3), talk=round(talk, 3))
+    await leg.hangup()
+    await w.call.hangup()
+    with contextlib.suppress(InvalidTransition, Conflict):
+        await svc.agents.transition(agent_id, "end_call", Params(wrap_up=s.wrap_up), expect_call=w.call.call_id)
+    raw = await svc.waiting.redis.hget(AHT_KEY, w.queue)
+    await svc.waiting.redis.hset(AHT_KEY, w.queue, repr(update_aht(float(raw) if raw is not None else None,
+                                                                   talk + s.wrap_up)))
+    return QueueResult("connected", agent_id=agent_id)

@@ -1,0 +1,127 @@
+"""The ACD on one control-plane node: routing objects shared by the call flows and the API, and the
+background work every node does — receive offers for its calls, sweep queues every second, reconcile
+agents whose activity timed out, and keep its heartbeat (other nodes read it to tell whether a call
+this node held is still alive)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+from collections.abc import Callable
+
+import asyncpg
+import redis.asyncio as aioredis
+
+from acd.agent_state import AgentState
+from acd.agent_store import AgentStore
+from acd.directory import Directory
+from acd.distributor import Distributor
+from acd.offers import OfferBus
+from acd.queue_call import QueueServices
+from acd.reconciler import Reconciler
+from acd.waiting import Waiting
+from callcenter.acd_sync import sync_all
+from callcenter.prompts import PromptSet
+
+log = logging.getLogger("callcenter.acd")
+
+NODE_KEY = "cc:acd:node:{node}"
+NODE_TTL = 10
+
+
+class AcdNode:
+    def __init__(self, redis: aioredis.Redis, redis_url: str, pool: asyncpg.Pool, prompts: PromptSet,
+                 is_local_call: Callable[[str], bool], registrar: str = ""):
+        self.node = f"{socket.gethostname()}-{os.getpid()}"
+        self.redis = redis
+        self.pool = pool
+        self.registrar = registrar  # host:port of the front door where agent phones register
+        self.agents = AgentStore(redis)
+        self.directory = Directory(redis)
+        self.waiting = Waiting(redis)
+        self.distributor = Distributor(redis, self.directory)
+        self.offers = OfferBus(redis_url)
+        self.is_local_call = is_local_call
+        self.reconciler = Reconciler(self.agents, self.call_alive)
+        self.services = QueueServices(self.distributor, self.agents, self.waiting, self.directory, self.offers,
+                                      prompts, self.device_uri, self.node)
+        self.agents.on_transition.append(self._changed)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stop = asyncio.Event()
+
+    async def start(self) -> None:
+        async with self.pool.acquire() as conn:
+            queues, agents = await sync_all(conn, self.directory)
+        log.info("routing directory: %d queues, %d agents", queues, agents)
+        await self.redis.set(NODE_KEY.format(node=self.node), "1", ex=NODE_TTL)
+        for coro in (self.offers.run(), self._sweep(), self.reconciler.run(self._stop), self._heartbeat()):
+            self._spawn(coro)
+        await self.offers.wait_ready()
+
+    def _spawn(self, coro: "asyncio.Future[None] | object") -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def stop(self) -> None:
+        self._stop.set()
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.offers.aclose()
+        with contextlib.suppress(OSError, aioredis.ConnectionError):
+            await self.redis.delete(NODE_KEY.format(node=self.node))
+
+    # -------------------------------------------------------------- background work
+    async def _sweep(self) -> None:
+        while not self._stop.is_set():
+            try:
+                await self.distributor.sweep()
+            except (OSError, aioredis.ConnectionError) as exc:
+                log.warning("sweep: %s", exc)
+            await asyncio.sleep(1.0)
+
+    async def _heartbeat(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(OSError, aioredis.ConnectionError):
+                await self.redis.set(NODE_KEY.format(node=self.node), "1", ex=NODE_TTL)
+            await asyncio.sleep(NODE_TTL / 3)
+
+    def _changed(self, event: str, before: AgentState, after: AgentState) -> None:
+        if after.routable and not before.routable:
+            self._spawn(self._agent_free(after))
+        if event == "ring_no_answer":  # the agent's own log: a missed offer pauses the agent
+            self._spawn(self._agent_event(after.agent_id, "PAUSE", {"reason": after.reason, "by": "system",
+                                                                    "call": before.call_id}))
+
+    async def _agent_free(self, agent: AgentState) -> None:
+        try:
+            await self.distributor.agent_free(agent)
+        except (OSError, aioredis.ConnectionError) as exc:
+            log.warning("routing for agent %s: %s (the sweep will retry)", agent.agent_id, exc)
+
+    async def _agent_event(self, agent_id: int, event: str, data: dict[str, str]) -> None:
+        try:
+            await self.pool.execute("INSERT INTO agent_events (agent_id, event, data) VALUES ($1, $2, $3)",
+                                    agent_id, event, json.dumps(data))
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("agent event %s for %s not written: %s", event, agent_id, exc)
+
+    # -------------------------------------------------------------- lookups
+    async def call_alive(self, call_id: str) -> bool:
+        info = await self.distributor.call_info(call_id)
+        if info is None:
+            return False
+        if info.node == self.node:
+            return self.is_local_call(call_id)
+        return bool(await self.redis.exists(NODE_KEY.format(node=info.node)))
+
+    async def device_uri(self, agent_id: int) -> str | None:
+        device = await self.directory.device(agent_id)
+        if device.startswith("ext:"):
+            return f"sip:{device[4:]}@{self.registrar}" if self.registrar else None
+        return device or None
