@@ -53,6 +53,7 @@ class CallHandle:
         self.arrival = arrival
         self.root = root or self
         self.answered = False
+        self._answer_sent = False
         self.hangup_event: mp.HungUp | None = None
         self.ended = asyncio.Event()
         self.data: dict[str, Any] = {}  # owner's annotations (interaction id, route …)
@@ -104,8 +105,9 @@ class CallHandle:
         """Answer the call. ``wait=False`` only sends the command: the next operation (a prompt, which
         the worker holds until the media is up) follows without a round trip, and fails with
         CallEnded if the caller went away meanwhile."""
-        if self.answered:
+        if self.answered or self._answer_sent and not wait:
             return
+        self._answer_sent = True
         if not wait:
             await self.client.send(self.worker_id, mp.Answer(self.call_id))
             return
@@ -113,8 +115,11 @@ class CallHandle:
 
     async def play(self, path: str, interrupt_digits: str = mp.ALL_DIGITS,
                    timeout: float | None = None) -> mp.PromptFinished:
+        # Match the path: stopping the prompt that played before (hold music) also reports a
+        # PromptFinished, which may arrive after this request was sent.
         ev = await self._request(mp.Play(self.call_id, path=path, interrupt_digits=interrupt_digits),
-                                 self._mine(mp.PromptFinished), timeout)
+                                 lambda e: isinstance(e, mp.PromptFinished) and e.call_id == self.call_id
+                                 and e.path == path, timeout)
         assert isinstance(ev, mp.PromptFinished)
         return ev
 

@@ -122,6 +122,15 @@ class Platform:
         except urllib.error.HTTPError as e:
             return e.code, json.loads(e.read() or b"null")
 
+    def send(self, method: str, path: str, body: object) -> tuple[int, object]:
+        req = urllib.request.Request(self.http + path, data=json.dumps(body).encode(), method=method,
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                return r.status, json.loads(r.read() or b"null")
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"null")
+
     def health(self) -> dict:  # type: ignore[type-arg]
         return self.get("/healthz")[1]  # type: ignore[return-value]
 

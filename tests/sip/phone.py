@@ -5,6 +5,12 @@
 
 It sends a sine tone so the far end can tell who it hears, records what it receives, and prints one
 JSON line when done: {"answered": bool, "disconnected": bool, "code": int, "record": path}.
+
+As an agent's phone it takes call after call for --seconds (one at a time, 486 when busy), answers
+or only rings (--ring-only), hangs up after --talk seconds if given, records each call to
+<record>-<n>.wav, and reports every call: {"calls": [{"from": uri, "answered": bool, "record": path}]}.
+
+    python -m tests.sip.phone --port 5092 --agent --tone 1000 --record agent --seconds 30
 """
 
 from __future__ import annotations
@@ -64,6 +70,12 @@ class Phone:
         self.record_path = ""
         self.player: pj.AudioMediaPlayer | None = None
         self.recorder: pj.AudioMediaRecorder | None = None
+        self.agent = False
+        self.ring_only = False
+        self.talk = 0.0
+        self.record_prefix = ""
+        self.calls: list[dict[str, object]] = []
+        self.answered_at = 0.0
 
     def media_up(self) -> None:
         assert self.call is not None
@@ -86,8 +98,28 @@ class Phone:
 
     def run_for(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline and not (self.disconnected and self.call is None):
+        while time.monotonic() < deadline and (self.agent or not (self.disconnected and self.call is None)):
             self.ep.libHandleEvents(20)
+            if self.talk and self.answered_at and time.monotonic() - self.answered_at > self.talk:
+                self.answered_at = 0.0
+                if self.call is not None:
+                    try:
+                        self.call.hangup(pj.CallOpParam())
+                    except pj.Error:
+                        pass
+
+    def incoming(self, call: "_Call", invite: str) -> int:
+        """Agent mode: take the call (200), or only ring (180); 486 while on another call."""
+        if self.call is not None:
+            return 486
+        self.call = call
+        self.record_path = f"{self.record_prefix}-{len(self.calls)}.wav" if self.record_prefix else ""
+        # Who is calling, as phones show it: P-Asserted-Identity (the platform's caller ID) over From.
+        pai = next((ln.split(":", 1)[1].strip() for ln in invite.splitlines()
+                    if ln.lower().startswith("p-asserted-identity:")), "")
+        self.calls.append({"from": call.getInfo().remoteUri, "identity": pai, "answered": False,
+                           "record": self.record_path})
+        return 180 if self.ring_only else 200
 
     def hangup(self) -> None:
         if self.call is not None:
@@ -115,6 +147,10 @@ class _Account(pj.Account):
         try:
             call = _Call(self.phone, self, prm.callId)
             op = pj.CallOpParam()
+            if self.phone.agent:
+                op.statusCode = self.phone.incoming(call, prm.rdata.wholeMsg)
+                call.answer(op)
+                return
             if self.phone.call is not None or not self.auto_answer:
                 op.statusCode = 486
                 call.answer(op)
@@ -136,6 +172,9 @@ class _Call(pj.Call):
             ci = self.getInfo()
             if ci.state == pj.PJSIP_INV_STATE_CONFIRMED:
                 self.phone.answered = True
+                self.phone.answered_at = time.monotonic()
+                if self.phone.agent and self.phone.calls:
+                    self.phone.calls[-1]["answered"] = True
             elif ci.state == pj.PJSIP_INV_STATE_DISCONNECTED and self.phone.call is self:
                 self.phone.ended(ci.lastStatusCode)
         except Exception as exc:  # noqa: BLE001
@@ -159,12 +198,18 @@ def main() -> None:
     ap.add_argument("--tone", type=float, default=0)
     ap.add_argument("--record", default="")
     ap.add_argument("--seconds", type=float, default=8)
+    ap.add_argument("--agent", action="store_true")
+    ap.add_argument("--ring-only", action="store_true")
+    ap.add_argument("--talk", type=float, default=0)
     a = ap.parse_args()
     phone = Phone(a.port)
+    phone.agent, phone.ring_only, phone.talk = a.agent, a.ring_only, a.talk
     if a.tone:
         phone.tone_path = tempfile.mktemp(suffix=".wav")
         write_tone(phone.tone_path, a.tone)
     phone.record_path = a.record
+    if a.agent:
+        phone.record_prefix, phone.record_path = a.record, ""
     print(json.dumps({"ready": True}), flush=True)
     if a.call:
         phone.call = _Call(phone, phone.acc)
@@ -172,10 +217,11 @@ def main() -> None:
     else:
         phone.acc.auto_answer = a.answer
     phone.run_for(a.seconds)
-    if not phone.disconnected:
+    if phone.call is not None or not phone.disconnected and not a.agent:
+        phone.agent = False
         phone.hangup()
     print(json.dumps({"answered": phone.answered, "disconnected": phone.disconnected, "code": phone.code,
-                      "record": a.record}), flush=True)
+                      "record": a.record, "calls": phone.calls}), flush=True)
     phone.destroy()
 
 

@@ -1,0 +1,248 @@
+"""Queues end to end through SIP: pjsua2 and SIPp callers dial queue routes, pjsua2 agent phones ring,
+answer or don't; the tests check who got which call and in what order, the audio bridge, the exits,
+and the events in PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from callcenter.embedded import free_port
+from tests.conftest import ROOT, Platform, Stores, sipp, start_platform
+from tests.sip.audio import read_wav, tone_power
+from tests.sip.phones import phone, result
+
+PHONE_BASE = 17300 + (hash(ROOT) % 40) * 6  # three agent phones, RTP at +1000
+
+
+def _queue(p: Platform, name: str, **settings: Any) -> None:
+    body = {"name": name, "settings": {"ring_timeout": 4, "wrap_up": 1, "announce_every": 0, **settings}}
+    st, out = p.send("POST", "/api/queues", body)
+    assert st == 201, out
+
+
+@pytest.fixture(scope="module")
+def platform(stores: Stores, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    tmp = tmp_path_factory.mktemp("queue")
+    plan = tmp / "dialplan.toml"
+    plan.write_text("""
+[[route]]
+number = "500"
+name = "support"
+action = "queue"
+prompt = "connecting"
+queue = "support"
+
+[[route]]
+number = "510"
+name = "sales"
+action = "queue"
+prompt = "connecting"
+queue = "sales"
+
+[[route]]
+number = "520"
+name = "keyq"
+action = "queue"
+prompt = "connecting"
+queue = "keyq"
+
+[[route]]
+number = "530"
+name = "empty"
+action = "queue"
+prompt = "connecting"
+queue = "empty"
+""")
+    asyncpg_reset(stores)
+    # Four calls per worker process: one caller and one agent leg per call, so two workers.
+    p = start_platform(stores, tmp, front_door="kamailio", workers=2, dialplan=plan, redis_db=10)
+    _queue(p, "support", no_agents="wait")
+    _queue(p, "sales", no_agents="wait", max_wait=3, overflow={"kind": "voicemail"})
+    _queue(p, "keyq", no_agents="wait", exit_key="*", overflow={"kind": "queue", "target": "empty"})
+    _queue(p, "empty", no_agents="exit")
+    for n, login in enumerate(("ann", "bob", "cid")):
+        st, out = p.send("POST", "/api/agents", {"login": login, "name": login.title(),
+                                                 "sip_uri": f"sip:{login}@127.0.0.1:{PHONE_BASE + 2 * n}"})
+        assert st == 201, out
+    st, out = p.send("PUT", "/api/queues/support/members", {"members": [{"agent": "ann"}, {"agent": "bob"},
+                                                                        {"agent": "cid"}]})
+    assert st == 200, out
+    for q in ("sales", "keyq"):
+        assert p.send("PUT", f"/api/queues/{q}/members", {"members": [{"agent": "cid"}]})[0] == 200
+    yield p
+    assert p.stop() == 0
+
+
+def asyncpg_reset(stores: Stores) -> None:
+    import asyncio
+
+    async def reset() -> None:
+        conn = await asyncpg.connect(stores.database_url)
+        await conn.execute("TRUNCATE queue_members, agent_skills, agent_events")
+        await conn.execute("DELETE FROM agents; DELETE FROM queues")
+        await conn.close()
+    asyncio.run(reset())
+
+
+def status(p: Platform, login: str, state: str, reason: str = "") -> None:
+    body = {"status": state, **({"reason": reason} if reason else {})}
+    st, out = p.send("POST", f"/api/agents/{login}/status", body)
+    assert st == 200, out
+
+
+def agent(p: Platform, login: str) -> dict[str, Any]:
+    return p.get(f"/api/agents/{login}")[1]["state"]  # type: ignore[index,no-any-return]
+
+
+def agent_phone(n: int, *args: str) -> subprocess.Popen[str]:
+    return phone("--port", str(PHONE_BASE + 2 * n), "--agent", *args)
+
+
+async def events_of(pool: asyncpg.Pool, caller: str, p: Platform, timeout: float = 15,
+                    until: str = "HANGUP") -> list[dict[str, Any]]:
+    """The events of the newest closed interaction from ``caller``, once ``until`` is written."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        iid = await pool.fetchval("SELECT id FROM interactions WHERE caller_number = $1 AND ended_at IS NOT NULL "
+                                  "ORDER BY arrived_at DESC LIMIT 1", caller)
+        if iid is not None:
+            rows = await pool.fetch("SELECT e.event, e.agent_id, a.login, e.data FROM interaction_events e "
+                                    "LEFT JOIN agents a ON a.id = e.agent_id WHERE interaction_id = $1 ORDER BY e.id",
+                                    iid)
+            if any(r["event"] == until for r in rows):
+                return [{"event": r["event"], "agent": r["login"], **json.loads(r["data"])} for r in rows]
+        time.sleep(0.2)
+    raise AssertionError(f"no closed interaction for {caller}; log:\n{p.log.read_text()[-3000:]}")
+
+
+def names(events: list[dict[str, Any]]) -> list[str]:
+    skip = {"DID", "ANSWER", "PROMPT", "DIAL", "DIAL_RINGING", "DIAL_ANSWER", "DIAL_HANGUP", "BRIDGE", "UNBRIDGE",
+            "DTMF", "MEDIA_ERROR"}
+    return [e["event"] for e in events if e["event"] not in skip]
+
+
+async def test_missed_offer_goes_to_the_next_agent_and_the_bridge_carries_audio(
+        platform: Platform, pool: asyncpg.Pool, tmp_path: Path) -> None:
+    ann = agent_phone(0, "--ring-only", "--seconds", "14")
+    bob = agent_phone(1, "--tone", "1000", "--talk", "4", "--record", str(tmp_path / "bob"), "--seconds", "14")
+    status(platform, "ann", "available")  # idle longest: offered first
+    time.sleep(0.05)
+    status(platform, "bob", "available")
+    heard = str(tmp_path / "caller.wav")
+    caller = phone("--port", str(free_port()), "--call", f"sip:500@127.0.0.1:{platform.sip_port}",
+                   "--tone", "440", "--record", heard, "--seconds", "14")
+    c, a, b = result(caller), result(ann), result(bob)
+    assert c["answered"], c
+    assert [x["answered"] for x in a["calls"]] == [False], a  # rang, never answered
+    assert [x["answered"] for x in b["calls"]] == [True], b
+    # Audio both ways through the caller's worker: each side hears the other's tone.
+    samples, rate = read_wav(heard, skip=0.5)
+    assert tone_power(samples, rate, 1000) > 20 * tone_power(samples, rate, 440)
+    samples, rate = read_wav(b["calls"][0]["record"], skip=0.5)
+    assert tone_power(samples, rate, 440) > 20 * tone_power(samples, rate, 1000)
+
+    events = await events_of(pool, "test-phone", platform)
+    assert names(events) == ["ENTERQUEUE", "RINGNOANSWER", "CONNECT", "COMPLETEAGENT", "HANGUP"]
+    rna = next(e for e in events if e["event"] == "RINGNOANSWER")
+    connect = next(e for e in events if e["event"] == "CONNECT")
+    done = next(e for e in events if e["event"] == "COMPLETEAGENT")
+    assert rna["agent"] == "ann" and 3.5 < rna["ring"] < 6
+    assert connect["agent"] == "bob" and connect["wait"] > rna["ring"]
+    assert done["agent"] == "bob" and 3 < done["talk"] < 6
+    row = await pool.fetchrow("SELECT i.agent_answered_at, i.queued_at, a.login FROM interactions i "
+                              "JOIN agents a ON a.id = i.agent_id WHERE i.caller_number = 'test-phone' "
+                              "ORDER BY i.arrived_at DESC LIMIT 1")
+    assert row["login"] == "bob" and row["agent_answered_at"] > row["queued_at"]
+    # ann missed the offer: paused "no_answer" by the system, logged in her own events too
+    assert (agent(platform, "ann")["status"], agent(platform, "ann")["reason"]) == ("not_ready", "no_answer")
+    pause = await pool.fetchval("SELECT e.data FROM agent_events e JOIN agents a ON a.id = e.agent_id "
+                                "WHERE a.login = 'ann' AND e.event = 'PAUSE' ORDER BY e.id DESC LIMIT 1")
+    assert json.loads(pause)["reason"] == "no_answer"
+    # bob: wrap-up (1 s), then free again
+    platform.wait(lambda: agent(platform, "bob")["activity"] == "idle", 10, "bob's wrap-up to end")
+    status(platform, "bob", "not_ready", "break")
+
+
+async def test_callers_are_served_in_order_and_vip_first(platform: Platform, pool: asyncpg.Pool,
+                                                         tmp_path: Path) -> None:
+    async with pool.acquire() as conn:
+        await conn.execute("DELETE FROM customers WHERE email = 'queue-test@example.com'")
+        vip = await conn.fetchval("INSERT INTO customers (kind, first_name, last_name, display_name, email, "
+                                  "value_tier) VALUES ('individual', 'Vera', 'Important', 'Vera Important', "
+                                  "'queue-test@example.com', 'vip') RETURNING id")
+        await conn.execute("INSERT INTO customer_phones (customer_id, e164) VALUES ($1, '+15550107777')", vip)
+    for login in ("ann", "bob", "cid"):
+        status(platform, login, "not_ready", "break")
+    cid = agent_phone(2, "--tone", "1000", "--talk", "1.5", "--seconds", "30")
+    callers = {}
+    for number in ("+15550101111", "+15550102222", "+15550107777"):  # standard, standard, VIP last
+        callers[number] = subprocess.Popen(
+            ["sipp", "-sf", str(ROOT / "tests/sip/scenarios/queue_call.xml"), "-s", "500", "-m", "1",
+             "-i", "127.0.0.1", "-p", str(free_port()), "-mp", str(free_port() & ~1), "-nostdin",
+             "-key", "caller", number, "-timeout", "45s", "-trace_err",
+             f"127.0.0.1:{platform.sip_port}"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(0.7)
+    time.sleep(1.0)
+    status(platform, "cid", "available")
+    for number, proc in callers.items():
+        assert proc.wait(45) == 0, (number, proc.stderr.read() if proc.stderr else "")
+    got = result(cid)
+    assert [x["answered"] for x in got["calls"]] == [True, True, True]
+    order = [x["identity"].split("sip:")[1].split("@")[0] for x in got["calls"]]  # the caller ID the agent sees
+    assert order == ["+15550107777", "+15550101111", "+15550102222"]  # VIP, then by waiting time
+    for number in callers:
+        ev = names(await events_of(pool, number, platform))
+        assert ev == ["ENTERQUEUE", "CONNECT", "COMPLETEAGENT", "HANGUP"], (number, ev)
+    vip_enter = next(e for e in await events_of(pool, "+15550107777", platform) if e["event"] == "ENTERQUEUE")
+    assert vip_enter["priority"] == 10
+    status(platform, "cid", "not_ready", "break")
+
+
+async def test_caller_who_hangs_up_is_logged_as_abandon_with_position_and_wait(
+        platform: Platform, pool: asyncpg.Pool, tmp_path: Path) -> None:
+    res = sipp("abandon_call.xml", f"127.0.0.1:{platform.sip_port}", service="500",
+               keys={"caller": "+15550103333"}, extra=["-d", "3000"], cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    events = await events_of(pool, "+15550103333", platform, until="ABANDON")
+    assert names(events) == ["ENTERQUEUE", "HANGUP", "ABANDON"]  # the hang-up is how the queue learns of it
+    abandon = next(e for e in events if e["event"] == "ABANDON")
+    assert abandon["position"] == 1 and 2.5 < abandon["wait"] < 5
+
+
+async def test_timeout_overflows_to_voicemail(platform: Platform, pool: asyncpg.Pool, tmp_path: Path) -> None:
+    heard = str(tmp_path / "heard.wav")
+    caller = phone("--port", str(free_port()), "--call", f"sip:510@127.0.0.1:{platform.sip_port}", "--tone", "440",
+                   "--record", heard, "--seconds", "12")
+    c = result(caller)
+    assert c["answered"]
+    events = await events_of(pool, "test-phone", platform, until="VOICEMAIL")
+    # the caller hung up to end the message: VOICEMAIL is written once the recording is closed
+    assert names(events) == ["ENTERQUEUE", "EXITWITHTIMEOUT", "OVERFLOW", "HANGUP", "VOICEMAIL"]
+    exit_ = next(e for e in events if e["event"] == "EXITWITHTIMEOUT")
+    assert exit_["cause"] == "timeout" and 2.9 < exit_["wait"] < 4.5
+    vm = next(e for e in events if e["event"] == "VOICEMAIL")
+    samples, rate = read_wav(vm["path"], skip=0.3)  # the caller's message: their 440 Hz tone
+    assert len(samples) > rate and tone_power(samples, rate, 440) > 20 * tone_power(samples, rate, 1000)
+
+
+async def test_exit_key_overflows_to_a_queue_without_agents_which_says_goodbye(
+        platform: Platform, pool: asyncpg.Pool, tmp_path: Path) -> None:
+    res = sipp("info_dtmf_call.xml", f"127.0.0.1:{platform.sip_port}", service="520",
+               keys={"caller": "+15550104444", "d1": "*", "d2": "1", "d3": "2", "d4": "3"}, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    events = await events_of(pool, "+15550104444", platform)
+    assert names(events) == ["ENTERQUEUE", "EXITWITHKEY", "OVERFLOW", "EXITEMPTY", "OVERFLOW", "HANGUP"]
+    key = next(e for e in events if e["event"] == "EXITWITHKEY")
+    assert key["key"] == "*" and key["queue"] == "keyq"
+    empty = next(e for e in events if e["event"] == "EXITEMPTY")
+    assert empty["queue"] == "empty" and empty["cause"] == "no_agents"
+    hangup = next(e for e in events if e["event"] == "HANGUP")
+    assert hangup["side"] == "platform"
