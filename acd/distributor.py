@@ -29,7 +29,7 @@ from acd.models import QueueSettings
 from acd.routing import Step, eligible, requirements
 from acd.strategies import Strategy
 from acd.waiting import QUEUE_KEY as WAITING_KEY
-from acd.waiting import Head
+from acd.waiting import Head, order_key
 
 log = logging.getLogger("acd.distributor")
 
@@ -150,6 +150,13 @@ class CallInfo:
     priority: int
     skills: dict[str, int]  # attached by the IVR (language, intent)
     node: str
+    interaction: str = ""  # the interaction record the call's events belong to
+    callback_uri: str = ""  # set when the caller asked to be called back (virtual hold)
+    attempts: int = 0  # callback attempts made
+
+    @property
+    def key(self) -> float:
+        return order_key(self.priority, self.enqueued_at)
 
 
 def steps_of(settings: QueueSettings) -> list[Step]:
@@ -171,14 +178,16 @@ class Distributor:
     async def put_call(self, call_id: str, info: CallInfo) -> None:
         await self.redis.hset(CALL_KEY.format(call_id=call_id), mapping={
             "queue": info.queue, "enqueued_at": repr(info.enqueued_at), "priority": str(info.priority),
-            "skills": json.dumps(info.skills), "node": info.node})
+            "skills": json.dumps(info.skills), "node": info.node, "interaction": info.interaction,
+            "callback_uri": info.callback_uri, "attempts": str(info.attempts)})
 
     async def call_info(self, call_id: str) -> CallInfo | None:
         raw = cast(dict[bytes, bytes], await self.redis.hgetall(CALL_KEY.format(call_id=call_id)))
         if not raw:
             return None
         d = {k.decode(): v.decode() for k, v in raw.items()}
-        return CallInfo(d["queue"], float(d["enqueued_at"]), int(d["priority"]), json.loads(d["skills"]), d["node"])
+        return CallInfo(d["queue"], float(d["enqueued_at"]), int(d["priority"]), json.loads(d["skills"]), d["node"],
+                        d.get("interaction", ""), d.get("callback_uri", ""), int(d.get("attempts", 0)))
 
     async def drop_call(self, call_id: str) -> None:
         await self.redis.delete(CALL_KEY.format(call_id=call_id))

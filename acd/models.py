@@ -45,7 +45,18 @@ class QueueSettings(_Strict):
     hold_prompt: str = "hold_loop"
     announce_every: float = Field(60.0, ge=0, le=3600, description="0: no announcements")
     exit_key: str = Field("", pattern=r"^[0-9*#]?$")
+    # Virtual hold: the caller presses this key, hangs up, keeps their place and is called back.
+    callback_key: str = Field("", pattern=r"^[0-9*#]?$")
+    callback_retries: int = Field(3, ge=1, le=10, description="attempts to reach the caller")
+    callback_interval: float = Field(60.0, ge=1, le=3600, description="seconds between attempts")
+    callback_ring_timeout: float = Field(30.0, gt=0, le=120)
     routing: list[RoutingStep] = Field(default_factory=lambda: [RoutingStep(after=0)])
+
+    @model_validator(mode="after")
+    def _keys(self) -> "QueueSettings":
+        if self.exit_key and self.exit_key == self.callback_key:
+            raise ValueError("exit_key and callback_key must differ")
+        return self
 
     @field_validator("routing")
     @classmethod

@@ -15,12 +15,14 @@ MAX_HOPS = 3  # queue -> queue overflow chain, so that two queues overflowing in
 
 
 async def queue_flow(call: CallHandle, svc: QueueServices, queue: str, record: Record, *, priority: int = 0,
-                     skills: dict[str, int] | None = None, caller_id: str = "", voicemail_dir: Path,
+                     skills: dict[str, int] | None = None, caller_id: str = "", callback_uri: str = "",
+                     interaction: str = "", voicemail_dir: Path,
                      voicemail_seconds: float = 60.0, goodbye_prompt: str = "unavailable",
                      voicemail_prompt: str = "leave_message") -> QueueResult:
     visited = [queue]
     while True:
-        result = await run_queue(call, svc, queue, record, priority=priority, skills=skills, caller_id=caller_id)
+        result = await run_queue(call, svc, queue, record, priority=priority, skills=skills, caller_id=caller_id,
+                                 callback_uri=callback_uri, interaction=interaction)
         ov = result.overflow
         if result.outcome != "exited" or ov is None:
             return result

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from acd.agent_state import InvalidTransition, Params
@@ -32,6 +32,7 @@ log = logging.getLogger("acd.queue_call")
 AHT_KEY = "cc:acd:aht"  # hash queue -> average handle time (seconds), for EWT
 # How long an offer may take from the decision to this call's flow (one Redis publish).
 CLAIMED_OFFER_WAIT = 3.0
+CALLBACK_CONFIRM_PROMPT = "callback_confirm"
 
 
 class Record(Protocol):
@@ -58,11 +59,15 @@ class QueueServices:
     prompts: Prompts
     device_uri: Callable[[int], Awaitable[str | None]]  # where to ring an agent, None if nowhere
     node: str = "node"
+    # For callbacks, which run without an inbound call: place a call from a worker with room
+    # (uri, ring timeout, caller id), and the record of an interaction by its id.
+    originate: Callable[[str, float, str], Awaitable[CallHandle]] | None = None
+    record_for: Callable[[str], Record] | None = None
 
 
 @dataclass(frozen=True)
 class QueueResult:
-    outcome: str  # connected | abandoned | exited
+    outcome: str  # connected | abandoned | exited | callback
     cause: str = ""  # exits: timeout | no_agents | full | key | no_queue
     agent_id: int | None = None
     overflow: Overflow | None = None
@@ -77,11 +82,14 @@ class _Wait:
     record: Record
     svc: QueueServices
     caller_id: str = ""
+    callback_uri: str = ""
+    keep: bool = False  # the call stays queued after the flow ends (a callback was requested)
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
 
 async def run_queue(call: CallHandle, svc: QueueServices, queue: str, record: Record, *, priority: int = 0,
-                    skills: dict[str, int] | None = None, caller_id: str = "") -> QueueResult:
+                    skills: dict[str, int] | None = None, caller_id: str = "", callback_uri: str = "",
+                    interaction: str = "") -> QueueResult:
     settings = await svc.directory.settings(queue)
     if settings is None:
         log.error("call %s sent to unknown queue %r", call.call_id, queue)
@@ -96,10 +104,11 @@ async def run_queue(call: CallHandle, svc: QueueServices, queue: str, record: Re
 
     await call.answer(wait=False)
     now = time.time()
-    w = _Wait(call, queue, settings, now, record, svc, caller_id)
+    w = _Wait(call, queue, settings, now, record, svc, caller_id, callback_uri)
     offers = svc.offers.open(call.call_id)
     try:
-        await svc.distributor.put_call(call.call_id, CallInfo(queue, now, priority, skills or {}, svc.node))
+        await svc.distributor.put_call(call.call_id, CallInfo(queue, now, priority, skills or {}, svc.node,
+                                                              interaction))
         position = await svc.waiting.enqueue(queue, call.call_id, priority, now)
         record.update(queued_at=now, queue=queue)
         record.event("ENTERQUEUE", queue=queue, position=position, priority=priority, skills=skills or {})
@@ -109,10 +118,12 @@ async def run_queue(call: CallHandle, svc: QueueServices, queue: str, record: Re
     except CallEnded:
         return await _abandon(w)
     finally:
-        svc.offers.close(call.call_id)
         for t in w.tasks:
             t.cancel()
-        await svc.distributor.drop_call(call.call_id)
+        for late in svc.offers.close(call.call_id):  # crossed the callback request: the runner takes it
+            svc.offers.deliver_unclaimed(late)
+        if not w.keep:
+            await svc.distributor.drop_call(call.call_id)
 
 
 async def _abandon(w: _Wait) -> QueueResult:
@@ -136,8 +147,9 @@ async def _leave(w: _Wait, event: str, cause: str, **data: Any) -> QueueResult |
 async def _wait_loop(w: _Wait, offers: asyncio.Queue[Offer]) -> QueueResult:
     s = w.settings
     key_task: asyncio.Task[str] | None = None
-    if s.exit_key:
-        key_task = asyncio.create_task(w.call.next_digit(s.exit_key))
+    keys = s.exit_key + (s.callback_key if w.callback_uri and w.svc.originate else "")
+    if keys:
+        key_task = asyncio.create_task(w.call.next_digit(keys))
         w.tasks.append(key_task)
     next_announce = time.time() + s.announce_every if s.announce_every else None
     while True:
@@ -162,10 +174,20 @@ async def _wait_loop(w: _Wait, offers: asyncio.Queue[Offer]) -> QueueResult:
             continue
         left: QueueResult | None
         if key_task is not None and key_task in done:
-            left = await _leave(w, "EXITWITHKEY", "key", key=key_task.result())
+            key = key_task.result()
             key_task = None
+            if key == s.callback_key:
+                left = await _request_callback(w, cause="key")
+            else:
+                left = await _leave(w, "EXITWITHKEY", "key", key=key)
         elif time.time() >= deadline:
-            left = await _leave(w, "EXITWITHTIMEOUT", "timeout")
+            if s.overflow.kind == "callback" and w.callback_uri and w.svc.originate:
+                # overflow to a callback: the caller keeps the place they waited for
+                w.record.event("EXITWITHTIMEOUT", queue=w.queue, cause="timeout",
+                               wait=round(time.time() - w.enqueued_at, 3), to="callback")
+                left = await _request_callback(w, cause="timeout")
+            else:
+                left = await _leave(w, "EXITWITHTIMEOUT", "timeout")
         else:
             left = None
             if next_announce is not None and time.time() >= next_announce:
@@ -183,6 +205,24 @@ async def _wait_loop(w: _Wait, offers: asyncio.Queue[Offer]) -> QueueResult:
         result = await _offer(w, claimed)
         if result is not None:
             return result
+
+
+async def _request_callback(w: _Wait, cause: str) -> QueueResult | None:
+    """Virtual hold: the caller keeps their place in the queue and hangs up; when they reach the
+    front, acd/callback.py reserves an agent and calls them back. None if an offer got there first."""
+    position = await w.svc.waiting.position(w.queue, w.call.call_id)
+    info = await w.svc.distributor.call_info(w.call.call_id)
+    if position is None or info is None:
+        return None
+    await w.svc.distributor.put_call(w.call.call_id, replace(info, callback_uri=w.callback_uri))
+    w.keep = True
+    w.record.event("CALLBACK_REQUESTED", queue=w.queue, position=position, wait=round(time.time() - w.enqueued_at, 3),
+                   uri=w.callback_uri, cause=cause)
+    with contextlib.suppress(CallEnded):
+        await w.call.stop_play()
+        await w.call.play(w.svc.prompts.path(CALLBACK_CONFIRM_PROMPT), interrupt_digits="")
+        await w.call.hangup()
+    return QueueResult("callback")
 
 
 async def _announce(w: _Wait) -> None:
@@ -286,37 +326,44 @@ async def _release(w: _Wait, aid: int) -> None:
 
 
 async def _connected(w: _Wait, leg: CallHandle, agent_id: int, offered_at: float) -> QueueResult:
-    svc, s = w.svc, w.settings
     now = time.time()
     try:
-        await svc.agents.transition(agent_id, "connect", expect_call=w.call.call_id)
+        await w.svc.agents.transition(agent_id, "connect", expect_call=w.call.call_id)
     except (InvalidTransition, Conflict) as exc:
         # The reservation was taken back (reconciler): still connect the caller, the agent is there.
         log.warning("agent %s answered call %s after its reservation ended: %s", agent_id, w.call.call_id, exc)
-    wait = now - w.enqueued_at
     w.record.update(agent_id=agent_id, agent_answered_at=now)
-    w.record.event("CONNECT", queue=w.queue, agent_id=agent_id, wait=round(wait, 3), ring=round(now - offered_at, 3),
-                   agent_call=leg.call_id)
-    try:
+    w.record.event("CONNECT", queue=w.queue, agent_id=agent_id, wait=round(now - w.enqueued_at, 3),
+                   ring=round(now - offered_at, 3), agent_call=leg.call_id)
+    with contextlib.suppress(CallEnded):
         await w.call.stop_play()
-        await w.call.bridge(leg)
-    except (CallEnded, MediaError):
-        pass
-    waits = [asyncio.create_task(w.call.ended.wait()), asyncio.create_task(leg.ended.wait())]
+    await converse(w.svc, w.record, w.queue, w.settings, w.call, leg, agent_id, now - w.enqueued_at,
+                   agent_call_id=w.call.call_id)
+    return QueueResult("connected", agent_id=agent_id)
+
+
+async def converse(svc: QueueServices, record: Record, queue: str, settings: QueueSettings, customer: CallHandle,
+                   agent_leg: CallHandle, agent_id: int, wait: float, agent_call_id: str) -> None:
+    """Bridge the customer with the connected agent until one hangs up; log who ended it, start the
+    agent's wrap-up, and feed the queue's handle time into the EWT average.
+    ``agent_call_id``: the call the agent's state names (the expected call for its transitions)."""
+    started = time.time()
+    with contextlib.suppress(CallEnded, MediaError):
+        await customer.bridge(agent_leg)
+    waits = [asyncio.create_task(customer.ended.wait()), asyncio.create_task(agent_leg.ended.wait())]
     try:
         await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for t in waits:
             t.cancel()
-    talk = time.time() - now
-    agent_first = leg.ended.is_set() and not w.call.ended.is_set()
-    w.record.event("COMPLETEAGENT" if agent_first else "COMPLETECALLER", queue=w.queue, agent_id=agent_id,
-                   wait=round(wait, 3), talk=round(talk, 3))
-    await leg.hangup()
-    await w.call.hangup()
+    talk = time.time() - started
+    agent_first = agent_leg.ended.is_set() and not customer.ended.is_set()
+    record.event("COMPLETEAGENT" if agent_first else "COMPLETECALLER", queue=queue, agent_id=agent_id,
+                 wait=round(wait, 3), talk=round(talk, 3))
+    await agent_leg.hangup()
+    await customer.hangup()
     with contextlib.suppress(InvalidTransition, Conflict):
-        await svc.agents.transition(agent_id, "end_call", Params(wrap_up=s.wrap_up), expect_call=w.call.call_id)
-    raw = await svc.waiting.redis.hget(AHT_KEY, w.queue)
-    await svc.waiting.redis.hset(AHT_KEY, w.queue, repr(update_aht(float(raw) if raw is not None else None,
-                                                                   talk + s.wrap_up)))
-    return QueueResult("connected", agent_id=agent_id)
+        await svc.agents.transition(agent_id, "end_call", Params(wrap_up=settings.wrap_up), expect_call=agent_call_id)
+    raw = await svc.waiting.redis.hget(AHT_KEY, queue)
+    await svc.waiting.redis.hset(AHT_KEY, queue, repr(update_aht(float(raw) if raw is not None else None,
+                                                                 talk + settings.wrap_up)))

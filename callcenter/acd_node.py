@@ -11,21 +11,23 @@ import json
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 import redis.asyncio as aioredis
 
 from acd.agent_state import AgentState
 from acd.agent_store import AgentStore
+from acd.callback import CallbackRunner
 from acd.directory import Directory
 from acd.distributor import Distributor
 from acd.offers import OfferBus
-from acd.queue_call import QueueServices
+from acd.queue_call import QueueServices, Record
 from acd.reconciler import Reconciler
 from acd.waiting import Waiting
 from callcenter.acd_sync import sync_all
 from callcenter.prompts import PromptSet
+from media.client import CallHandle
 
 log = logging.getLogger("callcenter.acd")
 
@@ -35,7 +37,9 @@ NODE_TTL = 10
 
 class AcdNode:
     def __init__(self, redis: aioredis.Redis, redis_url: str, pool: asyncpg.Pool, prompts: PromptSet,
-                 is_local_call: Callable[[str], bool], registrar: str = ""):
+                 is_local_call: Callable[[str], bool], registrar: str = "",
+                 originate: Callable[[str, float, str], Awaitable[CallHandle]] | None = None,
+                 record_for: Callable[[str], Record] | None = None):
         self.node = f"{socket.gethostname()}-{os.getpid()}"
         self.redis = redis
         self.pool = pool
@@ -48,9 +52,12 @@ class AcdNode:
         self.is_local_call = is_local_call
         self.reconciler = Reconciler(self.agents, self.call_alive)
         self.services = QueueServices(self.distributor, self.agents, self.waiting, self.directory, self.offers,
-                                      prompts, self.device_uri, self.node)
+                                      prompts, self.device_uri, self.node, originate, record_for)
+        self.callbacks = CallbackRunner(self.services)
+        self.offers.on_unclaimed = lambda offer: self._spawn(self.callbacks.handle(offer))
         self.agents.on_transition.append(self._changed)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._loops: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
 
     async def start(self) -> None:
@@ -58,8 +65,8 @@ class AcdNode:
             queues, agents = await sync_all(conn, self.directory)
         log.info("routing directory: %d queues, %d agents", queues, agents)
         await self.redis.set(NODE_KEY.format(node=self.node), "1", ex=NODE_TTL)
-        for coro in (self.offers.run(), self._sweep(), self.reconciler.run(self._stop), self._heartbeat()):
-            self._spawn(coro)
+        self._loops = [asyncio.create_task(c) for c in (self.offers.run(self._stop), self._sweep(),
+                                                         self.reconciler.run(self._stop), self._heartbeat())]
         await self.offers.wait_ready()
 
     def _spawn(self, coro: "asyncio.Future[None] | object") -> None:
@@ -68,28 +75,37 @@ class AcdNode:
         task.add_done_callback(self._tasks.discard)
 
     async def stop(self) -> None:
+        # The loops end by themselves (within a second) once asked: see MediaClient.stop_reading.
         self._stop.set()
-        for t in list(self._tasks):
+        _done, late = await asyncio.wait(self._loops, timeout=3.0)
+        pending = [*late, *self._tasks]
+        for t in pending:
             t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if pending:
+            await asyncio.wait(pending, timeout=3.0)
         await self.offers.aclose()
         with contextlib.suppress(OSError, aioredis.ConnectionError):
             await self.redis.delete(NODE_KEY.format(node=self.node))
 
     # -------------------------------------------------------------- background work
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
+
     async def _sweep(self) -> None:
         while not self._stop.is_set():
             try:
+                await self.callbacks.requeue_due()
                 await self.distributor.sweep()
             except (OSError, aioredis.ConnectionError) as exc:
                 log.warning("sweep: %s", exc)
-            await asyncio.sleep(1.0)
+            await self._pause(1.0)
 
     async def _heartbeat(self) -> None:
         while not self._stop.is_set():
             with contextlib.suppress(OSError, aioredis.ConnectionError):
                 await self.redis.set(NODE_KEY.format(node=self.node), "1", ex=NODE_TTL)
-            await asyncio.sleep(NODE_TTL / 3)
+            await self._pause(NODE_TTL / 3)
 
     def _changed(self, event: str, before: AgentState, after: AgentState) -> None:
         if after.routable and not before.routable:

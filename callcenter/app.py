@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+from collections import Counter
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
@@ -25,7 +26,7 @@ from callcenter.interactions import InteractionLog
 from callcenter.prompts import build as build_prompts
 from callcenter.prompts import load_prompts
 from callcenter.supervisor import Supervisor, plan_workers
-from media.client import MediaClient
+from media.client import CallHandle, MediaClient, OriginateFailed
 
 log = logging.getLogger("callcenter")
 
@@ -103,16 +104,26 @@ async def run(cfg: Config, *, demo_customers: int = 200, ready: asyncio.Event | 
         ilog = InteractionLog(pool, cfg.var_dir / "spool")
         ilog.start()
         client = MediaClient(ends.redis_url, on_call=lambda h: router.on_call(h))
+        supervisor: Supervisor | None = None
+
+        async def originate(uri: str, timeout: float, caller_id: str) -> CallHandle:
+            """A call not tied to an inbound one (callbacks): from the live worker with the fewest calls."""
+            live = [spec.worker_id for spec, _cap in supervisor.live()] if supervisor is not None else []
+            if not live:
+                raise OriginateFailed("no_media_worker")
+            load = Counter(h.worker_id for h in client.calls.values())
+            return await client.originate(min(live, key=lambda w: load[w]), uri, timeout=timeout, caller_id=caller_id)
+
         acd = AcdNode(redis, ends.redis_url, pool, prompts, is_local_call=lambda cid: cid in client.calls,
-                      registrar=f"{cfg.sip.host}:{cfg.sip.port}" if front else "")
+                      registrar=f"{cfg.sip.host}:{cfg.sip.port}" if front else "", originate=originate,
+                      record_for=lambda iid: router.record_for(iid))
         router = CallRouter(client, ilog, plan, prompts, pool, cfg.crm.default_region, acd=acd,
-                            voicemail_dir=cfg.var_dir / "voicemail")
+                            voicemail_dir=cfg.var_dir / "voicemail", callback_uri=cfg.acd.callback_uri)
         await client.start()
         reader = asyncio.create_task(client.run())
         await acd.start()
 
         frontdoor: FrontDoor | None = None
-        supervisor: Supervisor | None = None
 
         def live_destinations() -> list[Destination]:
             assert supervisor is not None
@@ -149,19 +160,30 @@ async def run(cfg: Config, *, demo_customers: int = 200, ready: asyncio.Event | 
 
         await stop.wait()
         log.info("stopping: no new calls, hanging up, flushing the record")
+        watchdog = asyncio.create_task(_report_slow_stop(15.0))
         if frontdoor is not None:
             await frontdoor.stop()
         await supervisor.stop()
         await client.drain()
         for wid in list(supervisor.slots):
             client.fail_worker(wid, cause="platform_shutdown")
-        reader.cancel()
-        await asyncio.gather(reader, return_exceptions=True)
+        await client.stop_reading(reader)
         await client.stop()
         await acd.stop()
         await runner.cleanup()
         await ilog.close()
+        watchdog.cancel()
         log.info("stopped; %d interaction events written", ilog.written_events)
+
+
+async def _report_slow_stop(after: float) -> None:
+    """If stopping takes too long, say what is still running (the operator's first question)."""
+    await asyncio.sleep(after)
+    me = asyncio.current_task()
+    for task in asyncio.all_tasks():
+        if task is not me:
+            stack = "".join(f"\n    {f.f_code.co_filename}:{f.f_lineno} {f.f_code.co_name}" for f in task.get_stack())
+            log.warning("still running after %.0f s of stopping: %s%s", after, task.get_name(), stack)
 
 
 async def check(cfg: Config) -> list[str]:

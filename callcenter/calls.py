@@ -31,10 +31,11 @@ _SIDES = {"remote": "caller", "platform": "platform", "worker": "system", "lost"
 class CallRouter:
     def __init__(self, client: MediaClient, ilog: InteractionLog, plan: DialPlan, prompts: PromptSet,
                  pool: asyncpg.Pool | None, default_region: str = "US", acd: AcdNode | None = None,
-                 voicemail_dir: Path = Path("var/voicemail")):
+                 voicemail_dir: Path = Path("var/voicemail"), callback_uri: str = ""):
         self.client = client
         self.acd = acd
         self.voicemail_dir = voicemail_dir
+        self.callback_uri = callback_uri  # template with {number}; "" = the caller's From URI
         self.queue_ids: dict[str, int] = {}
         self.ilog = ilog
         self.plan = plan
@@ -174,8 +175,18 @@ class CallRouter:
         assert handle.arrival is not None
         await queue_flow(handle, self.acd.services, route.queue, _Record(self, handle.data["interaction_id"]),
                          priority=priority, skills=route.skills, caller_id=handle.arrival.caller_number,
+                         callback_uri=self._callback_uri(handle.arrival),
+                         interaction=str(handle.data["interaction_id"]),
                          voicemail_dir=self.voicemail_dir, voicemail_seconds=route.voicemail_seconds,
                          goodbye_prompt=route.goodbye_prompt, voicemail_prompt=route.voicemail_prompt)
+
+    def _callback_uri(self, arrival: mp.CallArrived) -> str:
+        if not self.callback_uri:
+            return arrival.caller_uri
+        return self.callback_uri.format(number=arrival.caller_number) if arrival.caller_number else ""
+
+    def record_for(self, interaction: str) -> _Record:
+        return _Record(self, uuid.UUID(interaction))
 
     async def _refresh_queue_ids(self) -> None:
         if self.pool is None:

@@ -61,6 +61,12 @@ class CrmConfig(_Section):
     default_region: str = Field("US", min_length=2, max_length=2)
 
 
+class AcdConfig(_Section):
+    # Where queue callbacks call the customer: a URI with {number} (the caller's number), e.g. the
+    # outbound trunk "sip:{number}@gateway.example.com"; empty: the caller's own SIP From URI.
+    callback_uri: str = Field("", pattern=r"^(sips?:[^\s]*\{number\}[^\s]*)?$")
+
+
 class PathsConfig(_Section):
     var_dir: str = "var"
     dialplan: str = "sip_config/dialplan.toml"
@@ -79,6 +85,7 @@ class Config(_Section):
     database: DatabaseConfig = DatabaseConfig()
     redis: RedisConfig = RedisConfig()
     crm: CrmConfig = CrmConfig()
+    acd: AcdConfig = AcdConfig()
     paths: PathsConfig = PathsConfig()
     log: LogConfig = LogConfig()
 

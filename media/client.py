@@ -316,6 +316,17 @@ class MediaClient:
                 if ids:
                     await self.redis.xack(mp.EVENTS_STREAM, self.GROUP, *ids)
 
+    async def stop_reading(self, reader: "asyncio.Task[None]", timeout: float = 3.0) -> None:
+        """End ``run`` by asking, not by cancelling: a cancelled blocking read can leave redis-py's
+        asyncio connection stuck (redis/redis-py#2579, #2028). The read blocks 0.5 s at most."""
+        self._stop.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(reader), timeout)
+        except TimeoutError:
+            log.warning("event reader did not stop in %.0f s; cancelling it", timeout)
+            reader.cancel()
+            await asyncio.wait({reader}, timeout=timeout)
+
     async def drain(self, timeout: float = 5.0) -> None:
         """Wait until the stream has been read dry (events already sent are handled)."""
         seen = self._empty_reads

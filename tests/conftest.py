@@ -231,7 +231,7 @@ def sipp(scenario: str, target: str, *, calls: int = 1, rate: int = 10, limit: i
         args += ["-key", k, v]
     args += extra or []
     args.append(target)
-    return subprocess.run(args, capture_output=True, text=True, timeout=timeout + 30, cwd=cwd)
+    return subprocess.run(args, capture_output=True, text=True, errors="replace", timeout=timeout + 30, cwd=cwd)
 
 
 def dtmf_keys(digits: str) -> dict[str, str]:

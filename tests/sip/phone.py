@@ -37,7 +37,7 @@ def write_tone(path: str, hz: float, seconds: float = 1.0, rate: int = 8000) -> 
 
 
 class Phone:
-    def __init__(self, port: int):
+    def __init__(self, port: int, register: str = ""):
         self.ep = pj.Endpoint()
         self.ep.libCreate()
         c = pj.EpConfig()
@@ -58,6 +58,10 @@ class Phone:
         self.ep.libStart()
         ac = pj.AccountConfig()
         ac.idUri = f"sip:test-phone@127.0.0.1:{port}"
+        self.registered = False
+        if register:  # sip:<extension>@<front door>: register there, calls come through it
+            ac.idUri = register
+            ac.regConfig.registrarUri = "sip:" + register.split("@", 1)[1]
         ac.mediaConfig.transportConfig.port = port + 1000
         ac.mediaConfig.transportConfig.portRange = 20
         self.acc = _Account(self)
@@ -76,6 +80,8 @@ class Phone:
         self.record_prefix = ""
         self.calls: list[dict[str, object]] = []
         self.answered_at = 0.0
+        self.dtmf = ""  # keys to send on the outbound call, dtmf_after seconds after it is answered
+        self.dtmf_after = 0.0
 
     def media_up(self) -> None:
         assert self.call is not None
@@ -95,11 +101,16 @@ class Phone:
         self.player = None
         self.recorder = None  # closes the WAV file
         self.call = None  # dropped inside DISCONNECTED (pitfall 1)
+        self.answered_at = 0.0
 
     def run_for(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline and (self.agent or not (self.disconnected and self.call is None)):
             self.ep.libHandleEvents(20)
+            if self.dtmf and self.answered_at and time.monotonic() - self.answered_at > self.dtmf_after:
+                keys, self.dtmf = self.dtmf, ""
+                if self.call is not None:
+                    self.call.dialDtmf(keys)  # RFC 4733
             if self.talk and self.answered_at and time.monotonic() - self.answered_at > self.talk:
                 self.answered_at = 0.0
                 if self.call is not None:
@@ -143,6 +154,8 @@ class _Account(pj.Account):
         self.phone = phone
         self.auto_answer = False
 
+    def onRegState(self, prm: pj.OnRegStateParam) -> None:
+        self.phone.registered = prm.code == 200
     def onIncomingCall(self, prm: pj.OnIncomingCallParam) -> None:
         try:
             call = _Call(self.phone, self, prm.callId)
@@ -201,9 +214,18 @@ def main() -> None:
     ap.add_argument("--agent", action="store_true")
     ap.add_argument("--ring-only", action="store_true")
     ap.add_argument("--talk", type=float, default=0)
+    ap.add_argument("--register", default="", help="sip:<extension>@<host>:<port> of the front door")
+    ap.add_argument("--dtmf", default="", help="keys to press on the --call call")
+    ap.add_argument("--dtmf-after", type=float, default=3.0)
     a = ap.parse_args()
-    phone = Phone(a.port)
+    phone = Phone(a.port, a.register)
+    deadline = time.monotonic() + 5
+    while a.register and not phone.registered and time.monotonic() < deadline:
+        phone.ep.libHandleEvents(20)
+    if a.register and not phone.registered:
+        sys.exit("registration failed")
     phone.agent, phone.ring_only, phone.talk = a.agent, a.ring_only, a.talk
+    phone.dtmf, phone.dtmf_after = a.dtmf, a.dtmf_after
     if a.tone:
         phone.tone_path = tempfile.mktemp(suffix=".wav")
         write_tone(phone.tone_path, a.tone)

@@ -11,7 +11,7 @@ from tests.conftest import ROOT
 
 def phone(*args: str) -> subprocess.Popen[str]:
     p = subprocess.Popen([sys.executable, "-m", "tests.sip.phone", *args], cwd=ROOT, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+                         stderr=subprocess.PIPE, text=True, errors="replace")
     assert p.stdout is not None
     for line in p.stdout:  # pjsua logs to stdout too; our lines are JSON objects
         if line.startswith("{"):

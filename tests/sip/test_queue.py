@@ -19,7 +19,8 @@ from tests.conftest import ROOT, Platform, Stores, sipp, start_platform
 from tests.sip.audio import read_wav, tone_power
 from tests.sip.phones import phone, result
 
-PHONE_BASE = 17300 + (hash(ROOT) % 40) * 6  # three agent phones, RTP at +1000
+PHONE_BASE = 17300 + (hash(ROOT) % 40) * 12  # agent phones at +0, +2 … +8, RTP at +1000
+CUSTOMER_PORT = PHONE_BASE + 10
 
 
 def _queue(p: Platform, name: str, **settings: Any) -> None:
@@ -60,14 +61,41 @@ name = "empty"
 action = "queue"
 prompt = "connecting"
 queue = "empty"
+
+[[route]]
+number = "550"
+name = "callback"
+action = "queue"
+prompt = "connecting"
+queue = "cbq"
+
+[[route]]
+number = "560"
+name = "announce"
+action = "queue"
+prompt = "connecting"
+queue = "annq"
+
+[[route]]
+number = "540"
+name = "phones"
+action = "queue"
+prompt = "connecting"
+queue = "phones"
 """)
     asyncpg_reset(stores)
     # Four calls per worker process: one caller and one agent leg per call, so two workers.
-    p = start_platform(stores, tmp, front_door="kamailio", workers=2, dialplan=plan, redis_db=10)
+    # Callbacks reach customers through a "trunk": here, straight to the test customer's phone.
+    p = start_platform(stores, tmp, front_door="kamailio", workers=2, dialplan=plan, redis_db=10,
+                       extra=f'[acd]\ncallback_uri = "sip:{{number}}@127.0.0.1:{CUSTOMER_PORT}"')
     _queue(p, "support", no_agents="wait")
     _queue(p, "sales", no_agents="wait", max_wait=3, overflow={"kind": "voicemail"})
     _queue(p, "keyq", no_agents="wait", exit_key="*", overflow={"kind": "queue", "target": "empty"})
     _queue(p, "empty", no_agents="exit")
+    _queue(p, "phones", strategy="linear")
+    _queue(p, "annq", no_agents="wait", announce_every=1.5)
+    _queue(p, "cbq", no_agents="wait", callback_key="1", callback_retries=2, callback_interval=2,
+           callback_ring_timeout=4)
     for n, login in enumerate(("ann", "bob", "cid")):
         st, out = p.send("POST", "/api/agents", {"login": login, "name": login.title(),
                                                  "sip_uri": f"sip:{login}@127.0.0.1:{PHONE_BASE + 2 * n}"})
@@ -77,6 +105,12 @@ queue = "empty"
     assert st == 200, out
     for q in ("sales", "keyq"):
         assert p.send("PUT", f"/api/queues/{q}/members", {"members": [{"agent": "cid"}]})[0] == 200
+    for login, ext in (("eve", "302"), ("dan", "301")):  # phones registered at the front door
+        assert p.send("POST", "/api/agents", {"login": login, "name": login.title(), "extension": ext})[0] == 201
+    assert p.send("PUT", "/api/queues/phones/members", {"members": [{"agent": "eve"}, {"agent": "dan"}]})[0] == 200
+    assert p.send("POST", "/api/agents", {"login": "fay", "name": "Fay",
+                                          "sip_uri": f"sip:fay@127.0.0.1:{PHONE_BASE + 8}"})[0] == 201
+    assert p.send("PUT", "/api/queues/cbq/members", {"members": [{"agent": "fay"}]})[0] == 200
     yield p
     assert p.stop() == 0
 
@@ -107,12 +141,13 @@ def agent_phone(n: int, *args: str) -> subprocess.Popen[str]:
 
 
 async def events_of(pool: asyncpg.Pool, caller: str, p: Platform, timeout: float = 15,
-                    until: str = "HANGUP") -> list[dict[str, Any]]:
-    """The events of the newest closed interaction from ``caller``, once ``until`` is written."""
+                    until: str = "HANGUP", since: float = 0.0) -> list[dict[str, Any]]:
+    """The events of the newest closed interaction from ``caller`` (arrived after ``since``), once
+    ``until`` is written."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         iid = await pool.fetchval("SELECT id FROM interactions WHERE caller_number = $1 AND ended_at IS NOT NULL "
-                                  "ORDER BY arrived_at DESC LIMIT 1", caller)
+                                  "AND arrived_at > to_timestamp($2) ORDER BY arrived_at DESC LIMIT 1", caller, since)
         if iid is not None:
             rows = await pool.fetch("SELECT e.event, e.agent_id, a.login, e.data FROM interaction_events e "
                                     "LEFT JOIN agents a ON a.id = e.agent_id WHERE interaction_id = $1 ORDER BY e.id",
@@ -246,3 +281,95 @@ async def test_exit_key_overflows_to_a_queue_without_agents_which_says_goodbye(
     assert empty["queue"] == "empty" and empty["cause"] == "no_agents"
     hangup = next(e for e in events if e["event"] == "HANGUP")
     assert hangup["side"] == "platform"
+
+
+async def test_agent_phone_registered_at_the_front_door_is_rung_there(platform: Platform, pool: asyncpg.Pool,
+                                                                       tmp_path: Path) -> None:
+    dan = phone("--port", str(PHONE_BASE + 6), "--agent", "--register", f"sip:301@127.0.0.1:{platform.sip_port}",
+                "--tone", "1000", "--talk", "3", "--seconds", "12")
+    status(platform, "eve", "available")  # first in the linear order, but her phone never registered
+    status(platform, "dan", "available")
+    heard = str(tmp_path / "caller.wav")
+    caller = phone("--port", str(free_port()), "--call", f"sip:540@127.0.0.1:{platform.sip_port}",
+                   "--tone", "440", "--record", heard, "--seconds", "10")
+    c, d = result(caller), result(dan)
+    assert c["answered"] and [x["answered"] for x in d["calls"]] == [True], d
+    samples, rate = read_wav(heard, skip=0.5)
+    assert tone_power(samples, rate, 1000) > 20 * tone_power(samples, rate, 440)
+    events = await events_of(pool, "test-phone", platform)
+    assert names(events) == ["ENTERQUEUE", "RINGNOANSWER", "CONNECT", "COMPLETEAGENT", "HANGUP"]
+    rna = next(e for e in events if e["event"] == "RINGNOANSWER")
+    assert rna["agent"] == "eve" and rna["code"] == 404  # "Agent phone not registered"
+    assert next(e for e in events if e["event"] == "CONNECT")["agent"] == "dan"
+    status(platform, "dan", "not_ready", "break")
+
+
+def _customer(platform: Platform, port: int, tmp_path: Path, *extra: str) -> subprocess.Popen[str]:
+    """A caller who presses 1 (callback) after 3 s, hangs up when told, and takes the call back."""
+    return phone("--port", str(port), "--call", f"sip:550@127.0.0.1:{platform.sip_port}", "--dtmf", "1",
+                 "--agent", "--tone", "440", "--record", str(tmp_path / "customer"), *extra)
+
+
+async def test_callback_keeps_the_place_and_calls_the_customer_back(platform: Platform, pool: asyncpg.Pool,
+                                                                     tmp_path: Path) -> None:
+    start = time.time()
+    fay = agent_phone(4, "--tone", "1000", "--talk", "3", "--record", str(tmp_path / "fay"), "--seconds", "30")
+    customer = _customer(platform, CUSTOMER_PORT, tmp_path, "--seconds", "30")
+    events = await events_of(pool, "test-phone", platform, until="CALLBACK_REQUESTED", timeout=20, since=start)
+    assert names(events) == ["ENTERQUEUE", "CALLBACK_REQUESTED", "HANGUP"]  # the caller has hung up
+    status(platform, "fay", "available")  # an agent is free: the customer is called back
+    c, f = result(customer), result(fay)
+    assert [x["answered"] for x in c["calls"]] == [True], c  # the callback
+    assert [x["answered"] for x in f["calls"]] == [True], f
+    assert f["calls"][0]["identity"].startswith("<sip:test-phone@")  # fay's phone shows whom she calls
+    samples, rate = read_wav(c["calls"][0]["record"], skip=0.5)
+    assert tone_power(samples, rate, 1000) > 20 * tone_power(samples, rate, 440)
+    samples, rate = read_wav(f["calls"][0]["record"], skip=1.0)
+    assert tone_power(samples, rate, 440) > 20 * tone_power(samples, rate, 1000)
+    events = await events_of(pool, "test-phone", platform, until="COMPLETEAGENT", since=start)
+    assert names(events) == ["ENTERQUEUE", "CALLBACK_REQUESTED", "HANGUP", "CALLBACK_ATTEMPT", "CONNECT",
+                             "COMPLETEAGENT"]
+    connect = next(e for e in events if e["event"] == "CONNECT")
+    assert connect["agent"] == "fay" and connect["callback"] is True and connect["attempt"] == 1
+    platform.wait(lambda: agent(platform, "fay")["activity"] == "idle", 10, "fay's wrap-up to end")
+    status(platform, "fay", "not_ready", "break")
+
+
+async def test_callback_retries_then_gives_up(platform: Platform, pool: asyncpg.Pool, tmp_path: Path) -> None:
+    start = time.time()
+    fay = agent_phone(4, "--tone", "1000", "--seconds", "30")
+    customer = _customer(platform, CUSTOMER_PORT, tmp_path, "--ring-only", "--seconds", "28")
+    await events_of(pool, "test-phone", platform, until="CALLBACK_REQUESTED", timeout=20, since=start)
+    status(platform, "fay", "available")
+    events = await events_of(pool, "test-phone", platform, until="CALLBACK_FAILED", timeout=30, since=start)
+    c, f = result(customer), result(fay)
+    assert [x["answered"] for x in c["calls"]] == [False, False]  # rang twice, never picked up
+    assert [x["answered"] for x in f["calls"]] == [True, True]  # fay took both attempts
+    assert names(events) == ["ENTERQUEUE", "CALLBACK_REQUESTED", "HANGUP", "CALLBACK_ATTEMPT", "CALLBACK_NOANSWER",
+                             "CALLBACK_ATTEMPT", "CALLBACK_FAILED"]
+    noanswer = next(e for e in events if e["event"] == "CALLBACK_NOANSWER")
+    assert noanswer["attempt"] == 1 and noanswer["retry_in"] == 2
+    # no wrap-up after a callback nobody answered: fay is free again at once
+    assert agent(platform, "fay")["activity"] == "idle"
+    status(platform, "fay", "not_ready", "break")
+
+
+async def test_waiting_callers_hear_their_position(platform: Platform, pool: asyncpg.Pool, tmp_path: Path) -> None:
+    first = subprocess.Popen(
+        ["sipp", "-sf", str(ROOT / "tests/sip/scenarios/abandon_call.xml"), "-s", "560", "-m", "1", "-d", "9000",
+         "-i", "127.0.0.1", "-p", str(free_port()), "-mp", str(free_port() & ~1), "-nostdin",
+         "-key", "caller", "+15550105555", "-timeout", "30s", f"127.0.0.1:{platform.sip_port}"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(0.5)
+    res = sipp("abandon_call.xml", f"127.0.0.1:{platform.sip_port}", service="560",
+               keys={"caller": "+15550106666"}, extra=["-d", "6000"], cwd=tmp_path)
+    assert res.returncode == 0 and first.wait(30) == 0, res.stderr[-2000:]
+    second = await events_of(pool, "+15550106666", platform, until="ABANDON")
+    said = [e for e in second if e["event"] == "ANNOUNCE"]
+    assert said and said[0]["position"] == 2  # one caller ahead
+    assert said[0]["ewt_minutes"] is None  # no call completed in this queue yet: no estimate is given
+    first_said = [e for e in await events_of(pool, "+15550105555", platform, until="ABANDON")
+                  if e["event"] == "ANNOUNCE"]
+    assert first_said and {e["position"] for e in first_said} == {1}
+    prompts = [p for p in (platform.var_dir / "prompts" / "said").glob("*.wav")]
+    assert prompts and all(p.stat().st_size > 8000 for p in prompts)  # spoken, then kept for the next caller
