@@ -29,6 +29,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench.sip_capacity
+	$(PY) -m bench.acd_routing
 
 clean:
 	rm -rf $(VENV) var

@@ -95,6 +95,8 @@ async def run(cfg: Config, *, demo_customers: int = 200, ready: asyncio.Event | 
             if demo_customers and not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM customers)"):
                 await demo_data.generate(conn, demo_customers, region=cfg.crm.default_region, progress=False)
                 log.info("loaded demo data: %d customers", demo_customers)
+            if demo_customers and await demo_data.acd(conn):
+                log.info("loaded demo queues (support, billing) and agents (extensions 201-204)")
         written = await asyncio.to_thread(build_prompts, prompts)
         if written:
             log.info("prompts generated: %s", ", ".join(written))

@@ -5,6 +5,7 @@ Rows are made in Python and loaded with COPY, so 10,000 customers take seconds, 
 
 from __future__ import annotations
 
+import json
 import random
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -151,3 +152,46 @@ async def generate(conn: asyncpg.Connection, customers: int, region: str = "US",
             "opened_at", "updated_at", "closed_at"))
     return {"customers": len(cust), "phones": len(phones), "contacts": len(contacts), "accounts": len(accounts),
             "orders": len(orders), "transactions": len(tx), "tickets": len(tickets)}
+
+
+DEMO_QUEUES = {
+    "support": {"strategy": "longest_idle", "callback_key": "1", "announce_every": 45},
+    "billing": {"strategy": "fewest_calls", "exit_key": "0", "overflow": {"kind": "voicemail"},
+                "routing": [{"after": 0, "require": {"billing": 4}}, {"after": 30, "require": {"billing": 2}},
+                            {"after": 60, "require": {}}]},
+}
+# login, name, extension, skills, queues
+DEMO_AGENTS = [
+    ("alice", "Alice Martin", "201", {"billing": 5, "english": 5}, ["support", "billing"]),
+    ("bruno", "Bruno Silva", "202", {"billing": 2, "spanish": 5, "english": 4}, ["support", "billing"]),
+    ("chen", "Chen Wei", "203", {"english": 5}, ["support"]),
+    ("dana", "Dana Cohen", "204", {"billing": 4, "english": 5}, ["billing"]),
+]
+
+
+async def acd(conn: asyncpg.Connection) -> bool:
+    """Demo queues, skills and agents (phones register as extensions 201-204 at the front door), unless
+    queues exist already. Returns whether it wrote anything."""
+    from acd.models import QueueSettings
+
+    if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM queues)"):
+        return False
+    async with conn.transaction():
+        skills = {s for _l, _n, _e, sk, _q in DEMO_AGENTS for s in sk}
+        for s in sorted(skills):
+            await conn.execute("INSERT INTO skills (name) VALUES ($1) ON CONFLICT DO NOTHING", s)
+        for name, settings in DEMO_QUEUES.items():
+            valid = QueueSettings.model_validate_json(json.dumps(settings))
+            await conn.execute("INSERT INTO queues (name, title, settings) VALUES ($1, $2, $3)", name,
+                               name.title(), valid.model_dump_json())
+        for position, (login, full, ext, sk, queues) in enumerate(DEMO_AGENTS):
+            aid = await conn.fetchval("INSERT INTO agents (login, name, extension) VALUES ($1, $2, $3) "
+                                      "ON CONFLICT (login) DO UPDATE SET name = excluded.name RETURNING id",
+                                      login, full, ext)
+            for s, level in sk.items():
+                await conn.execute("INSERT INTO agent_skills (agent_id, skill_id, proficiency) SELECT $1, id, $3 "
+                                   "FROM skills WHERE name = $2 ON CONFLICT DO NOTHING", aid, s, level)
+            for q in queues:
+                await conn.execute("INSERT INTO queue_members (queue_id, agent_id, position) SELECT id, $2, $3 "
+                                   "FROM queues WHERE name = $1", q, aid, position)
+    return True
