@@ -105,3 +105,8 @@ class MembersIn(_Strict):
 class StatusIn(_Strict):
     status: Literal["available", "not_ready", "logged_out"]
     reason: str = ""
+
+
+class WrapUpIn(_Strict):
+    action: Literal["end", "extend"]
+    seconds: float = Field(30.0, gt=0, le=3600, description="for extend")

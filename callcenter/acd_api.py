@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 from acd.agent_state import InvalidTransition, Params, Status
 from acd.agent_store import AgentStore, Conflict
 from acd.directory import Directory
-from acd.models import AgentIn, MembersIn, QueueIn, SkillsIn, StatusIn
+from acd.models import AgentIn, MembersIn, QueueIn, SkillsIn, StatusIn, WrapUpIn
 from callcenter.acd_sync import sync_agents, sync_queue
 
 M = TypeVar("M", bound=BaseModel)
@@ -258,6 +258,25 @@ async def set_status(request: web.Request) -> web.Response:
     return _json({"status": after.status, "reason": after.reason, "activity": after.activity})
 
 
+async def wrap_up(request: web.Request) -> web.Response:
+    """The agent ends wrap-up early, or extends it within the limit of the agent's queues."""
+    body = await _body(request, WrapUpIn)
+    async with request.app[POOL].acquire() as conn:
+        aid = await _agent_id(conn, request.match_info["login"])
+    directory = request.app[DIRECTORY]
+    limits = [s.wrap_up_extend_max for q in await directory.memberships(aid)
+              if (s := await directory.settings(q)) is not None]
+    event = "end_wrap_up" if body.action == "end" else "extend_wrap_up"
+    params = Params(extend_by=body.seconds, wrap_extend_max=max(limits, default=0.0))
+    try:
+        after = await request.app[AGENTS].transition(aid, event, params)
+    except InvalidTransition as exc:
+        raise _err(409, exc.why) from None
+    except Conflict as exc:
+        raise _err(409, str(exc)) from None
+    return _json({"activity": after.activity, "wrap_up_ends": after.deadline or None})
+
+
 def add_routes(app: web.Application, pool: asyncpg.Pool, agents: AgentStore, directory: Directory) -> None:
     app[POOL] = pool
     app[AGENTS] = agents
@@ -275,5 +294,6 @@ def add_routes(app: web.Application, pool: asyncpg.Pool, agents: AgentStore, dir
     r.add_delete("/api/agents/{login}", delete_agent)
     r.add_put("/api/agents/{login}/skills", set_skills)
     r.add_post("/api/agents/{login}/status", set_status)
+    r.add_post("/api/agents/{login}/wrapup", wrap_up)
     r.add_post("/api/skills", create_skill)
 

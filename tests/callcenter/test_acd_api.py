@@ -8,8 +8,12 @@ from typing import Any
 
 import asyncpg
 import pytest_asyncio
+import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
 
+from acd.agent_state import Params
+from acd.agent_store import AgentStore
+from acd.directory import Directory
 from callcenter import api
 from tests.conftest import Stores, fresh_redis
 
@@ -95,3 +99,31 @@ async def test_bad_requests_are_refused_and_change_nothing(client: TestClient, p
                                "WHERE a.login = 'cat'") == 0
     st, a = await call(client, "GET", "/api/agents/cat")
     assert a["state"]["status"] == "logged_out"
+
+
+async def test_wrap_up_can_be_ended_early_or_extended_within_the_queue_limit(client: TestClient,
+                                                                            stores: Stores) -> None:
+    await call(client, "POST", "/api/queues", {"name": "wrapq", "settings": {"wrap_up": 100,
+                                                                              "wrap_up_extend_max": 40}})
+    await call(client, "POST", "/api/agents", {"login": "wes", "name": "Wes"})
+    await call(client, "PUT", "/api/queues/wrapq/members", {"members": [{"agent": "wes"}]})
+    assert (await call(client, "POST", "/api/agents/wes/wrapup", {"action": "end"}))[0] == 409  # not in wrap-up
+    await call(client, "POST", "/api/agents/wes/status", {"status": "available"})
+    r = aioredis.from_url(stores.redis_db(8))
+    directory = Directory(r)
+    agents = AgentStore(r)
+    aid = int((await r.hkeys("cc:acd:members:wrapq"))[0])
+    assert await directory.idle("wrapq") == [aid]  # the API's changes reached the routing directory
+    await agents.reserve(aid, "call-1", ring_timeout=15)
+    await agents.transition(aid, "connect")
+    after = await agents.transition(aid, "end_call", Params(wrap_up=100))
+    assert await directory.idle("wrapq") == []
+    st, out = await call(client, "POST", "/api/agents/wes/wrapup", {"action": "extend", "seconds": 30})
+    assert st == 200 and out["wrap_up_ends"] == after.deadline + 30
+    st, err = await call(client, "POST", "/api/agents/wes/wrapup", {"action": "extend", "seconds": 30})
+    assert st == 409 and "40 s at most" in err["error"]
+    assert (await call(client, "POST", "/api/agents/wes/wrapup", {"action": "pause"}))[0] == 422
+    st, out = await call(client, "POST", "/api/agents/wes/wrapup", {"action": "end"})
+    assert st == 200 and out["activity"] == "idle"
+    assert await directory.idle("wrapq") == [aid]  # free for the next call at once
+    await r.aclose()

@@ -77,6 +77,13 @@ prompt = "connecting"
 queue = "annq"
 
 [[route]]
+number = "570"
+name = "tiny"
+action = "queue"
+prompt = "connecting"
+queue = "tiny"
+
+[[route]]
 number = "540"
 name = "phones"
 action = "queue"
@@ -94,6 +101,7 @@ queue = "phones"
     _queue(p, "empty", no_agents="exit")
     _queue(p, "phones", strategy="linear")
     _queue(p, "annq", no_agents="wait", announce_every=1.5)
+    _queue(p, "tiny", no_agents="wait", max_callers=1)
     _queue(p, "cbq", no_agents="wait", callback_key="1", callback_retries=2, callback_interval=2,
            callback_ring_timeout=4)
     for n, login in enumerate(("ann", "bob", "cid")):
@@ -373,3 +381,20 @@ async def test_waiting_callers_hear_their_position(platform: Platform, pool: asy
     assert first_said and {e["position"] for e in first_said} == {1}
     prompts = [p for p in (platform.var_dir / "prompts" / "said").glob("*.wav")]
     assert prompts and all(p.stat().st_size > 8000 for p in prompts)  # spoken, then kept for the next caller
+
+
+async def test_a_full_queue_turns_the_next_caller_away(platform: Platform, pool: asyncpg.Pool, tmp_path: Path) -> None:
+    waiting = subprocess.Popen(
+        ["sipp", "-sf", str(ROOT / "tests/sip/scenarios/abandon_call.xml"), "-s", "570", "-m", "1", "-d", "5000",
+         "-i", "127.0.0.1", "-p", str(free_port()), "-mp", str(free_port() & ~1), "-nostdin",
+         "-key", "caller", "+15550108888", "-timeout", "30s", f"127.0.0.1:{platform.sip_port}"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(1.0)
+    res = sipp("queue_call.xml", f"127.0.0.1:{platform.sip_port}", service="570", keys={"caller": "+15550109999"},
+               cwd=tmp_path)  # waits for the platform's BYE after the goodbye prompt
+    assert res.returncode == 0 and waiting.wait(30) == 0, res.stderr[-2000:]
+    turned = await events_of(pool, "+15550109999", platform)
+    assert names(turned) == ["FULL", "OVERFLOW", "HANGUP"]
+    assert next(e for e in turned if e["event"] == "FULL")["max_callers"] == 1
+    first = await events_of(pool, "+15550108888", platform, until="ABANDON")
+    assert names(first) == ["ENTERQUEUE", "HANGUP", "ABANDON"]
