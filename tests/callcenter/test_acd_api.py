@@ -108,6 +108,10 @@ async def test_wrap_up_can_be_ended_early_or_extended_within_the_queue_limit(cli
     await call(client, "POST", "/api/agents", {"login": "wes", "name": "Wes"})
     await call(client, "PUT", "/api/queues/wrapq/members", {"members": [{"agent": "wes"}]})
     assert (await call(client, "POST", "/api/agents/wes/wrapup", {"action": "end"}))[0] == 409  # not in wrap-up
+    # a queue with history (ADDMEMBER events) can still be deleted; the events keep its id
+    await call(client, "POST", "/api/queues", {"name": "old"})
+    await call(client, "PUT", "/api/queues/old/members", {"members": [{"agent": "wes"}]})
+    assert (await call(client, "DELETE", "/api/queues/old", None))[0] == 204
     await call(client, "POST", "/api/agents/wes/status", {"status": "available"})
     r = aioredis.from_url(stores.redis_db(8))
     directory = Directory(r)
