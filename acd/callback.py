@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import cast
 
 from acd.agent_state import InvalidTransition, Params
@@ -34,6 +34,7 @@ CLAIM_KEY = "cc:acd:callback_claim:{call_id}"  # one node runs an attempt
 @dataclass
 class CallbackRunner:
     svc: QueueServices
+    running: set[str] = field(default_factory=set)  # callbacks this node is running (their agents are busy)
 
     async def handle(self, offer: Offer) -> None:
         """An offer no flow waited for: run it if it is a callback (else it was another node's)."""
@@ -44,9 +45,14 @@ class CallbackRunner:
         claim = CLAIM_KEY.format(call_id=offer.call_id)
         if not await svc.waiting.redis.set(claim, svc.node, nx=True, ex=600):
             return
+        self.running.add(offer.call_id)
         try:
+            # This node now holds the callback: the reconciler asks this node whether the agent's call lives.
+            info = replace(info, node=svc.node)
+            await svc.distributor.put_call(offer.call_id, info)
             await self._attempt(offer, info, svc.record_for(info.interaction))
         finally:
+            self.running.discard(offer.call_id)
             await svc.waiting.redis.delete(claim)
 
     async def _attempt(self, offer: Offer, info: CallInfo, record: Record) -> None:

@@ -133,7 +133,7 @@ class AcdNode:
         if info is None:
             return False
         if info.node == self.node:
-            return self.is_local_call(call_id)
+            return self.is_local_call(call_id) or call_id in self.callbacks.running
         return bool(await self.redis.exists(NODE_KEY.format(node=info.node)))
 
     async def device_uri(self, agent_id: int) -> str | None:
