@@ -33,6 +33,8 @@ AHT_KEY = "cc:acd:aht"  # hash queue -> average handle time (seconds), for EWT
 # How long an offer may take from the decision to this call's flow (one Redis publish).
 CLAIMED_OFFER_WAIT = 3.0
 CALLBACK_CONFIRM_PROMPT = "callback_confirm"
+# How often a waiting caller's flow checks that someone is still logged in to the queue.
+EMPTY_CHECK = 5.0
 
 
 class Record(Protocol):
@@ -154,7 +156,7 @@ async def _wait_loop(w: _Wait, offers: asyncio.Queue[Offer]) -> QueueResult:
     next_announce = time.time() + s.announce_every if s.announce_every else None
     while True:
         deadline = w.enqueued_at + s.max_wait
-        wake = min(t for t in (deadline, next_announce) if t is not None)
+        wake = min(t for t in (deadline, next_announce, time.time() + EMPTY_CHECK) if t is not None)
         offer_task = asyncio.create_task(offers.get())
         ended = asyncio.create_task(w.call.ended.wait())
         waits: set[asyncio.Task[Any]] = {offer_task, ended} | ({key_task} if key_task else set())
@@ -188,8 +190,10 @@ async def _wait_loop(w: _Wait, offers: asyncio.Queue[Offer]) -> QueueResult:
                 left = await _request_callback(w, cause="timeout")
             else:
                 left = await _leave(w, "EXITWITHTIMEOUT", "timeout")
+        elif s.no_agents == "exit" and (await w.svc.directory.logged_in(w.queue))[0] == 0:
+            # every member logged out while the caller waited (Asterisk's leavewhenempty)
+            left = await _leave(w, "EXITEMPTY", "no_agents")
         else:
-            left = None
             if next_announce is not None and time.time() >= next_announce:
                 await _announce(w)
                 next_announce = time.time() + s.announce_every

@@ -84,6 +84,13 @@ prompt = "connecting"
 queue = "tiny"
 
 [[route]]
+number = "580"
+name = "leave"
+action = "queue"
+prompt = "connecting"
+queue = "leaveq"
+
+[[route]]
 number = "540"
 name = "phones"
 action = "queue"
@@ -102,6 +109,7 @@ queue = "phones"
     _queue(p, "phones", strategy="linear")
     _queue(p, "annq", no_agents="wait", announce_every=1.5)
     _queue(p, "tiny", no_agents="wait", max_callers=1)
+    _queue(p, "leaveq", no_agents="exit")
     _queue(p, "cbq", no_agents="wait", callback_key="1", callback_retries=2, callback_interval=2,
            callback_ring_timeout=4)
     for n, login in enumerate(("ann", "bob", "cid")):
@@ -113,6 +121,7 @@ queue = "phones"
     assert st == 200, out
     for q in ("sales", "keyq"):
         assert p.send("PUT", f"/api/queues/{q}/members", {"members": [{"agent": "cid"}]})[0] == 200
+    assert p.send("PUT", "/api/queues/leaveq/members", {"members": [{"agent": "ann"}]})[0] == 200
     for login, ext in (("eve", "302"), ("dan", "301")):  # phones registered at the front door
         assert p.send("POST", "/api/agents", {"login": login, "name": login.title(), "extension": ext})[0] == 201
     assert p.send("PUT", "/api/queues/phones/members", {"members": [{"agent": "eve"}, {"agent": "dan"}]})[0] == 200
@@ -398,3 +407,20 @@ async def test_a_full_queue_turns_the_next_caller_away(platform: Platform, pool:
     assert next(e for e in turned if e["event"] == "FULL")["max_callers"] == 1
     first = await events_of(pool, "+15550108888", platform, until="ABANDON")
     assert names(first) == ["ENTERQUEUE", "HANGUP", "ABANDON"]
+
+
+async def test_callers_leave_a_queue_whose_last_agent_logs_out(platform: Platform, pool: asyncpg.Pool,
+                                                              tmp_path: Path) -> None:
+    status(platform, "ann", "not_ready", "break")  # logged in, not taking calls: callers wait
+    caller = subprocess.Popen(
+        ["sipp", "-sf", str(ROOT / "tests/sip/scenarios/queue_call.xml"), "-s", "580", "-m", "1",
+         "-i", "127.0.0.1", "-p", str(free_port()), "-mp", str(free_port() & ~1), "-nostdin",
+         "-key", "caller", "+15550100077", "-timeout", "40s", f"127.0.0.1:{platform.sip_port}"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(2.5)
+    status(platform, "ann", "logged_out")
+    assert caller.wait(40) == 0, caller.stderr.read() if caller.stderr else ""  # the platform said goodbye
+    events = await events_of(pool, "+15550100077", platform)
+    assert names(events) == ["ENTERQUEUE", "EXITEMPTY", "OVERFLOW", "HANGUP"]
+    empty = next(e for e in events if e["event"] == "EXITEMPTY")
+    assert empty["cause"] == "no_agents" and 2 < empty["wait"] < 9
