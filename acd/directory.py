@@ -18,13 +18,20 @@ from typing import cast
 
 import redis.asyncio as aioredis
 
-from acd.idle_index import IDLE_KEY, MEMBER_OF_KEY, REINDEX, SET_MEMBERSHIPS, STRATEGY_KEY
+from acd.idle_index import AGENT_PREFIX, IDLE_KEY, MEMBER_OF_KEY, REINDEX, SET_MEMBERSHIPS, STRATEGY_KEY
 from acd.models import QueueSettings
 
 QUEUE_KEY = "cc:acd:queue:{queue}"
 SKILLS_KEY = "cc:acd:skills:{agent_id}"
 DEVICE_KEY = "cc:acd:device:{agent_id}"
 MEMBERS_KEY = "cc:acd:members:{queue}"
+
+
+@dataclass(frozen=True)
+class Staffing:
+    logged_in: int  # members logged in (available or not ready)
+    staffed: int  # … available: idle, reserved, on a call or in wrap-up (N of the EWT)
+    idle: int  # … free for a call now (I of the EWT)
 
 
 @dataclass(frozen=True)
@@ -117,15 +124,15 @@ class Directory:
         """The queue's idle index in offer order (for tests and supervisors)."""
         return [int(a) for a in cast(list[bytes], await self.redis.zrange(IDLE_KEY.format(queue=queue), 0, -1))]
 
-    async def logged_in(self, queue: str, agents_prefix: str = "cc:acd:agent:") -> tuple[int, int]:
-        """(members logged in, members routable now) — for the no-agents rule and EWT."""
+    async def staffing(self, queue: str) -> Staffing:
+        """Who serves the queue now: for the no-agents rule and the EWT (docs/metrics.md)."""
         members = await self.members(queue)
         if not members:
-            return 0, 0
+            return Staffing(0, 0, 0)
         pipe = self.redis.pipeline(transaction=False)
         for aid in members:
-            pipe.hget(f"{agents_prefix}{aid}", "status")
+            pipe.hget(f"{AGENT_PREFIX}{aid}", "status")
         statuses = await pipe.execute()
-        logged = sum(1 for s in statuses if s is not None and s != b"logged_out")
         idle = int(await self.redis.zcard(IDLE_KEY.format(queue=queue)))
-        return logged, idle
+        return Staffing(logged_in=sum(1 for s in statuses if s is not None and s != b"logged_out"),
+                        staffed=sum(1 for s in statuses if s == b"available"), idle=idle)

@@ -96,8 +96,7 @@ async def run_queue(call: CallHandle, svc: QueueServices, queue: str, record: Re
     if settings is None:
         log.error("call %s sent to unknown queue %r", call.call_id, queue)
         return QueueResult("exited", "no_queue", overflow=Overflow())
-    logged_in, _idle = await svc.directory.logged_in(queue)
-    if logged_in == 0 and settings.no_agents == "exit":
+    if settings.no_agents == "exit" and (await svc.directory.staffing(queue)).logged_in == 0:
         record.event("EXITEMPTY", queue=queue, cause="no_agents")
         return QueueResult("exited", "no_agents", overflow=settings.overflow)
     if await svc.waiting.size(queue) >= settings.max_callers:
@@ -190,7 +189,7 @@ async def _wait_loop(w: _Wait, offers: asyncio.Queue[Offer]) -> QueueResult:
                 left = await _request_callback(w, cause="timeout")
             else:
                 left = await _leave(w, "EXITWITHTIMEOUT", "timeout")
-        elif s.no_agents == "exit" and (await w.svc.directory.logged_in(w.queue))[0] == 0:
+        elif s.no_agents == "exit" and (await w.svc.directory.staffing(w.queue)).logged_in == 0:
             # every member logged out while the caller waited (Asterisk's leavewhenempty)
             left = await _leave(w, "EXITEMPTY", "no_agents")
         else:
@@ -234,10 +233,10 @@ async def _announce(w: _Wait) -> None:
     position = await w.svc.waiting.position(w.queue, w.call.call_id)
     if position is None:
         return
-    logged_in, idle = await w.svc.directory.logged_in(w.queue)
+    staff = await w.svc.directory.staffing(w.queue)
     raw = await w.svc.waiting.redis.hget(AHT_KEY, w.queue)
     aht = float(raw) if raw is not None else None
-    minutes = announce_minutes(ewt(position, aht, logged_in, idle))
+    minutes = announce_minutes(ewt(position, aht, staff.staffed, staff.idle))
     text = f"You are caller number {position} in line."
     if minutes == 0:
         text += " Your expected wait is less than a minute."

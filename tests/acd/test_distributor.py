@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 
 from acd.agent_state import Activity, AgentState, Params, apply
 from acd.agent_store import AgentStore
-from acd.directory import AgentEntry, Directory
+from acd.directory import AgentEntry, Directory, Staffing
 from acd.distributor import CallInfo, Distributor, Offer
 from acd.models import QueueSettings, RoutingStep
 from acd.strategies import Candidate, Strategy, rank
@@ -189,6 +189,7 @@ async def test_the_idle_index_follows_status_activity_and_memberships(acd: Acd) 
     assert await acd.directory.idle("a") == [2, 1] and await acd.directory.idle("b") == [2]
     await acd.agents.transition(2, "not_ready", Params(reason="lunch"))
     assert await acd.directory.idle("a") == [1] and await acd.directory.idle("b") == []
+    assert await acd.directory.staffing("a") == Staffing(logged_in=2, staffed=1, idle=1)
     await acd.agents.transition(2, "available", now=20)  # back from lunch: idle from now
     assert await acd.directory.idle("a") == [1, 2]
     await acd.directory.put_memberships(2, {"b": 0})
