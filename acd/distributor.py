@@ -14,7 +14,6 @@ also applies routing steps that widened and catches triggers lost with a node.
 from __future__ import annotations
 
 import json
-import logging
 import random
 import time
 from dataclasses import dataclass
@@ -27,11 +26,8 @@ from acd.directory import Directory
 from acd.idle_index import LUA_INDEX
 from acd.models import QueueSettings
 from acd.routing import Step, eligible, requirements
-from acd.strategies import Strategy
 from acd.waiting import QUEUE_KEY as WAITING_KEY
 from acd.waiting import Head, order_key
-
-log = logging.getLogger("acd.distributor")
 
 OFFERS_CHANNEL = "cc:acd:offers"
 CALL_KEY = "cc:acd:call:{call_id}"  # hash: queue, node, enqueued_at, priority, skills (JSON)
@@ -266,7 +262,3 @@ class Distributor:
                     if idle <= 0:
                         break
         return made
-
-
-def is_ring_all(settings: QueueSettings) -> bool:
-    return settings.strategy is Strategy.RING_ALL

@@ -21,7 +21,6 @@ class OfferBus:
         self._redis = aioredis.from_url(redis_url)
         self._inbox: dict[str, asyncio.Queue[Offer]] = {}
         self._ready = asyncio.Event()
-        self.unclaimed = 0  # offers for calls no flow here waits for (another node's, or a callback)
         # Offers no flow here waits for: callbacks (any node may run them) or another node's calls.
         self.on_unclaimed: Callable[[Offer], None] | None = None
 
@@ -46,7 +45,6 @@ class OfferBus:
         return True
 
     def deliver_unclaimed(self, offer: Offer) -> None:
-        self.unclaimed += 1
         if self.on_unclaimed is not None:
             self.on_unclaimed(offer)
 

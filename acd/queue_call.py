@@ -234,9 +234,7 @@ async def _announce(w: _Wait) -> None:
     if position is None:
         return
     staff = await w.svc.directory.staffing(w.queue)
-    raw = await w.svc.waiting.redis.hget(AHT_KEY, w.queue)
-    aht = float(raw) if raw is not None else None
-    minutes = announce_minutes(ewt(position, aht, staff.staffed, staff.idle))
+    minutes = announce_minutes(ewt(position, await _aht(w.svc, w.queue), staff.staffed, staff.idle))
     text = f"You are caller number {position} in line."
     if minutes == 0:
         text += " Your expected wait is less than a minute."
@@ -367,6 +365,10 @@ async def converse(svc: QueueServices, record: Record, queue: str, settings: Que
     await customer.hangup()
     with contextlib.suppress(InvalidTransition, Conflict):
         await svc.agents.transition(agent_id, "end_call", Params(wrap_up=settings.wrap_up), expect_call=agent_call_id)
+    await svc.waiting.redis.hset(AHT_KEY, queue, repr(update_aht(await _aht(svc, queue), talk + settings.wrap_up)))
+
+
+async def _aht(svc: QueueServices, queue: str) -> float | None:
+    """The queue's average handle time (docs/metrics.md), None before its first completed call."""
     raw = await svc.waiting.redis.hget(AHT_KEY, queue)
-    await svc.waiting.redis.hset(AHT_KEY, queue, repr(update_aht(float(raw) if raw is not None else None,
-                                                                 talk + settings.wrap_up)))
+    return float(raw) if raw is not None else None

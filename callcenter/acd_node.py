@@ -11,7 +11,8 @@ import json
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -69,8 +70,8 @@ class AcdNode:
                                                          self.reconciler.run(self._stop), self._heartbeat())]
         await self.offers.wait_ready()
 
-    def _spawn(self, coro: "asyncio.Future[None] | object") -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
