@@ -81,16 +81,18 @@ class AgentIn(_Strict):
     sip_uri: str | None = Field(None, pattern=r"^sips?:[^\s]+$")
 
 
+def check_levels(skills: dict[str, int]) -> dict[str, int]:
+    """Skill proficiencies are 1..5 (agents' skills, and skills the IVR attaches to a call)."""
+    for skill, level in skills.items():
+        if not 1 <= level <= 5:
+            raise ValueError(f"{skill}: proficiency must be 1..5, got {level}")
+    return skills
+
+
 class SkillsIn(_Strict):
     skills: dict[str, int]
 
-    @field_validator("skills")
-    @classmethod
-    def _levels(cls, v: dict[str, int]) -> dict[str, int]:
-        for skill, level in v.items():
-            if not 1 <= level <= 5:
-                raise ValueError(f"{skill}: proficiency must be 1..5, got {level}")
-        return v
+    _levels = field_validator("skills")(check_levels)
 
 
 class Member(_Strict):

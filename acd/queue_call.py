@@ -25,7 +25,7 @@ from acd.ewt import announce_minutes, ewt, update_aht
 from acd.models import Overflow, QueueSettings
 from acd.offers import OfferBus
 from acd.waiting import Waiting
-from media.client import CallEnded, CallHandle, MediaError, OriginateFailed
+from media.client import CallEnded, CallHandle, MediaError, OriginateFailed, first_ended
 
 log = logging.getLogger("acd.queue_call")
 
@@ -351,12 +351,7 @@ async def converse(svc: QueueServices, record: Record, queue: str, settings: Que
     started = time.time()
     with contextlib.suppress(CallEnded, MediaError):
         await customer.bridge(agent_leg)
-    waits = [asyncio.create_task(customer.ended.wait()), asyncio.create_task(agent_leg.ended.wait())]
-    try:
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for t in waits:
-            t.cancel()
+    await first_ended(customer, agent_leg)
     talk = time.time() - started
     agent_first = agent_leg.ended.is_set() and not customer.ended.is_set()
     record.event("COMPLETEAGENT" if agent_first else "COMPLETECALLER", queue=queue, agent_id=agent_id,

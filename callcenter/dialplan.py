@@ -8,6 +8,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from acd.models import check_levels
 from callcenter.config import ConfigError
 
 
@@ -56,13 +57,7 @@ class QueueRoute(_Route):
     voicemail_prompt: str = "leave_message"
     voicemail_seconds: float = Field(60.0, gt=0, le=600)
 
-    @field_validator("skills")
-    @classmethod
-    def _levels(cls, v: dict[str, int]) -> dict[str, int]:
-        for skill, level in v.items():
-            if not 1 <= level <= 5:
-                raise ValueError(f"{skill}: proficiency must be 1..5")
-        return v
+    _levels = field_validator("skills")(check_levels)
 
 
 Route = Annotated[Union[GreetingRoute, BridgeRoute, LoopRoute, QueueRoute], Field(discriminator="action")]

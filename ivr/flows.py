@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 
-from media.client import CallHandle, OriginateFailed
+from media.client import CallHandle, OriginateFailed, first_ended
 
 PromptPath = Callable[[str], str]
 
@@ -42,13 +41,7 @@ async def bridge(call: CallHandle, prompt: PromptPath, *, prompt_name: str, targ
         await leg.hangup()
         return False
     await call.bridge(leg)
-    # Whoever hangs up first ends the call for both.
-    waits = [asyncio.create_task(call.ended.wait()), asyncio.create_task(leg.ended.wait())]
-    try:
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waits:
-            w.cancel()
+    await first_ended(call, leg)  # whoever hangs up first ends the call for both
     await leg.hangup()
     await call.hangup()
     return True

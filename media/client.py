@@ -191,6 +191,16 @@ class CallHandle:
         return self.hangup_event
 
 
+async def first_ended(*calls: CallHandle) -> None:
+    """Wait until one of the calls has ended (two bridged legs: whoever hangs up first)."""
+    waits = [asyncio.create_task(c.ended.wait()) for c in calls]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
+
+
 class MediaClient:
     """Reads the worker event stream as a consumer group member and routes events to handles."""
 

@@ -218,10 +218,8 @@ def start_platform(stores: Stores, tmp: Path, *, front_door: str = "none", worke
     raise AssertionError(f"platform not healthy in 60 s:\n{log.read_text()[-3000:]}")
 
 
-def sipp(scenario: str, target: str, *, calls: int = 1, rate: int = 10, limit: int | None = None,
-         keys: dict[str, str] | None = None, service: str = "100", timeout: float = 60,
-         extra: list[str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """Run SIPp (Debian sip-tester) as a real caller; returns the finished process."""
+def _sipp_args(scenario: str, target: str, *, calls: int, rate: int, limit: int | None, keys: dict[str, str] | None,
+               service: str, timeout: float, extra: list[str] | None) -> list[str]:
     require("sipp")
     args = ["sipp", "-sf", str(ROOT / "tests" / "sip" / "scenarios" / scenario), "-s", service,
             "-m", str(calls), "-r", str(rate), "-l", str(limit or calls), "-i", "127.0.0.1",
@@ -229,9 +227,26 @@ def sipp(scenario: str, target: str, *, calls: int = 1, rate: int = 10, limit: i
             "-timeout", f"{int(timeout)}s", "-timeout_error", "-trace_stat", "-trace_err"]
     for k, v in (keys or {}).items():
         args += ["-key", k, v]
-    args += extra or []
-    args.append(target)
+    return args + (extra or []) + [target]
+
+
+def sipp(scenario: str, target: str, *, calls: int = 1, rate: int = 10, limit: int | None = None,
+         keys: dict[str, str] | None = None, service: str = "100", timeout: float = 60,
+         extra: list[str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run SIPp (Debian sip-tester) as a real caller; returns the finished process."""
+    args = _sipp_args(scenario, target, calls=calls, rate=rate, limit=limit, keys=keys, service=service,
+                      timeout=timeout, extra=extra)
     return subprocess.run(args, capture_output=True, text=True, errors="replace", timeout=timeout + 30, cwd=cwd)
+
+
+def sipp_start(scenario: str, target: str, *, keys: dict[str, str] | None = None, service: str = "100",
+               timeout: float = 60, extra: list[str] | None = None,
+               cwd: Path | None = None) -> subprocess.Popen[str]:
+    """The same caller, left running (several callers at once); ``wait()`` for its exit status."""
+    args = _sipp_args(scenario, target, calls=1, rate=10, limit=None, keys=keys, service=service, timeout=timeout,
+                      extra=extra)
+    return subprocess.Popen(args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            errors="replace")
 
 
 def dtmf_keys(digits: str) -> dict[str, str]:

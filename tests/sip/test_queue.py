@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 
 from callcenter.embedded import free_port
-from tests.conftest import ROOT, Platform, Stores, sipp, start_platform
+from tests.conftest import ROOT, Platform, Stores, sipp, sipp_start, start_platform
 from tests.sip.audio import read_wav, tone_power
 from tests.sip.phones import phone, result
 
@@ -236,11 +236,8 @@ async def test_callers_are_served_in_order_and_vip_first(platform: Platform, poo
     cid = agent_phone(2, "--tone", "1000", "--talk", "1.5", "--seconds", "30")
     callers = {}
     for number in ("+15550101111", "+15550102222", "+15550107777"):  # standard, standard, VIP last
-        callers[number] = subprocess.Popen(
-            ["sipp", "-sf", str(ROOT / "tests/sip/scenarios/queue_call.xml"), "-s", "500", "-m", "1",
-             "-i", "127.0.0.1", "-p", str(free_port()), "-mp", str(free_port() & ~1), "-nostdin",
-             "-key", "caller", number, "-timeout", "45s", "-trace_err",
-             f"127.0.0.1:{platform.sip_port}"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        callers[number] = sipp_start("queue_call.xml", f"127.0.0.1:{platform.sip_port}", service="500",
+                                     keys={"caller": number}, timeout=45, cwd=tmp_path)
         time.sleep(0.7)
     time.sleep(1.0)
     status(platform, "cid", "available")
@@ -372,11 +369,8 @@ async def test_callback_retries_then_gives_up(platform: Platform, pool: asyncpg.
 
 
 async def test_waiting_callers_hear_their_position(platform: Platform, pool: asyncpg.Pool, tmp_path: Path) -> None:
-    first = subprocess.Popen(
-        ["sipp", "-sf", str(ROOT / "tests/sip/scenarios/abandon_call.xml"), "-s", "560", "-m", "1", "-d", "9000",
-         "-i", "127.0.0.1", "-p", str(free_port()), "-mp", str(free_port() & ~1), "-nostdin",
-         "-key", "caller", "+15550105555", "-timeout", "30s", f"127.0.0.1:{platform.sip_port}"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = sipp_start("abandon_call.xml", f"127.0.0.1:{platform.sip_port}", service="560",
+                       keys={"caller": "+15550105555"}, extra=["-d", "9000"], timeout=30, cwd=tmp_path)
     time.sleep(0.5)
     res = sipp("abandon_call.xml", f"127.0.0.1:{platform.sip_port}", service="560",
                keys={"caller": "+15550106666"}, extra=["-d", "6000"], cwd=tmp_path)
@@ -393,11 +387,8 @@ async def test_waiting_callers_hear_their_position(platform: Platform, pool: asy
 
 
 async def test_a_full_queue_turns_the_next_caller_away(platform: Platform, pool: asyncpg.Pool, tmp_path: Path) -> None:
-    waiting = subprocess.Popen(
-        ["sipp", "-sf", str(ROOT / "tests/sip/scenarios/abandon_call.xml"), "-s", "570", "-m", "1", "-d", "5000",
-         "-i", "127.0.0.1", "-p", str(free_port()), "-mp", str(free_port() & ~1), "-nostdin",
-         "-key", "caller", "+15550108888", "-timeout", "30s", f"127.0.0.1:{platform.sip_port}"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    waiting = sipp_start("abandon_call.xml", f"127.0.0.1:{platform.sip_port}", service="570",
+                         keys={"caller": "+15550108888"}, extra=["-d", "5000"], timeout=30, cwd=tmp_path)
     time.sleep(1.0)
     res = sipp("queue_call.xml", f"127.0.0.1:{platform.sip_port}", service="570", keys={"caller": "+15550109999"},
                cwd=tmp_path)  # waits for the platform's BYE after the goodbye prompt
@@ -412,11 +403,8 @@ async def test_a_full_queue_turns_the_next_caller_away(platform: Platform, pool:
 async def test_callers_leave_a_queue_whose_last_agent_logs_out(platform: Platform, pool: asyncpg.Pool,
                                                               tmp_path: Path) -> None:
     status(platform, "ann", "not_ready", "break")  # logged in, not taking calls: callers wait
-    caller = subprocess.Popen(
-        ["sipp", "-sf", str(ROOT / "tests/sip/scenarios/queue_call.xml"), "-s", "580", "-m", "1",
-         "-i", "127.0.0.1", "-p", str(free_port()), "-mp", str(free_port() & ~1), "-nostdin",
-         "-key", "caller", "+15550100077", "-timeout", "40s", f"127.0.0.1:{platform.sip_port}"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    caller = sipp_start("queue_call.xml", f"127.0.0.1:{platform.sip_port}", service="580",
+                        keys={"caller": "+15550100077"}, timeout=40, cwd=tmp_path)
     time.sleep(2.5)
     status(platform, "ann", "logged_out")
     assert caller.wait(40) == 0, caller.stderr.read() if caller.stderr else ""  # the platform said goodbye
