@@ -89,6 +89,10 @@ def check_levels(skills: dict[str, int]) -> dict[str, int]:
     return skills
 
 
+class SipPasswordIn(_Strict):
+    password: str | None = Field(None, min_length=12, max_length=128, description="omit: one is made")
+
+
 class SkillsIn(_Strict):
     skills: dict[str, int]
 

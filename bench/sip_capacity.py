@@ -25,9 +25,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
+
 from bench.machine import machine as base_machine
+from callcenter.auth import create_key
+from callcenter.db import migrate
 from callcenter.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
-from callcenter.frontdoor import Destination, FrontDoor
+from callcenter.frontdoor import Destination, FrontDoor, Policy
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIO = ROOT / "tests" / "sip" / "scenarios" / "load_call.xml"
@@ -134,12 +138,24 @@ def machine() -> dict[str, str]:
             "sipp": version(["sipp", "-v"])[:60]}
 
 
-def workers_up(http_port: int) -> int:
+def workers_up(http_port: int, api_key: str) -> int:
+    req = urllib.request.Request(f"http://127.0.0.1:{http_port}/healthz",
+                                 headers={"Authorization": f"Bearer {api_key}"})
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/healthz", timeout=5) as r:
+        with urllib.request.urlopen(req, timeout=5) as r:
             return int(json.loads(r.read())["workers"]["up"])
     except (OSError, ValueError, KeyError):
         return 0
+
+
+async def _read_key(db_url: str) -> str:
+    """A read-only key for the benchmark's health polling."""
+    conn = await asyncpg.connect(db_url)
+    try:
+        await migrate(conn)
+        return await create_key(conn, "bench", ["read"])
+    finally:
+        await conn.close()
 
 
 def start_bare(n: int, prompt: str, logdir: Path) -> list[subprocess.Popen[bytes]]:
@@ -191,7 +207,8 @@ def main() -> None:
     bare = start_bare(n, str(prompt), OUT / "bare-logs")
 
     async def bare_phase() -> Capacity:
-        fd = FrontDoor(ROOT / "sip_config" / "kamailio.cfg", OUT / "kamailio-bare", "127.0.0.1", SIP_PORT)
+        fd = FrontDoor(ROOT / "sip_config" / "kamailio.cfg", OUT / "kamailio-bare", "127.0.0.1", SIP_PORT,
+                       policy=Policy(trusted_sources=("127.0.0.1",)))  # the load generator plays the trunk
         await fd.start([Destination(f"sip:127.0.0.1:{WORKER_SIP + i}", f"b{i}", 4) for i in range(n)])
         try:
             return await asyncio.to_thread(measure, "bare", target, 4 * n, a.quick)
@@ -208,6 +225,7 @@ def main() -> None:
     pg, rd = EmbeddedPostgres(OUT / "pgdata"), EmbeddedRedis(OUT / "redis")
     admin = pg.start()
     db_url = asyncio.run(pg.ensure_database(admin, "bench"))
+    api_key = asyncio.run(_read_key(db_url))
     redis_url = rd.start()
     cfg = OUT / "callcenter.toml"
     http_port = free_port()
@@ -218,6 +236,7 @@ port = {http_port}
 [sip]
 port = {SIP_PORT}
 front_door = "kamailio"
+trusted_sources = ["127.0.0.1"]
 [media]
 workers = {n}
 worker_sip_port = {WORKER_SIP}
@@ -237,7 +256,7 @@ level = "WARNING"
                             stdout=open(OUT / "platform.log", "wb"), stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 180
-        while workers_up(http_port) < n:
+        while workers_up(http_port, api_key) < n:
             if plat.poll() is not None or time.monotonic() > deadline:
                 sys.exit("platform did not start all workers; see var/bench/platform.log")
             time.sleep(0.5)

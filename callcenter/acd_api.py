@@ -8,6 +8,8 @@ one transaction.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import asyncpg
@@ -17,19 +19,27 @@ from pydantic import BaseModel, ValidationError
 from acd.agent_state import InvalidTransition, Params, Status
 from acd.agent_store import AgentStore, Conflict
 from acd.directory import Directory
-from acd.models import AgentIn, MembersIn, QueueIn, SkillsIn, StatusIn, WrapUpIn
+from acd.models import AgentIn, MembersIn, QueueIn, SipPasswordIn, SkillsIn, StatusIn, WrapUpIn
 from callcenter.acd_sync import sync_agents, sync_queue
+from callcenter.auth import requires
+from callcenter.http_guard import http_error
+from callcenter.sip_credentials import CredentialError, set_password
 
 M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class Phones:
+    """What the phone-credential route needs: the digest realm, and whom to tell of a change."""
+
+    realm: str
+    changed: Callable[[], None]
+
+
 POOL: web.AppKey[asyncpg.Pool] = web.AppKey("acd_pool", asyncpg.Pool)
+PHONES: web.AppKey[Phones] = web.AppKey("acd_phones", Phones)
 AGENTS: web.AppKey[AgentStore] = web.AppKey("acd_agents", AgentStore)
 DIRECTORY: web.AppKey[Directory] = web.AppKey("acd_directory", Directory)
-
-
-def _err(status: int, message: str, **extra: Any) -> web.HTTPException:
-    cls = {400: web.HTTPBadRequest, 404: web.HTTPNotFound, 409: web.HTTPConflict,
-           422: web.HTTPUnprocessableEntity}[status]
-    return cls(text=json.dumps({"error": message, **extra}), content_type="application/json")
 
 
 async def _body(request: web.Request, model: type[M]) -> M:
@@ -38,11 +48,11 @@ async def _body(request: web.Request, model: type[M]) -> M:
         return model.model_validate_json(await request.read())
     except ValidationError as exc:
         if any(e["type"] == "json_invalid" for e in exc.errors()):
-            raise _err(400, "body is not valid JSON") from None
+            raise http_error(400, "body is not valid JSON") from None
         problems = [{"field": ".".join(str(p) for p in e["loc"]) or "(body)",
                      "problem": "unknown field" if e["type"] == "extra_forbidden" else e["msg"]}
                     for e in exc.errors()]
-        raise _err(422, "invalid request", problems=problems) from None
+        raise http_error(422, "invalid request", problems=problems) from None
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -52,23 +62,25 @@ def _json(data: Any, status: int = 200) -> web.Response:
 async def _agent_id(conn: asyncpg.Connection, login: str) -> int:
     aid = await conn.fetchval("SELECT id FROM agents WHERE login = $1", login)
     if aid is None:
-        raise _err(404, f"no agent {login!r}")
+        raise http_error(404, f"no agent {login!r}")
     return int(aid)
 
 
 async def _queue_id(conn: asyncpg.Connection, name: str) -> int:
     qid = await conn.fetchval("SELECT id FROM queues WHERE name = $1", name)
     if qid is None:
-        raise _err(404, f"no queue {name!r}")
+        raise http_error(404, f"no queue {name!r}")
     return int(qid)
 
 
 # ------------------------------------------------------------------ queues
+@requires("read")
 async def list_queues(request: web.Request) -> web.Response:
     rows = await request.app[POOL].fetch("SELECT name, title, settings FROM queues ORDER BY name")
     return _json([{"name": r["name"], "title": r["title"], "settings": json.loads(r["settings"])} for r in rows])
 
 
+@requires("configure")
 async def create_queue(request: web.Request) -> web.Response:
     q = await _body(request, QueueIn)
     async with request.app[POOL].acquire() as conn:
@@ -76,37 +88,40 @@ async def create_queue(request: web.Request) -> web.Response:
             await conn.execute("INSERT INTO queues (name, title, settings) VALUES ($1, $2, $3)",
                                q.name, q.title, q.settings.model_dump_json())
         except asyncpg.UniqueViolationError:
-            raise _err(409, f"queue {q.name!r} exists") from None
+            raise http_error(409, f"queue {q.name!r} exists") from None
         await sync_queue(conn, request.app[DIRECTORY], q.name)
     return _json(q.model_dump(mode="json"), 201)
 
 
+@requires("read")
 async def get_queue(request: web.Request) -> web.Response:
     pool = request.app[POOL]
     row = await pool.fetchrow("SELECT id, name, title, settings FROM queues WHERE name = $1",
                               request.match_info["name"])
     if row is None:
-        raise _err(404, f"no queue {request.match_info['name']!r}")
+        raise http_error(404, f"no queue {request.match_info['name']!r}")
     members = await pool.fetch("SELECT a.login, m.penalty FROM queue_members m JOIN agents a ON a.id = m.agent_id "
                                "WHERE m.queue_id = $1 ORDER BY m.penalty, m.position", row["id"])
     return _json({"name": row["name"], "title": row["title"], "settings": json.loads(row["settings"]),
                   "members": [{"agent": m["login"], "penalty": m["penalty"]} for m in members]})
 
 
+@requires("configure")
 async def update_queue(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     q = await _body(request, QueueIn)
     if q.name != name:
-        raise _err(422, "the name in the body must match the URL (queues are renamed by re-creating)")
+        raise http_error(422, "the name in the body must match the URL (queues are renamed by re-creating)")
     async with request.app[POOL].acquire() as conn:
         done = await conn.execute("UPDATE queues SET title = $2, settings = $3 WHERE name = $1",
                                   name, q.title, q.settings.model_dump_json())
         if done.endswith(" 0"):
-            raise _err(404, f"no queue {name!r}")
+            raise http_error(404, f"no queue {name!r}")
         await sync_queue(conn, request.app[DIRECTORY], name)
     return _json(q.model_dump(mode="json"))
 
 
+@requires("configure")
 async def delete_queue(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     async with request.app[POOL].acquire() as conn:
@@ -114,24 +129,25 @@ async def delete_queue(request: web.Request) -> web.Response:
             "SELECT agent_id FROM queue_members m JOIN queues q ON q.id = m.queue_id WHERE q.name = $1", name)]
         done = await conn.execute("DELETE FROM queues WHERE name = $1", name)
         if done.endswith(" 0"):
-            raise _err(404, f"no queue {name!r}")
+            raise http_error(404, f"no queue {name!r}")
         await sync_queue(conn, request.app[DIRECTORY], name)
         await sync_agents(conn, request.app[DIRECTORY], members)
     return web.Response(status=204)
 
 
+@requires("configure")
 async def set_members(request: web.Request) -> web.Response:
     body = await _body(request, MembersIn)
     logins = [m.agent for m in body.members]
     if len(set(logins)) != len(logins):
-        raise _err(422, "an agent is listed twice")
+        raise http_error(422, "an agent is listed twice")
     async with request.app[POOL].acquire() as conn, conn.transaction():
         qid = await _queue_id(conn, request.match_info["name"])
         ids = {r["login"]: r["id"] for r in await conn.fetch("SELECT id, login FROM agents WHERE login = ANY($1)",
                                                              logins)}
         unknown = sorted(set(logins) - set(ids))
         if unknown:
-            raise _err(422, f"no such agents: {unknown}")
+            raise http_error(422, f"no such agents: {unknown}")
         before = {r["agent_id"] for r in await conn.fetch("SELECT agent_id FROM queue_members WHERE queue_id = $1",
                                                           qid)}
         await conn.execute("DELETE FROM queue_members WHERE queue_id = $1", qid)
@@ -148,11 +164,13 @@ async def set_members(request: web.Request) -> web.Response:
 
 
 # ------------------------------------------------------------------ agents and skills
+@requires("read")
 async def list_agents(request: web.Request) -> web.Response:
     rows = await request.app[POOL].fetch("SELECT login, name, extension, sip_uri FROM agents ORDER BY login")
     return _json([dict(r) for r in rows])
 
 
+@requires("configure")
 async def create_agent(request: web.Request) -> web.Response:
     a = await _body(request, AgentIn)
     async with request.app[POOL].acquire() as conn:
@@ -160,17 +178,18 @@ async def create_agent(request: web.Request) -> web.Response:
             aid = await conn.fetchval("INSERT INTO agents (login, name, extension, sip_uri) VALUES ($1, $2, $3, $4) "
                                       "RETURNING id", a.login, a.name, a.extension, a.sip_uri)
         except asyncpg.UniqueViolationError as exc:
-            raise _err(409, f"agent login or extension already used ({exc.constraint_name})") from None
+            raise http_error(409, f"agent login or extension already used ({exc.constraint_name})") from None
         await sync_agents(conn, request.app[DIRECTORY], [aid])
     return _json(a.model_dump(), 201)
 
 
+@requires("read")
 async def get_agent(request: web.Request) -> web.Response:
     pool = request.app[POOL]
     row = await pool.fetchrow("SELECT id, login, name, extension, sip_uri FROM agents WHERE login = $1",
                               request.match_info["login"])
     if row is None:
-        raise _err(404, f"no agent {request.match_info['login']!r}")
+        raise http_error(404, f"no agent {request.match_info['login']!r}")
     skills = await pool.fetch("SELECT s.name, x.proficiency FROM agent_skills x JOIN skills s ON s.id = x.skill_id "
                               "WHERE x.agent_id = $1 ORDER BY s.name", row["id"])
     queues = await pool.fetch("SELECT q.name, m.penalty FROM queue_members m JOIN queues q ON q.id = m.queue_id "
@@ -183,32 +202,52 @@ async def get_agent(request: web.Request) -> web.Response:
                             "call_id": state.call_id or None}})
 
 
+@requires("configure")
 async def delete_agent(request: web.Request) -> web.Response:
     async with request.app[POOL].acquire() as conn:
         aid = await _agent_id(conn, request.match_info["login"])
         if (await request.app[AGENTS].get(aid)).status is not Status.LOGGED_OUT:
-            raise _err(409, "log the agent out first")
+            raise http_error(409, "log the agent out first")
         await conn.execute("DELETE FROM agents WHERE id = $1", aid)
         await sync_agents(conn, request.app[DIRECTORY], [aid])
+    request.app[PHONES].changed()
     return web.Response(status=204)
 
 
+@requires("configure")
+async def set_sip_password(request: web.Request) -> web.Response:
+    """A new password for the agent's phone (made here unless the body gives one); shown once."""
+    body = await _body(request, SipPasswordIn)
+    phones = request.app[PHONES]
+    async with request.app[POOL].acquire() as conn:
+        await _agent_id(conn, request.match_info["login"])
+        try:
+            ext, password = await set_password(conn, request.match_info["login"], phones.realm, body.password)
+        except CredentialError as exc:
+            raise http_error(422, str(exc)) from None
+    phones.changed()
+    return _json({"login": request.match_info["login"], "extension": ext, "realm": phones.realm,
+                  "password": password})
+
+
+@requires("configure")
 async def create_skill(request: web.Request) -> web.Response:
     try:
         raw = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise _err(400, "body is not valid JSON") from None
+        raise http_error(400, "body is not valid JSON") from None
     if not isinstance(raw, dict) or set(raw) != {"name"} or not isinstance(raw["name"], str):
-        raise _err(422, 'expected {"name": "<skill>"}')
+        raise http_error(422, 'expected {"name": "<skill>"}')
     try:
         await request.app[POOL].execute("INSERT INTO skills (name) VALUES ($1)", raw["name"])
     except asyncpg.CheckViolationError:
-        raise _err(422, "skill names are lower-case letters, digits, _ . -") from None
+        raise http_error(422, "skill names are lower-case letters, digits, _ . -") from None
     except asyncpg.UniqueViolationError:
-        raise _err(409, f"skill {raw['name']!r} exists") from None
+        raise http_error(409, f"skill {raw['name']!r} exists") from None
     return _json({"name": raw["name"]}, 201)
 
 
+@requires("configure")
 async def set_skills(request: web.Request) -> web.Response:
     body = await _body(request, SkillsIn)
     async with request.app[POOL].acquire() as conn, conn.transaction():
@@ -217,7 +256,7 @@ async def set_skills(request: web.Request) -> web.Response:
                                                             list(body.skills))}
         unknown = sorted(set(body.skills) - set(ids))
         if unknown:
-            raise _err(422, f"no such skills: {unknown} (create them with POST /api/skills)")
+            raise http_error(422, f"no such skills: {unknown} (create them with POST /api/skills)")
         await conn.execute("DELETE FROM agent_skills WHERE agent_id = $1", aid)
         await conn.executemany("INSERT INTO agent_skills (agent_id, skill_id, proficiency) VALUES ($1, $2, $3)",
                                [(aid, ids[s], lvl) for s, lvl in body.skills.items()])
@@ -226,6 +265,7 @@ async def set_skills(request: web.Request) -> web.Response:
     return _json({"skills": body.skills})
 
 
+@requires("control")
 async def set_status(request: web.Request) -> web.Response:
     body = await _body(request, StatusIn)
     pool, agents = request.app[POOL], request.app[AGENTS]
@@ -236,9 +276,9 @@ async def set_status(request: web.Request) -> web.Response:
             if not ok:
                 codes = [r["code"] for r in await conn.fetch(
                     "SELECT code FROM not_ready_reasons WHERE NOT system ORDER BY code")]
-                raise _err(422, f"reason must be one of {codes}", field="reason")
+                raise http_error(422, f"reason must be one of {codes}", field="reason")
         elif body.reason:
-            raise _err(422, "a reason is only given with not_ready", field="reason")
+            raise http_error(422, "a reason is only given with not_ready", field="reason")
         before = await agents.get(aid)
         logged_out = before.status is Status.LOGGED_OUT
         if body.status == "logged_out":
@@ -250,14 +290,15 @@ async def set_status(request: web.Request) -> web.Response:
         try:
             after = await agents.transition(aid, event, Params(reason=body.reason))
         except InvalidTransition as exc:
-            raise _err(409, exc.why) from None
+            raise http_error(409, exc.why) from None
         except Conflict as exc:
-            raise _err(409, str(exc)) from None
+            raise http_error(409, str(exc)) from None
         await conn.execute("INSERT INTO agent_events (agent_id, event, data) VALUES ($1, $2, $3)", aid, log_event,
                            json.dumps({"reason": body.reason} if body.reason else {}))
     return _json({"status": after.status, "reason": after.reason, "activity": after.activity})
 
 
+@requires("control")
 async def wrap_up(request: web.Request) -> web.Response:
     """The agent ends wrap-up early, or extends it within the limit of the agent's queues."""
     body = await _body(request, WrapUpIn)
@@ -271,14 +312,16 @@ async def wrap_up(request: web.Request) -> web.Response:
     try:
         after = await request.app[AGENTS].transition(aid, event, params)
     except InvalidTransition as exc:
-        raise _err(409, exc.why) from None
+        raise http_error(409, exc.why) from None
     except Conflict as exc:
-        raise _err(409, str(exc)) from None
+        raise http_error(409, str(exc)) from None
     return _json({"activity": after.activity, "wrap_up_ends": after.deadline or None})
 
 
-def add_routes(app: web.Application, pool: asyncpg.Pool, agents: AgentStore, directory: Directory) -> None:
+def add_routes(app: web.Application, pool: asyncpg.Pool, agents: AgentStore, directory: Directory,
+               phones: Phones) -> None:
     app[POOL] = pool
+    app[PHONES] = phones
     app[AGENTS] = agents
     app[DIRECTORY] = directory
     r = app.router
@@ -295,5 +338,6 @@ def add_routes(app: web.Application, pool: asyncpg.Pool, agents: AgentStore, dir
     r.add_put("/api/agents/{login}/skills", set_skills)
     r.add_post("/api/agents/{login}/status", set_status)
     r.add_post("/api/agents/{login}/wrapup", wrap_up)
+    r.add_post("/api/agents/{login}/sip-password", set_sip_password)
     r.add_post("/api/skills", create_skill)
 

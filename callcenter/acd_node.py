@@ -9,8 +9,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
-import socket
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -26,14 +24,13 @@ from acd.offers import OfferBus
 from acd.queue_call import QueueServices, Record
 from acd.reconciler import Reconciler
 from acd.waiting import Waiting
+from callcenter import nodes
 from callcenter.acd_sync import sync_all
+from callcenter.nodes import NodeHeartbeat, node_id
 from callcenter.prompts import PromptSet
 from media.client import CallHandle
 
 log = logging.getLogger("callcenter.acd")
-
-NODE_KEY = "cc:acd:node:{node}"
-NODE_TTL = 10
 
 
 class AcdNode:
@@ -41,7 +38,8 @@ class AcdNode:
                  is_local_call: Callable[[str], bool], registrar: str = "",
                  originate: Callable[[str, float, str], Awaitable[CallHandle]] | None = None,
                  record_for: Callable[[str], Record] | None = None):
-        self.node = f"{socket.gethostname()}-{os.getpid()}"
+        self.node = node_id()
+        self.heartbeat = NodeHeartbeat(redis, self.node)
         self.redis = redis
         self.pool = pool
         self.registrar = registrar  # host:port of the front door where agent phones register
@@ -65,9 +63,10 @@ class AcdNode:
         async with self.pool.acquire() as conn:
             queues, agents = await sync_all(conn, self.directory)
         log.info("routing directory: %d queues, %d agents", queues, agents)
-        await self.redis.set(NODE_KEY.format(node=self.node), "1", ex=NODE_TTL)
+        await self.heartbeat.beat()
         self._loops = [asyncio.create_task(c) for c in (self.offers.run(self._stop), self._sweep(),
-                                                         self.reconciler.run(self._stop), self._heartbeat())]
+                                                         self.reconciler.run(self._stop),
+                                                         self.heartbeat.run(self._stop))]
         await self.offers.wait_ready()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -85,8 +84,7 @@ class AcdNode:
         if pending:
             await asyncio.wait(pending, timeout=3.0)
         await self.offers.aclose()
-        with contextlib.suppress(OSError, aioredis.ConnectionError):
-            await self.redis.delete(NODE_KEY.format(node=self.node))
+        await self.heartbeat.leave()
 
     # -------------------------------------------------------------- background work
     async def _pause(self, seconds: float) -> None:
@@ -101,12 +99,6 @@ class AcdNode:
             except (OSError, aioredis.ConnectionError) as exc:
                 log.warning("sweep: %s", exc)
             await self._pause(1.0)
-
-    async def _heartbeat(self) -> None:
-        while not self._stop.is_set():
-            with contextlib.suppress(OSError, aioredis.ConnectionError):
-                await self.redis.set(NODE_KEY.format(node=self.node), "1", ex=NODE_TTL)
-            await self._pause(NODE_TTL / 3)
 
     def _changed(self, event: str, before: AgentState, after: AgentState) -> None:
         if after.routable and not before.routable:
@@ -135,7 +127,7 @@ class AcdNode:
             return False
         if info.node == self.node:
             return self.is_local_call(call_id) or call_id in self.callbacks.running
-        return bool(await self.redis.exists(NODE_KEY.format(node=info.node)))
+        return await nodes.alive(self.redis, info.node)
 
     async def device_uri(self, agent_id: int) -> str | None:
         device = await self.directory.device(agent_id)

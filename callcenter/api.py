@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -16,7 +17,9 @@ from aiohttp import web
 from acd.agent_store import AgentStore
 from acd.directory import Directory
 from callcenter import acd_api
+from callcenter.auth import PUBLIC, Authenticator, requires
 from callcenter.frontdoor import FrontDoor
+from callcenter.http_guard import PRINCIPAL, access, check_routes, error, errors, http_error, time_limit
 from callcenter.supervisor import Supervisor
 
 MAX_LIMIT = 1000
@@ -30,13 +33,11 @@ class Services:
     frontdoor: FrontDoor | None
     agents: AgentStore | None = None  # the node's own (its hooks trigger routing); else a plain one
     directory: Directory | None = None
+    realm: str = "callcenter"  # of the agents' SIP phones
+    credentials_changed: Callable[[], None] | None = None  # tells the front door's credential sync
 
 
 SERVICES: web.AppKey[Services] = web.AppKey("services", Services)
-
-
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -55,12 +56,13 @@ def _parse_time(value: str, name: str) -> datetime:
     try:
         t = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise web.HTTPBadRequest(text=json.dumps({"error": f"{name}: not an ISO 8601 time: {value!r}"}),
-                                 content_type="application/json") from None
+        raise http_error(400, f"{name}: not an ISO 8601 time: {value!r}") from None
     return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
+@requires(PUBLIC)
 async def healthz(request: web.Request) -> web.Response:
+    """Anyone (a load balancer's probe) gets the verdict per component; details need the read scope."""
     s = request.app[SERVICES]
     checks: dict[str, Any] = {}
 
@@ -90,6 +92,9 @@ async def healthz(request: web.Request) -> web.Response:
     else:
         checks["kamailio"] = {"ok": True, "used": False}
     ok = all(c.get("ok") for c in checks.values())
+    principal = request.get(PRINCIPAL)
+    if principal is None or not principal.allows("read"):
+        checks = {name: {"ok": bool(c.get("ok"))} for name, c in checks.items()}
     return _json({"ok": ok, **checks}, status=200 if ok else 503)
 
 
@@ -100,24 +105,25 @@ _INTERACTION_FIELDS = (
 )
 
 
+@requires("read")
 async def list_interactions(request: web.Request) -> web.Response:
     q = request.query
     unknown = set(q) - {"since", "limit", "after"}
     if unknown:
-        return _error(400, f"unknown query parameters: {sorted(unknown)}")
+        return error(400, f"unknown query parameters: {sorted(unknown)}")
     since = _parse_time(q["since"], "since") if "since" in q else datetime(1970, 1, 1, tzinfo=UTC)
     try:
         limit = int(q.get("limit", "100"))
     except ValueError:
-        return _error(400, f"limit: not an integer: {q['limit']!r}")
+        return error(400, f"limit: not an integer: {q['limit']!r}")
     if not 1 <= limit <= MAX_LIMIT:
-        return _error(400, f"limit: must be between 1 and {MAX_LIMIT}")
+        return error(400, f"limit: must be between 1 and {MAX_LIMIT}")
     after: uuid.UUID | None = None
     if "after" in q:
         try:
             after = uuid.UUID(q["after"])
         except ValueError:
-            return _error(400, f"after: not an interaction id: {q['after']!r}")
+            return error(400, f"after: not an interaction id: {q['after']!r}")
     pool = request.app[SERVICES].pool
     if after is None:
         rows = await pool.fetch(
@@ -136,39 +142,31 @@ async def list_interactions(request: web.Request) -> web.Response:
     return _json({"items": items, "next": nxt})
 
 
+@requires("read")
 async def get_interaction(request: web.Request) -> web.Response:
     try:
         iid = uuid.UUID(request.match_info["id"])
     except ValueError:
-        return _error(400, "not an interaction id")
+        return error(400, "not an interaction id")
     pool = request.app[SERVICES].pool
     row = await pool.fetchrow(f"SELECT {_INTERACTION_FIELDS} FROM interactions WHERE id = $1", iid)
     if row is None:
-        return _error(404, "no such interaction")
+        return error(404, "no such interaction")
     events = await pool.fetch(
         "SELECT at, event, queue_id, agent_id, data FROM interaction_events WHERE interaction_id = $1 "
         "ORDER BY at, id", iid)
     return _json({**dict(row), "events": [{**dict(e), "data": json.loads(e["data"])} for e in events]})
 
 
-@web.middleware
-async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.content_type == "application/json":
-            raise
-        return _error(exc.status, exc.reason)
-    except (asyncpg.PostgresConnectionError, OSError, asyncpg.InterfaceError):
-        return _error(503, "database unavailable")
-
-
-def make_app(services: Services) -> web.Application:
-    app = web.Application(middlewares=[errors])
+def make_app(services: Services, authenticators: list[Authenticator], request_timeout: float = 5.0,
+             allowed_origins: tuple[str, ...] = ()) -> web.Application:
+    app = web.Application(middlewares=[errors, time_limit(request_timeout), access(authenticators, allowed_origins)])
     app[SERVICES] = services
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/api/interactions", list_interactions)
     app.router.add_get("/api/interactions/{id}", get_interaction)
     acd_api.add_routes(app, services.pool, services.agents or AgentStore(services.redis),
-                       services.directory or Directory(services.redis))
+                       services.directory or Directory(services.redis),
+                       acd_api.Phones(services.realm, services.credentials_changed or (lambda: None)))
+    check_routes(app)
     return app

@@ -14,18 +14,20 @@ import asyncpg
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from callcenter import api, demo_data
+from callcenter import api, auth, demo_data
 from callcenter.acd_node import AcdNode
 from callcenter.calls import CallRouter
 from callcenter.config import Config, ConfigError
 from callcenter.db import create_pool, migrate
 from callcenter.dialplan import load_dialplan
 from callcenter.embedded import EmbeddedPostgres, EmbeddedRedis
-from callcenter.frontdoor import Destination, FrontDoor, kamailio_path
+from callcenter.frontdoor import Destination, FrontDoor, Policy, kamailio_path
 from callcenter.interactions import InteractionLog
+from callcenter.orphans import OrphanCloser
 from callcenter.prompts import build as build_prompts
 from callcenter.prompts import load_prompts
-from callcenter.supervisor import Supervisor, plan_workers
+from callcenter.sip_credentials import CredentialSync, demo_passwords
+from callcenter.supervisor import Supervisor, WorkerSpec, plan_workers
 from media.client import CallHandle, MediaClient, OriginateFailed
 
 log = logging.getLogger("callcenter")
@@ -52,6 +54,13 @@ async def open_stores(cfg: Config, stack: AsyncExitStack) -> Endpoints:
         stack.callback(rd.stop)
         log.info("embedded Redis on %s", redis_url)
     return Endpoints(db_url, redis_url)
+
+
+def front_door_policy(cfg: Config) -> Policy:
+    s = cfg.sip
+    return Policy(realm=s.realm, trusted_sources=tuple(s.trusted_sources),
+                  max_requests_per_second=s.max_requests_per_second, auth_failures=s.auth_failures,
+                  ban_seconds=s.ban_seconds, calls_per_source=s.max_calls_per_source)
 
 
 def choose_front_door(cfg: Config) -> bool:
@@ -97,6 +106,14 @@ async def run(cfg: Config, *, demo_customers: int = 200, ready: asyncio.Event | 
                 log.info("loaded demo data: %d customers", demo_customers)
             if demo_customers and await demo_data.acd(conn):
                 log.info("loaded demo queues (support, billing) and agents (extensions 201-204)")
+            if demo_customers:
+                key_file = cfg.var_dir / "dev-api-key"
+                token = await auth.development_key(conn, key_file)
+                log.warning("development API key (all scopes, also in %s): %s", key_file, token)
+                phones_file = cfg.var_dir / "demo-phones.txt"
+                await demo_passwords(conn, cfg.sip.realm, phones_file)
+                if phones_file.exists():
+                    log.warning("demo agents' phone passwords (extension, login, password): %s", phones_file)
         written = await asyncio.to_thread(build_prompts, prompts)
         if written:
             log.info("prompts generated: %s", ", ".join(written))
@@ -120,7 +137,8 @@ async def run(cfg: Config, *, demo_customers: int = 200, ready: asyncio.Event | 
                       registrar=f"{cfg.sip.host}:{cfg.sip.port}" if front else "", originate=originate,
                       record_for=lambda iid: router.record_for(iid))
         router = CallRouter(client, ilog, plan, prompts, pool, cfg.crm.default_region, acd=acd,
-                            voicemail_dir=cfg.var_dir / "voicemail", callback_uri=cfg.acd.callback_uri)
+                            voicemail_dir=cfg.var_dir / "voicemail", callback_uri=cfg.acd.callback_uri,
+                            node=acd.node)
         await client.start()
         reader = asyncio.create_task(client.run())
         await acd.start()
@@ -136,23 +154,34 @@ async def run(cfg: Config, *, demo_customers: int = 200, ready: asyncio.Event | 
             if frontdoor is not None and supervisor is not None:
                 await frontdoor.sync(live_destinations())
 
+        async def end_dialogs(spec: WorkerSpec) -> int:
+            return await frontdoor.end_dialogs(f"{spec.host}:{spec.sip_port}") if frontdoor is not None else 0
+
         count = default_workers(cfg, front)
         specs = plan_workers(cfg, count, single_on_sip_port=not front)
         supervisor = Supervisor(cfg, ends.redis_url, client, specs, cfg.var_dir / "log",
-                                on_change=sync_frontdoor)
+                                on_change=sync_frontdoor, front_door=f"{cfg.sip.host}:{cfg.sip.port}" if front else "",
+                                on_dead=end_dialogs)
         await supervisor.start()
+        credentials: CredentialSync | None = None
+        background = [asyncio.create_task(OrphanCloser(pool, redis, acd.heartbeat).run(stop))]
         if front:
             frontdoor = FrontDoor(cfg.path(cfg.paths.kamailio_template), cfg.var_dir / "kamailio",
-                                  cfg.sip.host, cfg.sip.port)
+                                  cfg.sip.host, cfg.sip.port, policy=front_door_policy(cfg))
             await frontdoor.start(live_destinations())
+            credentials = CredentialSync(pool, frontdoor.push_credentials)
+            await credentials.sync_once()
+            background.append(asyncio.create_task(credentials.run(stop)))
             log.info("front door: Kamailio on %s:%d, %d media workers", cfg.sip.host, cfg.sip.port, count)
         else:
             log.warning("Kamailio is not installed: one media worker answers on %s:%d and holds at most "
                         "%d calls. Install it for the machine's full capacity: apt-get install kamailio",
                         cfg.sip.host, cfg.sip.port, max(s.capacity for s in supervisor.slots.values()))
 
-        services = api.Services(pool, redis, supervisor, frontdoor, acd.agents, acd.directory)
-        runner = web.AppRunner(api.make_app(services), access_log=None)
+        services = api.Services(pool, redis, supervisor, frontdoor, acd.agents, acd.directory, cfg.sip.realm,
+                                credentials.changed if credentials is not None else None)
+        app = api.make_app(services, [auth.ApiKeys(pool)], cfg.http.request_timeout, tuple(cfg.http.allowed_origins))
+        runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, cfg.http.host, cfg.http.port)
         await site.start()
@@ -163,9 +192,14 @@ async def run(cfg: Config, *, demo_customers: int = 200, ready: asyncio.Event | 
         await stop.wait()
         log.info("stopping: no new calls, hanging up, flushing the record")
         watchdog = asyncio.create_task(_report_slow_stop(15.0))
+        # New calls are refused first; the calls up are hung up while the front door still carries
+        # their BYEs; the front door goes last.
+        if frontdoor is not None:
+            await frontdoor.sync([])
+        await supervisor.stop()
         if frontdoor is not None:
             await frontdoor.stop()
-        await supervisor.stop()
+        await asyncio.gather(*background, return_exceptions=True)
         await client.drain()
         for wid in list(supervisor.slots):
             client.fail_worker(wid, cause="platform_shutdown")
@@ -203,7 +237,7 @@ async def check(cfg: Config) -> list[str]:
         front = False
     if front:
         fd = FrontDoor(cfg.path(cfg.paths.kamailio_template), cfg.var_dir / "kamailio-check",
-                       cfg.sip.host, cfg.sip.port)
+                       cfg.sip.host, cfg.sip.port, policy=front_door_policy(cfg))
         err = await fd.check()
         if err:
             problems.append(f"{cfg.paths.kamailio_template}: Kamailio refuses it:\n{err}")

@@ -31,8 +31,9 @@ _SIDES = {"remote": "caller", "platform": "platform", "worker": "system", "lost"
 class CallRouter:
     def __init__(self, client: MediaClient, ilog: InteractionLog, plan: DialPlan, prompts: PromptSet,
                  pool: asyncpg.Pool | None, default_region: str = "US", acd: AcdNode | None = None,
-                 voicemail_dir: Path = Path("var/voicemail"), callback_uri: str = ""):
+                 voicemail_dir: Path = Path("var/voicemail"), callback_uri: str = "", node: str = ""):
         self.client = client
+        self.node = node  # this control-plane node, written on each record it owns
         self.acd = acd
         self.voicemail_dir = voicemail_dir
         self.callback_uri = callback_uri  # template with {number}; "" = the caller's From URI
@@ -115,6 +116,7 @@ class CallRouter:
             media_call_id=ev.call_id,
             route=route.name if route else None,
             arrived_at=ts(ev.at),
+            node=self.node or None,
         )
         self.ilog.event(iid, "DID", ev.at, dialed=ev.dialed_number, caller=ev.caller_number,
                         worker=ev.worker_id)

@@ -68,6 +68,54 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_api_key(args: argparse.Namespace) -> int:
+    from callcenter import auth
+    from callcenter.db import migrate
+
+    async def go(conn):  # type: ignore[no-untyped-def]
+        await migrate(conn)
+        if args.key_command == "create":
+            try:
+                scopes = auth.check_scopes(s for item in args.scope for s in item.split(","))
+            except ValueError as exc:
+                print(exc, file=sys.stderr)
+                return 2
+            token = await auth.create_key(conn, args.name, scopes)
+            print(f"API key {args.name!r} ({', '.join(scopes)}); shown once, store it now:\n{token}")
+        elif args.key_command == "list":
+            for k in await auth.list_keys(conn):
+                state = f"revoked {k['revoked_at']:%Y-%m-%d %H:%M}" if k["revoked_at"] else "active"
+                used = f"{k['last_used_at']:%Y-%m-%d %H:%M}" if k["last_used_at"] else "never"
+                print(f"{k['id']}  {k['name']:<20} {','.join(k['scopes']):<24} {state:<24} last used {used}")
+        elif not await auth.revoke_key(conn, args.id):
+            print(f"no active key {args.id!r}", file=sys.stderr)
+            return 1
+        else:
+            print(f"revoked {args.id}")
+        return 0
+
+    return int(asyncio.run(_with_db(_load(args), go)))  # type: ignore[call-overload]
+
+
+def cmd_sip_password(args: argparse.Namespace) -> int:
+    from callcenter.db import migrate
+    from callcenter.sip_credentials import CredentialError, set_password
+
+    cfg = _load(args)
+
+    async def go(conn):  # type: ignore[no-untyped-def]
+        await migrate(conn)
+        try:
+            ext, password = await set_password(conn, args.login, cfg.sip.realm, args.password)
+        except CredentialError as exc:
+            print(exc, file=sys.stderr)
+            return 1
+        print(f"phone of {args.login}: user {ext}, realm {cfg.sip.realm}, password (shown once):\n{password}")
+        return 0
+
+    return int(asyncio.run(_with_db(cfg, go)))  # type: ignore[call-overload]
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     from callcenter.app import check
 
@@ -113,6 +161,22 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--customers", type=int, default=1000)
     d.add_argument("--seed", type=int, default=None)
     d.set_defaults(fn=cmd_demo_data)
+
+    k = sub.add_parser("api-key", help="manage API keys (scopes: read, control, configure)")
+    ksub = k.add_subparsers(dest="key_command", required=True)
+    kc = ksub.add_parser("create", help="create a key and print it (once)")
+    kc.add_argument("--name", required=True)
+    kc.add_argument("--scope", action="append", required=True,
+                    help="read, control (agent status, calls), configure (queues, agents); repeat or comma-separate")
+    ksub.add_parser("list", help="list keys (never their secrets)")
+    kr = ksub.add_parser("revoke", help="revoke a key by its id")
+    kr.add_argument("id")
+    k.set_defaults(fn=cmd_api_key)
+
+    sp = sub.add_parser("sip-password", help="give an agent's phone a new SIP password (printed once)")
+    sp.add_argument("login")
+    sp.add_argument("--password", help="use this one (12+ characters) instead of a generated one")
+    sp.set_defaults(fn=cmd_sip_password)
 
     c = sub.add_parser("check-config", help="validate the configuration without starting")
     c.set_defaults(fn=cmd_check_config)

@@ -6,12 +6,13 @@ Overrides: ``DATABASE_URL``, ``REDIS_URL`` and ``CC_<SECTION>__<KEY>`` (e.g. ``C
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = ROOT / "sip_config" / "callcenter.toml"
@@ -27,14 +28,34 @@ class _Section(BaseModel):
 
 
 class HttpConfig(_Section):
-    host: str = "0.0.0.0"
+    # Loopback by default: the API controls calls and holds customers' data; open it to a network
+    # on purpose (a reverse proxy with TLS in front, or host = "0.0.0.0" on a trusted network).
+    host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
+    request_timeout: float = Field(5.0, gt=0, le=120, description="a request not answered in time gets a 503")
+    # Origins (scheme://host:port) whose pages may call the API besides the API's own origin.
+    allowed_origins: list[str] = Field(default_factory=list)
 
 
 class SipConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(5060, ge=1, le=65535)
     front_door: Literal["auto", "kamailio", "none"] = "auto"
+    # Agent phones authenticate with SIP digest in this realm (changing it invalidates passwords).
+    realm: str = Field("callcenter", pattern=r"^[A-Za-z0-9][A-Za-z0-9.-]{0,62}$")
+    # Sources exempt from the rate limit and bans, e.g. the carrier's trunk (IP addresses).
+    trusted_sources: list[str] = Field(default_factory=list)
+    max_requests_per_second: int = Field(30, ge=1, le=100_000, description="per source, then ignored")
+    auth_failures: int = Field(10, ge=1, le=1000, description="failed REGISTERs before a source is ignored")
+    ban_seconds: int = Field(300, ge=1, le=86_400)
+    max_calls_per_source: int = Field(5, ge=1, le=10_000, description="calls one untrusted address holds at once")
+
+    @field_validator("trusted_sources")
+    @classmethod
+    def _addresses(cls, v: list[str]) -> list[str]:
+        for a in v:
+            ipaddress.ip_address(a)  # ValueError names the bad one
+        return v
 
 
 class MediaConfig(_Section):
@@ -44,6 +65,7 @@ class MediaConfig(_Section):
     rtp_ports_per_worker: int = Field(40, ge=8, le=4096)
     outbound_reserve: int = Field(1, ge=0, le=64)
     answer_timeout: float = Field(5.0, gt=0, le=60)
+    ack_timeout: float = Field(4.0, gt=0, le=32, description="an answer never ACKed is hung up after this")
     heartbeat_interval: float = Field(1.0, gt=0, le=30)
     heartbeat_ttl: float = Field(3.0, gt=0, le=120)
     restart_backoff_max: float = Field(30.0, gt=0)

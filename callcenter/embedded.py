@@ -3,7 +3,9 @@ servers configured. Data lives under var/; both are stopped by ``stop()``."""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import socket
 import subprocess
 import time
@@ -34,8 +36,24 @@ class EmbeddedPostgres:
         import pgserver
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._forget_dead_handles()
         self._server = pgserver.get_server(self.data_dir, cleanup_mode="stop")
         return str(self._server.get_uri())
+
+    def _forget_dead_handles(self) -> None:
+        """pgserver stops the server when its last user lets go, and counts users in a file of PIDs.
+        A control plane that was killed never let go: its PID would keep the server running after
+        every later shutdown. Drop the PIDs of processes that no longer exist."""
+        handles = self.data_dir / ".handle_pids.json"
+        try:
+            pids = json.loads(handles.read_text())
+        except (OSError, ValueError):
+            return
+        alive = [p for p in pids if isinstance(p, int) and _pid_alive(p)]
+        if alive != pids:
+            log.warning("embedded PostgreSQL: forgetting %d users that died without stopping it",
+                        len(pids) - len(alive))
+            handles.write_text(json.dumps(alive))
 
     async def ensure_database(self, admin_uri: str, name: str = DB_NAME) -> str:
         conn = await asyncpg.connect(admin_uri)
@@ -50,6 +68,16 @@ class EmbeddedPostgres:
         if self._server is not None:
             self._server.cleanup()
             self._server = None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def with_database(uri: str, name: str) -> str:

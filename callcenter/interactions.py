@@ -26,7 +26,7 @@ COLUMNS = (
     "direction", "caller_number", "caller_name", "caller_uri", "dialed_number", "dialed_uri",
     "sip_call_id", "customer_id", "route", "worker_id", "media_call_id", "arrived_at", "answered_at",
     "queued_at", "queue_id", "agent_offered_at", "agent_answered_at", "agent_id", "ended_at",
-    "disconnect_reason", "disconnect_side", "sip_code", "digits",
+    "disconnect_reason", "disconnect_side", "sip_code", "digits", "node",
 )
 TIME_COLUMNS = {c for c in COLUMNS if c.endswith("_at")}
 # The database is away (retry later) as opposed to refusing the data (asyncpg.PostgresError).

@@ -55,8 +55,11 @@ def plan_workers(cfg: Config, count: int, single_on_sip_port: bool) -> list[Work
 
 class Supervisor:
     def __init__(self, cfg: Config, redis_url: str, client: MediaClient, specs: list[WorkerSpec],
-                 log_dir: Path, on_change: Callable[[], Coroutine[Any, Any, None]] | None = None):
+                 log_dir: Path, on_change: Callable[[], Coroutine[Any, Any, None]] | None = None,
+                 front_door: str = "", on_dead: Callable[[WorkerSpec], Coroutine[Any, Any, int]] | None = None):
         self.cfg = cfg
+        self.on_dead = on_dead  # ends the dead worker's dialogs at the front door; returns how many
+        self.front_door = front_door  # host:port the workers take calls from and originate through
         self.redis_url = redis_url
         self.redis = aioredis.from_url(redis_url)
         self.client = client
@@ -97,6 +100,7 @@ class Supervisor:
             "--rtp-port-count", str(m.rtp_ports_per_worker), "--redis-url", self.redis_url,
             "--outbound-reserve", str(m.outbound_reserve), "--answer-timeout", str(m.answer_timeout),
             "--heartbeat-interval", str(m.heartbeat_interval), "--heartbeat-ttl", str(m.heartbeat_ttl),
+            "--front-door", self.front_door, "--ack-timeout", str(m.ack_timeout),
             stdout=logf, stderr=logf, start_new_session=True, preexec_fn=die_with_parent,
             env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
         )
@@ -145,9 +149,16 @@ class Supervisor:
             proc.kill()
             await proc.wait()
         slot.up = False
+        ended = 0
+        if self.on_dead is not None:
+            try:
+                ended = await self.on_dead(slot.spec)
+            except OSError as exc:
+                log.error("could not end the dialogs of %s at the front door: %s", wid, exc)
         closed = self.client.fail_worker(wid)
         self.deaths.append((wid, why, closed))
-        log.error("media worker %s %s: %d calls closed; restarting", wid, why, closed)
+        log.error("media worker %s %s: %d calls closed, %d dialogs ended with a BYE; restarting", wid, why,
+                  closed, ended)
         try:
             await self.redis.hdel(mp.WORKERS_HASH, wid)
         except (aioredis.ConnectionError, OSError):

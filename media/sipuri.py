@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 
 _NAME_ADDR = re.compile(r'^\s*(?:"(?P<q>(?:[^"\\]|\\.)*)"|(?P<t>[^<"]*?))\s*<(?P<uri>[^>]*)>')
 
@@ -30,3 +31,13 @@ def request_uri(raw_message: str) -> str:
     first = raw_message.split("\r\n", 1)[0].split("\n", 1)[0]
     parts = first.split(" ")
     return parts[1] if len(parts) >= 3 else ""
+
+
+def clean_text(value: str, limit: int) -> str:
+    """Text from a SIP header made safe to store and show: bytes that are not UTF-8 (they reach
+    Python as lone surrogates) become U+FFFD, control and format characters go, and at most
+    ``limit`` characters are kept. A caller controls these bytes."""
+    text = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    kept = (" " if unicodedata.category(ch) == "Zs" else ch for ch in text
+            if unicodedata.category(ch) == "Zs" or unicodedata.category(ch)[0] not in "CZ")
+    return "".join(kept)[:limit].strip()

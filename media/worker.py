@@ -23,7 +23,7 @@ import redis.asyncio as aioredis
 
 from media import protocol as mp
 from media.endpoint import EndpointConfig, create_endpoint, probe_max_calls, pump
-from media.sipuri import request_uri, split_name_addr, user_part
+from media.sipuri import clean_text, request_uri, split_name_addr, user_part
 
 log = logging.getLogger("media.worker")
 
@@ -137,6 +137,7 @@ class CallState:
     recorder: pj.AudioMediaRecorder | None = None
     bridged_to: set[str] = field(default_factory=set)
     timer: asyncio.TimerHandle | None = None
+    reported: bool = True  # False for an INVITE refused at once: the control plane never heard of it
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,9 @@ class WorkerConfig:
     heartbeat_interval: float = 1.0
     heartbeat_ttl: float = 3.0
     max_calls_override: int = 0
+    # Behind a front door: only INVITEs from it are taken, and originated legs go through it.
+    front_door: str = ""  # host:port
+    ack_timeout: float = 4.0  # an answered call whose ACK never comes is hung up after this
 
 
 class Worker:
@@ -174,6 +178,9 @@ class Worker:
         self.acc = _Account(self)
         self.acc.create(acc_cfg)
         self.max_calls = cfg.max_calls_override or probe_max_calls(self.ep, self.acc, cfg.host)
+        if cfg.front_door:  # after the probe, whose calls go to a local socket of its own
+            acc_cfg.sipConfig.proxies.append(f"sip:{cfg.front_door};lr")
+            self.acc.modify(acc_cfg)
         self.capacity = max(1, self.max_calls - cfg.outbound_reserve)
         self.sip_uri = f"sip:{cfg.host}:{cfg.sip_port}"
 
@@ -277,6 +284,8 @@ class Worker:
         prm = pj.CallOpParam()
         prm.statusCode = cmd.code
         st.call.answer(prm)
+        if 200 <= cmd.code < 300:  # an INVITE flood that never ACKs must not hold the slot for 32 s
+            st.timer = self.loop.call_later(self.cfg.ack_timeout, self._ack_timeout, st.call.key)
 
     def cmd_play(self, st: CallState, cmd: mp.Play) -> None:
         if not st.media_ready:
@@ -399,9 +408,17 @@ class Worker:
         inbound = sum(1 for s in self.calls.values() if not s.outbound)
         self.calls[key] = st
         reply = pj.CallOpParam()
+        if self.cfg.front_door and prm.rdata.srcAddress != self.cfg.front_door:
+            log.warning("SECURITY: INVITE from %s refused: calls come through the front door",
+                        clean_text(prm.rdata.srcAddress, 64))
+            st.reported = False
+            reply.statusCode = 403
+            reply.reason = "Use the front door"
+            call.answer(reply)
+            return
         if not self.accepting or inbound >= self.capacity:
             # Full (or stopping): 503 lets the front door try another worker.
-            st.hangup_side, st.hangup_cause = "worker", "worker_full"
+            st.reported = False
             reply.statusCode = 503
             reply.reason = "Media worker full"
             call.answer(reply)
@@ -409,15 +426,16 @@ class Worker:
         info = call.getInfo()
         caller_name, caller_uri = split_name_addr(info.remoteUri)
         ruri = request_uri(prm.rdata.wholeMsg) or split_name_addr(info.localUri)[1]
+        # Everything below comes from the caller's headers: cleaned here, at the boundary.
         self.emit(
             mp.CallArrived,
             key,
-            caller_uri=caller_uri,
-            caller_number=user_part(caller_uri),
-            caller_name=caller_name,
-            dialed_uri=ruri,
-            dialed_number=user_part(ruri),
-            sip_call_id=info.callIdString,
+            caller_uri=clean_text(caller_uri, 256),
+            caller_number=clean_text(user_part(caller_uri), 64),
+            caller_name=clean_text(caller_name, 128),
+            dialed_uri=clean_text(ruri, 256),
+            dialed_number=clean_text(user_part(ruri), 64),
+            sip_call_id=clean_text(info.callIdString, 256),
         )
         reply.statusCode = 180
         call.answer(reply)
@@ -489,12 +507,10 @@ class Worker:
         self._release_recorder(st, "recorder")
         side = st.hangup_side or "remote"
         cause = st.hangup_cause or ("normal_clearing" if st.answered else _cause_for(code))
-        if st.hangup_cause == "worker_full":
-            cause = "worker_full"
         # Pitfall 1: drop the pjsua2 Call here, inside DISCONNECTED, so its id is not reused under it.
         del self.calls[key]
         st.call = None  # type: ignore[assignment]
-        if cause != "worker_full":
+        if st.reported:
             self.emit(mp.HungUp, key, cause=cause, code=code, side=side, extra={"reason": reason})
 
     def _unbridge(self, st: CallState, other: CallState, media: bool = True) -> None:
@@ -566,6 +582,14 @@ class Worker:
         prm.statusCode = 503
         prm.reason = "Call control unavailable"
         st.call.hangup(prm)
+
+    def _ack_timeout(self, key: str) -> None:
+        st = self.calls.get(key)
+        if st is None or st.answered:
+            return
+        log.warning("call %s: no ACK %.0f s after the answer; hanging up", key, self.cfg.ack_timeout)
+        st.hangup_side, st.hangup_cause = "worker", "no_ack"
+        st.call.hangup(pj.CallOpParam())
 
     def _ring_timeout(self, key: str) -> None:
         st = self.calls.get(key)
@@ -652,6 +676,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--answer-timeout", type=float, default=5.0)
     ap.add_argument("--heartbeat-interval", type=float, default=1.0)
     ap.add_argument("--heartbeat-ttl", type=float, default=3.0)
+    ap.add_argument("--front-door", default="", help="host:port: take calls only from it, originate through it")
+    ap.add_argument("--ack-timeout", type=float, default=4.0)
     ap.add_argument("--log-level", default="INFO")
     a = ap.parse_args(argv)
     logging.basicConfig(level=a.log_level, format=f"%(asctime)s {a.id} %(levelname)s %(message)s")
@@ -667,6 +693,8 @@ def main(argv: list[str] | None = None) -> None:
         answer_timeout=a.answer_timeout,
         heartbeat_interval=a.heartbeat_interval,
         heartbeat_ttl=a.heartbeat_ttl,
+        front_door=a.front_door,
+        ack_timeout=a.ack_timeout,
     )
 
     async def _run() -> None:

@@ -24,6 +24,7 @@ import pytest_asyncio
 import redis
 import redis.asyncio as aioredis
 
+from callcenter.auth import SCOPES, create_key
 from callcenter.db import migrate
 from callcenter.embedded import EmbeddedPostgres, EmbeddedRedis, free_port, with_database
 
@@ -35,6 +36,7 @@ SIPP_SHARE = Path("/usr/share/sip-tester")
 class Stores:
     database_url: str
     redis_url: str
+    api_key: str  # all scopes, made by the same code as `callcenter api-key create`
 
     def redis_db(self, n: int) -> str:
         """The same Redis server, database ``n``: each test module keeps its keys apart."""
@@ -56,18 +58,20 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stores]:
         redis_url = rd.start()
     name = f"cc_test_{os.getpid()}"
 
-    async def create() -> None:
+    async def create() -> str:
         conn = await asyncpg.connect(admin)
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
         await conn.execute(f'CREATE DATABASE "{name}"')
         await conn.close()
         conn = await asyncpg.connect(with_database(admin, name))
         await migrate(conn)
+        token = await create_key(conn, "tests", SCOPES)
         await conn.close()
+        return token
 
-    asyncio.run(create())
+    token = asyncio.run(create())
     try:
-        yield Stores(with_database(admin, name), redis_url)
+        yield Stores(with_database(admin, name), redis_url, token)
     finally:
         async def drop() -> None:
             conn = await asyncpg.connect(admin)
@@ -114,17 +118,21 @@ class Platform:
     var_dir: Path
     config: Path
     log: Path
+    api_key: str
+    redis_url: str
 
     def get(self, path: str) -> tuple[int, object]:
+        req = urllib.request.Request(self.http + path, headers={"Authorization": f"Bearer {self.api_key}"})
         try:
-            with urllib.request.urlopen(self.http + path, timeout=5) as r:
+            with urllib.request.urlopen(req, timeout=5) as r:
                 return r.status, json.loads(r.read())
         except urllib.error.HTTPError as e:
             return e.code, json.loads(e.read() or b"null")
 
     def send(self, method: str, path: str, body: object) -> tuple[int, object]:
         req = urllib.request.Request(self.http + path, data=json.dumps(body).encode(), method=method,
-                                     headers={"Content-Type": "application/json"})
+                                     headers={"Content-Type": "application/json",
+                                              "Authorization": f"Bearer {self.api_key}"})
         try:
             with urllib.request.urlopen(req, timeout=5) as r:
                 return r.status, json.loads(r.read() or b"null")
@@ -167,6 +175,7 @@ port = {http_port}
 host = "127.0.0.1"
 port = {sip_port}
 front_door = "{front_door}"
+trusted_sources = ["127.0.0.1"]  # the tests' callers play the carrier's trunk; attackers use 127.0.0.5+
 [media]
 workers = {workers}
 worker_sip_port = {worker_port}
@@ -196,13 +205,20 @@ def start_platform(stores: Stores, tmp: Path, *, front_door: str = "none", worke
                  dialplan=dialplan or ROOT / "sip_config" / "dialplan.toml", extra=extra)
     redis_url = stores.redis_db(redis_db)
     redis.Redis.from_url(redis_url).flushdb()
-    log = tmp / "platform.log"
-    env = {**os.environ, "DATABASE_URL": stores.database_url, "REDIS_URL": redis_url,
-           "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "callcenter.cli", "--config", str(cfg), "run",
-                             "--demo-customers", "0"], cwd=ROOT, env=env, stdout=open(log, "wb"),
+    p = Platform(None, f"http://127.0.0.1:{http_port}", sip_port, worker_port, var_dir, cfg,  # type: ignore[arg-type]
+                 tmp / "platform.log", stores.api_key, redis_url)
+    return launch(stores, p)
+
+
+def launch(stores: Stores, p: Platform) -> Platform:
+    """(Re)start the platform process of ``p`` with its configuration, and wait until it is healthy.
+    A restart after a crash finds what the crashed one left under the same var/."""
+    env = {**os.environ, "DATABASE_URL": stores.database_url, "REDIS_URL": p.redis_url, "PYTHONPATH": str(ROOT)}
+    log = p.log
+    proc = subprocess.Popen([sys.executable, "-m", "callcenter.cli", "--config", str(p.config), "run",
+                             "--demo-customers", "0"], cwd=ROOT, env=env, stdout=open(log, "ab"),
                             stderr=subprocess.STDOUT, start_new_session=True)
-    p = Platform(proc, f"http://127.0.0.1:{http_port}", sip_port, worker_port, var_dir, cfg, log)
+    p.proc = proc
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:

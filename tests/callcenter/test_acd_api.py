@@ -15,6 +15,7 @@ from acd.agent_state import Params
 from acd.agent_store import AgentStore
 from acd.directory import Directory
 from callcenter import api
+from callcenter.auth import ApiKeys
 from tests.conftest import Stores, fresh_redis
 
 
@@ -24,7 +25,8 @@ async def client(stores: Stores, pool: asyncpg.Pool) -> AsyncIterator[TestClient
         await conn.execute("TRUNCATE queue_members, agent_skills, agent_events")
         await conn.execute("DELETE FROM agents; DELETE FROM queues; DELETE FROM skills")
     async with fresh_redis(stores, 8) as r:
-        c = TestClient(TestServer(api.make_app(api.Services(pool, r, None, None))))
+        app = api.make_app(api.Services(pool, r, None, None), [ApiKeys(pool)])
+        c = TestClient(TestServer(app), headers={"Authorization": f"Bearer {stores.api_key}"})
         await c.start_server()
         yield c
         await c.close()

@@ -12,7 +12,8 @@ import pytest_asyncio
 
 from acd.directory import AgentEntry
 from acd.distributor import CallInfo
-from callcenter.acd_node import NODE_KEY, AcdNode
+from callcenter.acd_node import AcdNode
+from callcenter.nodes import NODE_KEY
 from callcenter.prompts import load_prompts
 from tests.conftest import ROOT, Stores, fresh_redis
 

@@ -11,6 +11,7 @@ or only rings (--ring-only), hangs up after --talk seconds if given, records eac
 <record>-<n>.wav, and reports every call: {"calls": [{"from": uri, "answered": bool, "record": path}]}.
 
     python -m tests.sip.phone --port 5092 --agent --tone 1000 --record agent --seconds 30
+    python -m tests.sip.phone --port 5094 --agent --register sip:201@127.0.0.1:5060 --password <pw>
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def write_tone(path: str, hz: float, seconds: float = 1.0, rate: int = 8000) -> 
 
 
 class Phone:
-    def __init__(self, port: int, register: str = ""):
+    def __init__(self, port: int, register: str = "", password: str = ""):
         self.ep = pj.Endpoint()
         self.ep.libCreate()
         c = pj.EpConfig()
@@ -62,6 +63,9 @@ class Phone:
         if register:  # sip:<extension>@<front door>: register there, calls come through it
             ac.idUri = register
             ac.regConfig.registrarUri = "sip:" + register.split("@", 1)[1]
+            if password:  # digest credentials, as a softphone's account settings hold them
+                user = register.split(":", 1)[1].split("@", 1)[0]
+                ac.sipConfig.authCreds.append(pj.AuthCredInfo("digest", "*", user, 0, password))
         ac.mediaConfig.transportConfig.port = port + 1000
         ac.mediaConfig.transportConfig.portRange = 20
         self.acc = _Account(self)
@@ -70,6 +74,7 @@ class Phone:
         self.answered = False
         self.disconnected = False
         self.code = 0
+        self.ended_at = 0.0  # unix time the call ended (the far end's BYE, or our own hang-up)
         self.tone_path = ""
         self.record_path = ""
         self.player: pj.AudioMediaPlayer | None = None
@@ -98,6 +103,9 @@ class Phone:
     def ended(self, code: int) -> None:
         self.disconnected = True
         self.code = code
+        self.ended_at = time.time()
+        if self.agent and self.calls:
+            self.calls[-1]["ended_at"] = self.ended_at
         self.player = None
         self.recorder = None  # closes the WAV file
         self.call = None  # dropped inside DISCONNECTED (pitfall 1)
@@ -215,10 +223,11 @@ def main() -> None:
     ap.add_argument("--ring-only", action="store_true")
     ap.add_argument("--talk", type=float, default=0)
     ap.add_argument("--register", default="", help="sip:<extension>@<host>:<port> of the front door")
+    ap.add_argument("--password", default="", help="the extension's SIP password")
     ap.add_argument("--dtmf", default="", help="keys to press on the --call call")
     ap.add_argument("--dtmf-after", type=float, default=3.0)
     a = ap.parse_args()
-    phone = Phone(a.port, a.register)
+    phone = Phone(a.port, a.register, a.password)
     deadline = time.monotonic() + 5
     while a.register and not phone.registered and time.monotonic() < deadline:
         phone.ep.libHandleEvents(20)
@@ -239,10 +248,13 @@ def main() -> None:
     else:
         phone.acc.auto_answer = a.answer
     phone.run_for(a.seconds)
+    far_end = phone.disconnected  # the other side ended it (a BYE came) before we would have
+    ended_at = phone.ended_at
     if phone.call is not None or not phone.disconnected and not a.agent:
         phone.agent = False
         phone.hangup()
     print(json.dumps({"answered": phone.answered, "disconnected": phone.disconnected, "code": phone.code,
+                      "far_end_hung_up": far_end, "ended_at": ended_at if far_end else 0.0,
                       "record": a.record, "calls": phone.calls}), flush=True)
     phone.destroy()
 

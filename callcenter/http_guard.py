@@ -1,0 +1,141 @@
+"""The gate every HTTP request passes: one JSON error envelope, a time limit, authentication, the
+route's scope, and the cross-origin and content-type rules for requests that change state.
+
+Errors are always ``{"error": "<what is wrong>", ...}`` with a 4xx (the request's fault) or 503 (a
+store did not answer in time; retry), never a plain-text page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+import redis.exceptions as redis_errors
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from aiohttp.web_urldispatcher import SystemRoute
+from yarl import URL
+
+from callcenter.auth import PUBLIC, Authenticator, BadCredentials, Principal, required_scope
+
+log = logging.getLogger("callcenter.http")
+
+PRINCIPAL: web.RequestKey[Principal | None] = web.RequestKey("principal", object)  # type: ignore[arg-type]
+CHANGES_STATE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
+# A store is away or too slow: the client may retry.
+UNAVAILABLE = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError, OSError,
+               redis_errors.ConnectionError, redis_errors.TimeoutError, TimeoutError)
+
+
+def error(status: int, message: str, **extra: Any) -> web.Response:
+    resp = web.json_response({"error": message, **extra}, status=status)
+    if status == 503:
+        resp.headers["Retry-After"] = "5"
+    return resp
+
+
+class _JsonError(web.HTTPException):
+    def __init__(self, status: int, body: dict[str, Any]):
+        self.status_code = status  # read by HTTPException.__init__
+        super().__init__(text=json.dumps(body), content_type="application/json")
+
+
+def http_error(status: int, message: str, **extra: Any) -> web.HTTPException:
+    """An exception carrying the JSON envelope, for code that raises instead of returning."""
+    return _JsonError(status, {"error": message, **extra})
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.content_type == "application/json" or exc.status < 400:
+            raise
+        return error(exc.status, exc.reason)
+    except asyncpg.DataError as exc:  # a value PostgreSQL cannot store (NUL byte, out of range …)
+        return error(400, f"invalid value: {exc}")
+    except UNAVAILABLE as exc:
+        log.warning("%s %s: store unavailable: %s", request.method, request.path, exc or type(exc).__name__)
+        return error(503, "a store (database or Redis) is unavailable; retry shortly")
+    except Exception:  # noqa: BLE001 - a bug must still answer in the envelope, and be logged
+        log.exception("%s %s failed", request.method, request.path)
+        return error(500, "internal error")
+
+
+def time_limit(seconds: float) -> Any:
+    """A request that is not answered in ``seconds`` (frozen database, Redis reconnecting) gets a 503."""
+
+    @web.middleware
+    async def limit(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            async with asyncio.timeout(seconds):
+                return await handler(request)
+        except TimeoutError:
+            log.warning("%s %s: no answer within %.1f s", request.method, request.path, seconds)
+            return error(503, f"no answer from the database or Redis within {seconds:g} s; retry shortly")
+
+    return limit
+
+
+def _same_origin(origin: str, request: web.Request) -> bool:
+    try:
+        url = URL(origin)
+    except ValueError:
+        return False
+    return url.host is not None and f"{url.host}:{url.port}" == f"{request.url.host}:{request.url.port}"
+
+
+def access(authenticators: Sequence[Authenticator], allowed_origins: Sequence[str] = ()) -> Any:
+    """Authenticate, check the route's scope, refuse foreign origins and non-JSON bodies. Nothing
+    reaches a handler that changes state without passing all of it."""
+    origins = frozenset(o.rstrip("/") for o in allowed_origins)
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        route = request.match_info.route
+        if isinstance(route, SystemRoute):  # no such route / method: the router's own 404/405
+            return await handler(request)
+        origin = request.headers.get("Origin")
+        if origin and origin.rstrip("/") not in origins and not _same_origin(origin, request):
+            return error(403, f"cross-origin requests are refused (Origin: {origin[:100]})")
+        if request.method in WITH_BODY and request.content_type != "application/json":
+            return error(415, "the body must be JSON (Content-Type: application/json)")
+        principal: Principal | None = None
+        try:
+            for auth in authenticators:
+                principal = await auth.authenticate(request)
+                if principal is not None:
+                    break
+        except BadCredentials:
+            return _unauthorized("invalid credentials")
+        request[PRINCIPAL] = principal
+        scope = required_scope(route.handler)
+        if scope == PUBLIC:
+            return await handler(request)
+        if principal is None:
+            return _unauthorized("authentication required: Authorization: Bearer <API key>")
+        if scope is None or not principal.allows(scope):
+            return error(403, f"not allowed: this needs the {scope!r} scope", needs=scope)
+        return await handler(request)
+
+    return guard
+
+
+def _unauthorized(message: str) -> web.Response:
+    resp = error(401, message)
+    resp.headers["WWW-Authenticate"] = 'Bearer realm="callcenter"'
+    return resp
+
+
+def check_routes(app: web.Application) -> None:
+    """Every route declares its scope: a route that forgot is a bug found at start, not a hole."""
+    missing = [f"{r.method} {r.resource.canonical if r.resource else '?'}" for r in app.router.routes()
+               if r.method != "HEAD" and required_scope(r.handler) is None]
+    if missing:
+        raise RuntimeError(f"routes without a declared scope: {missing}")
