@@ -10,6 +10,7 @@ from acd.routing import RoutingError, Step, validate
 from acd.strategies import Strategy
 
 NAME = r"^[a-z][a-z0-9_.-]*$"
+PROMPT = r"^[a-z0-9_]{1,64}$"  # a prompt's name in sip_config/prompts.toml, never a path
 
 
 class _Strict(BaseModel):
@@ -23,7 +24,7 @@ class RoutingStep(_Strict):
 
 class Overflow(_Strict):
     kind: Literal["queue", "voicemail", "callback", "hangup"] = "hangup"
-    target: str = ""  # queue name for kind "queue"
+    target: str = Field("", pattern=r"^([a-z][a-z0-9_.-]*)?$", max_length=64)  # queue name for kind "queue"
 
     @model_validator(mode="after")
     def _target(self) -> "Overflow":
@@ -42,7 +43,7 @@ class QueueSettings(_Strict):
     max_callers: int = Field(50, ge=1, le=10000)
     no_agents: Literal["wait", "exit"] = "exit"
     overflow: Overflow = Overflow()
-    hold_prompt: str = "hold_loop"
+    hold_prompt: str = Field("hold_loop", pattern=PROMPT)
     announce_every: float = Field(60.0, ge=0, le=3600, description="0: no announcements")
     exit_key: str = Field("", pattern=r"^[0-9*#]?$")
     # Virtual hold: the caller presses this key, hangs up, keeps their place and is called back.

@@ -28,6 +28,26 @@ from callcenter.sip_credentials import CredentialError, set_password
 M = TypeVar("M", bound=BaseModel)
 
 
+async def _check_references(conn: asyncpg.Connection, q: QueueIn, prompts: frozenset[str]) -> None:
+    """What the settings name must exist: the overflow queue (not the queue itself), the skills of
+    the routing steps, the hold prompt. Refused as a whole, naming each problem."""
+    s, problems = q.settings, []
+    if s.overflow.kind == "queue":
+        if s.overflow.target == q.name:
+            problems.append({"field": "settings.overflow.target", "problem": "a queue cannot overflow into itself"})
+        elif not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM queues WHERE name = $1)", s.overflow.target):
+            problems.append({"field": "settings.overflow.target", "problem": f"no queue {s.overflow.target!r}"})
+    named = sorted({skill for step in s.routing for skill in step.require})
+    known = {r["name"] for r in await conn.fetch("SELECT name FROM skills WHERE name = ANY($1)", named)}
+    for i, step in enumerate(s.routing):
+        for skill in sorted(set(step.require) - known):
+            problems.append({"field": f"settings.routing.{i}.require", "problem": f"no skill {skill!r}"})
+    if s.hold_prompt not in prompts:
+        problems.append({"field": "settings.hold_prompt", "problem": f"no prompt {s.hold_prompt!r}"})
+    if problems:
+        raise http_error(422, "invalid request", problems=problems)
+
+
 @dataclass(frozen=True)
 class Phones:
     """What the phone-credential route needs: the digest realm, and whom to tell of a change."""
@@ -37,6 +57,7 @@ class Phones:
 
 
 POOL: web.AppKey[asyncpg.Pool] = web.AppKey("acd_pool", asyncpg.Pool)
+PROMPTS: web.AppKey[frozenset[str]] = web.AppKey("acd_prompts", frozenset)
 PHONES: web.AppKey[Phones] = web.AppKey("acd_phones", Phones)
 AGENTS: web.AppKey[AgentStore] = web.AppKey("acd_agents", AgentStore)
 DIRECTORY: web.AppKey[Directory] = web.AppKey("acd_directory", Directory)
@@ -84,6 +105,7 @@ async def list_queues(request: web.Request) -> web.Response:
 async def create_queue(request: web.Request) -> web.Response:
     q = await _body(request, QueueIn)
     async with request.app[POOL].acquire() as conn:
+        await _check_references(conn, q, request.app[PROMPTS])
         try:
             await conn.execute("INSERT INTO queues (name, title, settings) VALUES ($1, $2, $3)",
                                q.name, q.title, q.settings.model_dump_json())
@@ -113,6 +135,7 @@ async def update_queue(request: web.Request) -> web.Response:
     if q.name != name:
         raise http_error(422, "the name in the body must match the URL (queues are renamed by re-creating)")
     async with request.app[POOL].acquire() as conn:
+        await _check_references(conn, q, request.app[PROMPTS])
         done = await conn.execute("UPDATE queues SET title = $2, settings = $3 WHERE name = $1",
                                   name, q.title, q.settings.model_dump_json())
         if done.endswith(" 0"):
@@ -125,6 +148,11 @@ async def update_queue(request: web.Request) -> web.Response:
 async def delete_queue(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     async with request.app[POOL].acquire() as conn:
+        users = [r["name"] for r in await conn.fetch(
+            "SELECT name FROM queues WHERE settings->'overflow'->>'kind' = 'queue' "
+            "AND settings->'overflow'->>'target' = $1 AND name <> $1 ORDER BY name", name)]
+        if users:
+            raise http_error(409, f"queues overflow into {name!r}: {users}; change them first")
         members = [r["agent_id"] for r in await conn.fetch(
             "SELECT agent_id FROM queue_members m JOIN queues q ON q.id = m.queue_id WHERE q.name = $1", name)]
         done = await conn.execute("DELETE FROM queues WHERE name = $1", name)
@@ -319,8 +347,9 @@ async def wrap_up(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application, pool: asyncpg.Pool, agents: AgentStore, directory: Directory,
-               phones: Phones) -> None:
+               phones: Phones, prompts: frozenset[str]) -> None:
     app[POOL] = pool
+    app[PROMPTS] = prompts
     app[PHONES] = phones
     app[AGENTS] = agents
     app[DIRECTORY] = directory

@@ -35,6 +35,7 @@ class Services:
     directory: Directory | None = None
     realm: str = "callcenter"  # of the agents' SIP phones
     credentials_changed: Callable[[], None] | None = None  # tells the front door's credential sync
+    prompts: frozenset[str] = frozenset()  # names settings may refer to (sip_config/prompts.toml)
 
 
 SERVICES: web.AppKey[Services] = web.AppKey("services", Services)
@@ -167,6 +168,7 @@ def make_app(services: Services, authenticators: list[Authenticator], request_ti
     app.router.add_get("/api/interactions/{id}", get_interaction)
     acd_api.add_routes(app, services.pool, services.agents or AgentStore(services.redis),
                        services.directory or Directory(services.redis),
-                       acd_api.Phones(services.realm, services.credentials_changed or (lambda: None)))
+                       acd_api.Phones(services.realm, services.credentials_changed or (lambda: None)),
+                       services.prompts)
     check_routes(app)
     return app

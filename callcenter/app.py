@@ -179,7 +179,7 @@ async def run(cfg: Config, *, demo_customers: int = 200, ready: asyncio.Event | 
                         cfg.sip.host, cfg.sip.port, max(s.capacity for s in supervisor.slots.values()))
 
         services = api.Services(pool, redis, supervisor, frontdoor, acd.agents, acd.directory, cfg.sip.realm,
-                                credentials.changed if credentials is not None else None)
+                                credentials.changed if credentials is not None else None, frozenset(prompts.texts))
         app = api.make_app(services, [auth.ApiKeys(pool)], cfg.http.request_timeout, tuple(cfg.http.allowed_origins))
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import sys
 from contextlib import AsyncExitStack
@@ -116,6 +117,35 @@ def cmd_sip_password(args: argparse.Namespace) -> int:
     return int(asyncio.run(_with_db(cfg, go)))  # type: ignore[call-overload]
 
 
+def cmd_spool(args: argparse.Namespace) -> int:
+    from callcenter.db import create_pool
+    from callcenter.interactions import InteractionLog
+
+    cfg = _load(args)
+    spool = cfg.var_dir / "spool"
+    if args.spool_command == "list":
+        for path in sorted(spool.glob("*.jsonl")) if spool.exists() else []:
+            lines = path.read_text().splitlines()
+            reasons = sorted({json.loads(ln).get("reason", "") for ln in lines} - {""})
+            print(f"{path.name}: {len(lines)} items" + (f"; refused: {'; '.join(reasons)[:300]}" if reasons else ""))
+        return 0
+
+    async def go() -> tuple[int, int]:
+        from callcenter.app import open_stores
+
+        async with AsyncExitStack() as stack:
+            ends = await open_stores(cfg, stack)
+            pool = await create_pool(ends.database_url, min_size=1, max_size=2)
+            try:
+                return await InteractionLog(pool, spool).replay_rejected()
+            finally:
+                await pool.close()
+
+    written, still = asyncio.run(go())
+    print(f"written: {written}; still refused: {still}" + (f" (kept in {spool})" if still else ""))
+    return 1 if still else 0
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     from callcenter.app import check
 
@@ -177,6 +207,12 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("login")
     sp.add_argument("--password", help="use this one (12+ characters) instead of a generated one")
     sp.set_defaults(fn=cmd_sip_password)
+
+    sl = sub.add_parser("spool", help="records the database refused (var/spool/rejected-*.jsonl)")
+    slsub = sl.add_subparsers(dest="spool_command", required=True)
+    slsub.add_parser("list", help="spooled files, their size and why the database refused them")
+    slsub.add_parser("replay", help="try the refused records again (after fixing the cause)")
+    sl.set_defaults(fn=cmd_spool)
 
     c = sub.add_parser("check-config", help="validate the configuration without starting")
     c.set_defaults(fn=cmd_check_config)

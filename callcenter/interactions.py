@@ -29,9 +29,12 @@ COLUMNS = (
     "disconnect_reason", "disconnect_side", "sip_code", "digits", "node",
 )
 TIME_COLUMNS = {c for c in COLUMNS if c.endswith("_at")}
-# The database is away (retry later) as opposed to refusing the data (asyncpg.PostgresError).
+# The database is away (retry later) as opposed to refusing the data (REFUSED).
 UNREACHABLE = (TimeoutError, OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
                asyncpg.CannotConnectNowError)
+# The data cannot be stored as it is: refused by PostgreSQL, or by asyncpg encoding it (text that
+# is not UTF-8, a value of the wrong type). Only the items at fault are set aside.
+REFUSED = (asyncpg.PostgresError, asyncpg.exceptions.DataError, ValueError, TypeError)
 
 _INSERT = (
     f"INSERT INTO interactions (id, {', '.join(COLUMNS)}) VALUES ($1, "
@@ -70,6 +73,7 @@ class InteractionLog:
         self._task: asyncio.Task[None] | None = None
         self.written_events = 0
         self.failures = 0
+        self.rejected = 0  # items the database refused, set aside in rejected-*.jsonl
 
     # ------------------------------------------------------------------ appending (never blocks)
     def open(self, interaction_id: uuid.UUID, **fields: Any) -> None:
@@ -121,12 +125,18 @@ class InteractionLog:
                 if self.backlog > self.max_buffer:
                     self._spool()
                 backoff = min(backoff * 2, 5.0)
-            except asyncpg.PostgresError as exc:
-                # The database answered but refused this batch: keep it on disk for a person to look
-                # at instead of retrying it forever and holding back every later call.
+            except REFUSED as exc:
+                # The database answered but refused this batch: find the items at fault, write the
+                # others, and keep those on disk with the reason (``callcenter spool replay``).
                 self.failures += 1
-                path = self._spool("rejected")
-                log.error("interaction log: batch refused by the database (%s); kept in %s", exc, path)
+                log.error("interaction log: batch refused (%s); writing it item by item", exc)
+                rows, events = self._rows, self._events
+                self._rows, self._events = {}, []
+                try:
+                    await self._isolate(rows, events)
+                except UNREACHABLE:
+                    self._rows, self._events = {**rows, **self._rows}, events + self._events
+                    backoff = min(backoff * 2, 5.0)
 
     async def flush(self) -> None:
         if not self._rows and not self._events:
@@ -164,6 +174,33 @@ class InteractionLog:
                     columns=("interaction_id", "at", "event", "queue_id", "agent_id", "data"),
                 )
 
+    async def _isolate(self, rows: dict[uuid.UUID, _Pending], events: list[tuple[Any, ...]]) -> None:
+        """Write rows and events one at a time; set aside each one that is refused, with the reason.
+        Items are removed from ``rows`` and ``events`` as they are dealt with, so that on an
+        interruption (the database went away) the caller still holds exactly what is left."""
+        rejected: list[dict[str, Any]] = []
+        try:
+            while rows:
+                iid, pending = next(iter(rows.items()))
+                try:
+                    await self._write({iid: pending}, [])
+                except REFUSED as exc:
+                    rejected.append({**_row_item(iid, pending), "reason": str(exc)[:500]})
+                del rows[iid]
+            while events:
+                try:
+                    await self._write({}, events[:1])
+                    self.written_events += 1
+                except REFUSED as exc:
+                    rejected.append({**_event_item(events[0]), "reason": str(exc)[:500]})
+                events.pop(0)
+        finally:
+            if rejected:
+                path = self._write_spool("rejected", rejected)
+                self.rejected += len(rejected)
+                log.error("interaction log: %d items refused by the database, kept with the reason in %s",
+                          len(rejected), path)
+
     @staticmethod
     def _params(iid: uuid.UUID, fields: dict[str, Any]) -> tuple[Any, ...]:
         return (iid, *(fields.get(c) for c in COLUMNS))
@@ -172,36 +209,53 @@ class InteractionLog:
     def _spool(self, kind: str = "interactions") -> Path | None:
         if not self._rows and not self._events:
             return None
-        self.spool_dir.mkdir(parents=True, exist_ok=True)
-        path = self.spool_dir / f"{kind}-{time.time_ns()}.jsonl"
-        with open(path, "w") as f:
-            for iid, p in self._rows.items():
-                f.write(json.dumps({"row": str(iid), "new": p.new, "fields": p.fields}, default=_enc) + "\n")
-            for e in self._events:
-                f.write(json.dumps({"event": [str(e[0]), e[1].isoformat(), *e[2:]]}) + "\n")
+        items = [_row_item(iid, p) for iid, p in self._rows.items()] + [_event_item(e) for e in self._events]
+        path = self._write_spool(kind, items)
         log.warning("interaction log: spooled %d rows and %d events to %s", len(self._rows),
                     len(self._events), path)
         self._rows, self._events = {}, []
+        return path
+
+    def _write_spool(self, kind: str, items: list[dict[str, Any]]) -> Path:
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        path = self.spool_dir / f"{kind}-{time.time_ns()}.jsonl"
+        with open(path, "w") as f:
+            for item in items:
+                f.write(json.dumps(item, default=_enc) + "\n")
         return path
 
     async def _replay_spool(self) -> None:
         if self.pool is None or not self.spool_dir.exists():
             return
         for path in sorted(self.spool_dir.glob("interactions-*.jsonl")):
-            rows: dict[uuid.UUID, _Pending] = {}
-            events: list[tuple[Any, ...]] = []
-            for line in path.read_text().splitlines():
-                item = json.loads(line)
-                if "row" in item:
-                    f = {k: (datetime.fromisoformat(v) if k in TIME_COLUMNS and v else v)
-                         for k, v in item["fields"].items()}
-                    rows[uuid.UUID(item["row"])] = _Pending(item["new"], f)
-                else:
-                    iid, at, *rest = item["event"]
-                    events.append((uuid.UUID(iid), datetime.fromisoformat(at), *rest))
-            await self._write(rows, events)
-            path.unlink()
+            await self._replay_file(path)
             log.info("interaction log: replayed %s", path.name)
+
+    async def _replay_file(self, path: Path) -> None:
+        rows, events = _read_spool(path)
+        try:
+            await self._write(rows, events)
+            self.written_events += len(events)
+        except REFUSED:
+            try:
+                await self._isolate(rows, events)
+            except UNREACHABLE:  # keep exactly what was not written yet
+                self._write_spool(path.name.split("-", 1)[0], [_row_item(i, p) for i, p in rows.items()]
+                                  + [_event_item(e) for e in events])
+                path.unlink()
+                raise
+        path.unlink()
+
+    async def replay_rejected(self) -> tuple[int, int]:
+        """Try once more the items the database refused (after a fix); those still refused are
+        kept in a new file. Returns (items written, items still refused)."""
+        files = sorted(self.spool_dir.glob("rejected-*.jsonl")) if self.spool_dir.exists() else []
+        total, before = 0, self.rejected
+        for path in files:
+            total += len(path.read_text().splitlines())
+            await self._replay_file(path)
+        still = self.rejected - before
+        return total - still, still
 
     async def close(self) -> None:
         """Flush everything; if the database is gone, spool to disk. Loses nothing."""
@@ -214,6 +268,28 @@ class InteractionLog:
         except Exception as exc:  # noqa: BLE001 - whatever failed, keep the data
             log.warning("interaction log: final flush failed (%s); spooling", exc)
             self._spool()
+
+
+def _row_item(iid: uuid.UUID, p: _Pending) -> dict[str, Any]:
+    return {"row": str(iid), "new": p.new, "fields": p.fields}
+
+
+def _event_item(e: tuple[Any, ...]) -> dict[str, Any]:
+    return {"event": [str(e[0]), e[1].isoformat(), *e[2:]]}
+
+
+def _read_spool(path: Path) -> tuple[dict[uuid.UUID, _Pending], list[tuple[Any, ...]]]:
+    rows: dict[uuid.UUID, _Pending] = {}
+    events: list[tuple[Any, ...]] = []
+    for line in path.read_text().splitlines():
+        item = json.loads(line)
+        if "row" in item:
+            f = {k: (datetime.fromisoformat(v) if k in TIME_COLUMNS and v else v) for k, v in item["fields"].items()}
+            rows[uuid.UUID(item["row"])] = _Pending(item["new"], f)
+        else:
+            iid, at, *rest = item["event"]
+            events.append((uuid.UUID(iid), datetime.fromisoformat(at), *rest))
+    return rows, events
 
 
 def _enc(v: Any) -> Any:

@@ -16,7 +16,10 @@ from acd.agent_store import AgentStore
 from acd.directory import Directory
 from callcenter import api
 from callcenter.auth import ApiKeys
-from tests.conftest import Stores, fresh_redis
+from callcenter.prompts import load_prompts
+from tests.conftest import ROOT, Stores, fresh_redis
+
+PROMPTS = frozenset(load_prompts(ROOT / "sip_config" / "prompts.toml", ROOT / "var" / "prompts").texts)
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -25,7 +28,7 @@ async def client(stores: Stores, pool: asyncpg.Pool) -> AsyncIterator[TestClient
         await conn.execute("TRUNCATE queue_members, agent_skills, agent_events")
         await conn.execute("DELETE FROM agents; DELETE FROM queues; DELETE FROM skills")
     async with fresh_redis(stores, 8) as r:
-        app = api.make_app(api.Services(pool, r, None, None), [ApiKeys(pool)])
+        app = api.make_app(api.Services(pool, r, None, None, prompts=PROMPTS), [ApiKeys(pool)])
         c = TestClient(TestServer(app), headers={"Authorization": f"Bearer {stores.api_key}"})
         await c.start_server()
         yield c
@@ -69,6 +72,9 @@ async def test_queue_agent_skills_members_and_status(client: TestClient, pool: a
 async def test_bad_requests_are_refused_and_change_nothing(client: TestClient, pool: asyncpg.Pool) -> None:
     await call(client, "POST", "/api/queues", {"name": "support"})
     await call(client, "POST", "/api/agents", {"login": "cat", "name": "Cat"})
+    await call(client, "POST", "/api/queues", {"name": "spill"})
+    await call(client, "POST", "/api/queues", {"name": "spiller", "settings": {"overflow": {"kind": "queue",
+                                                                                          "target": "spill"}}})
     before = await pool.fetchval("SELECT settings::text FROM queues WHERE name = 'support'")
     cases = [
         ("POST", "/api/queues", {"name": "Bad Name"}, 422, "name"),
@@ -79,7 +85,21 @@ async def test_bad_requests_are_refused_and_change_nothing(client: TestClient, p
         ("PUT", "/api/queues/support", {"name": "support", "settings": {"routing": [{"after": 5}]}}, 422, "0 s"),
         ("PUT", "/api/queues/support", {"name": "support", "settings": {"overflow": {"kind": "queue"}}}, 422,
          "target"),
+        # Settings that name something must name something that exists (and not the queue itself).
+        ("PUT", "/api/queues/support", {"name": "support", "settings": {"overflow": {"kind": "queue",
+                                                                                    "target": "support"}}}, 422,
+         "itself"),
+        ("PUT", "/api/queues/support", {"name": "support", "settings": {"overflow": {"kind": "queue",
+                                                                                    "target": "ghostq"}}}, 422,
+         "no queue 'ghostq'"),
+        ("POST", "/api/queues", {"name": "newq", "settings": {"routing": [{"after": 0, "require": {"klingon": 2}}]}},
+         422, "no skill 'klingon'"),
+        ("PUT", "/api/queues/support", {"name": "support", "settings": {"hold_prompt": "../../etc/passwd"}}, 422,
+         "hold_prompt"),
+        ("PUT", "/api/queues/support", {"name": "support", "settings": {"hold_prompt": "jazz"}}, 422,
+         "no prompt 'jazz'"),
         ("PUT", "/api/queues/support/members", {"members": [{"agent": "cat"}, {"agent": "ghost"}]}, 422, "ghost"),
+        ("DELETE", "/api/queues/spill", None, 409, "overflow into 'spill'"),
         ("PUT", "/api/queues/nope/members", {"members": []}, 404, "nope"),
         ("PUT", "/api/agents/cat/skills", {"skills": {"billing": 9}}, 422, "1..5"),
         ("PUT", "/api/agents/cat/skills", {"skills": {"klingon": 3}}, 422, "klingon"),
@@ -95,6 +115,7 @@ async def test_bad_requests_are_refused_and_change_nothing(client: TestClient, p
     assert resp.status == 400
     # Nothing above changed anything.
     assert await pool.fetchval("SELECT settings::text FROM queues WHERE name = 'support'") == before
+    assert not await pool.fetchval("SELECT EXISTS (SELECT 1 FROM queues WHERE name = 'newq')")
     assert await pool.fetchval("SELECT count(*) FROM queue_members m JOIN queues q ON q.id = m.queue_id "
                                "WHERE q.name = 'support'") == 0
     assert await pool.fetchval("SELECT count(*) FROM agent_skills x JOIN agents a ON a.id = x.agent_id "

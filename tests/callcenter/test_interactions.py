@@ -4,6 +4,10 @@ database is away (spooled to disk, replayed later)."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -11,6 +15,7 @@ from pathlib import Path
 import asyncpg
 
 from callcenter.interactions import InteractionLog, ts
+from tests.conftest import ROOT, Stores
 
 
 async def test_open_update_and_events_land_in_postgres(pool: asyncpg.Pool, tmp_path: Path) -> None:
@@ -59,3 +64,53 @@ async def test_nothing_is_lost_while_the_database_is_away(pool: asyncpg.Pool, tm
     n = await pool.fetchval("SELECT count(*) FROM interactions WHERE id = ANY($1) AND ended_at IS NOT NULL", ids)
     e = await pool.fetchval("SELECT count(*) FROM interaction_events WHERE interaction_id = ANY($1)", ids)
     assert (n, e) == (25, 50)
+
+
+async def test_a_refused_record_is_set_aside_and_the_rest_of_its_batch_written(pool: asyncpg.Pool, stores: Stores,
+                                                                               tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    log = InteractionLog(pool, spool, flush_interval=5)  # one batch: flushed by close()
+    good = [uuid.uuid4() for _ in range(3)]
+    bad_text, bad_ref = uuid.uuid4(), uuid.uuid4()
+    t0 = time.time()
+    for iid in good:
+        log.open(iid, caller_number="+15551230000", arrived_at=ts(t0))
+        log.event(iid, "DID", t0)
+    # What one hostile caller can produce if it gets past the worker's cleaning: bytes that are not
+    # UTF-8 (they reach Python as lone surrogates) and a NUL byte, which PostgreSQL cannot store.
+    log.open(bad_text, caller_name="Mall\udcff\udcfeory\x00", arrived_at=ts(t0))
+    log.event(bad_text, "DID", t0, caller="\x00\udcff")
+    # A record that refers to a customer who does not exist (yet).
+    log.open(bad_ref, customer_id=987654321, arrived_at=ts(t0))
+    log.start()
+    await asyncio.sleep(0.1)
+    await log.close()
+    assert await pool.fetchval("SELECT count(*) FROM interactions WHERE id = ANY($1)", good) == 3
+    assert await pool.fetchval("SELECT count(*) FROM interaction_events WHERE interaction_id = ANY($1)", good) == 3
+    files = list(spool.glob("rejected-*.jsonl"))
+    assert len(files) == 1 and log.rejected == 3  # the two rows and the bad row's event
+    lines = [json.loads(ln) for ln in files[0].read_text().splitlines()]
+    assert all(item["reason"] for item in lines)
+    assert {item.get("row") for item in lines} >= {str(bad_text), str(bad_ref)}
+
+    # The operator fixes the cause of one (the customer exists now) and replays: that one is written,
+    # the other is still refused and still kept.
+    cid = await pool.fetchval(
+        "INSERT INTO customers (id, kind, first_name, last_name, display_name) "
+        "VALUES (987654321, 'individual', 'Late', 'Comer', 'Late Comer') "
+        "ON CONFLICT (id) DO UPDATE SET display_name = excluded.display_name RETURNING id")
+    assert cid == 987654321
+    written, still = await InteractionLog(pool, spool).replay_rejected()
+    assert (written, still) == (1, 2)
+    assert await pool.fetchval("SELECT customer_id FROM interactions WHERE id = $1", bad_ref) == cid
+    assert sum(len(p.read_text().splitlines()) for p in spool.glob("rejected-*.jsonl")) == 2
+
+    # The operator's view of the same, through the CLI.
+    env = {**os.environ, "DATABASE_URL": stores.database_url, "REDIS_URL": stores.redis_url,
+           "CC_PATHS__VAR_DIR": str(tmp_path)}
+    listed = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "callcenter.cli", "spool", "list"],
+                                     cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert "rejected-" in listed.stdout and "2 items; refused:" in listed.stdout, listed.stdout + listed.stderr
+    again = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "callcenter.cli", "spool", "replay"],
+                                    cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 1 and "written: 0; still refused: 2" in again.stdout, again.stdout + again.stderr

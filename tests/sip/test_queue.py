@@ -104,8 +104,8 @@ queue = "phones"
                        extra=f'[acd]\ncallback_uri = "sip:{{number}}@127.0.0.1:{CUSTOMER_PORT}"')
     _queue(p, "support", no_agents="wait")
     _queue(p, "sales", no_agents="wait", max_wait=3, overflow={"kind": "voicemail"})
+    _queue(p, "empty", no_agents="exit")  # before keyq, which overflows into it
     _queue(p, "keyq", no_agents="wait", exit_key="*", overflow={"kind": "queue", "target": "empty"})
-    _queue(p, "empty", no_agents="exit")
     _queue(p, "phones", strategy="linear")
     _queue(p, "annq", no_agents="wait", announce_every=1.5)
     _queue(p, "tiny", no_agents="wait", max_callers=1)
