@@ -100,8 +100,11 @@ class EmbeddedRedis:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()
         self._proc = subprocess.Popen(
+            # Persistence on: agent states and callback places live only in Redis (the routing
+            # directory is rebuilt from PostgreSQL), so a restarted Redis must come back with them.
             [REDIS_SERVER_PATH, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.data_dir), "--logfile", str(self.data_dir / "redis.log")],
+             "--appendonly", "yes", "--appendfsync", "everysec", "--dir", str(self.data_dir),
+             "--logfile", str(self.data_dir / "redis.log")],
             stdout=subprocess.DEVNULL,
             # Its own session: Ctrl-C reaches the control plane, which stops Redis last, after the
             # workers' final events have been read; and it goes if the control plane is killed.
