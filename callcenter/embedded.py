@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import socket
 import subprocess
 import time
@@ -14,7 +13,7 @@ from typing import Any
 
 import asyncpg
 
-from callcenter.procs import die_with_parent
+from callcenter.procs import die_with_parent, pid_alive
 
 log = logging.getLogger("callcenter.embedded")
 
@@ -49,7 +48,7 @@ class EmbeddedPostgres:
             pids = json.loads(handles.read_text())
         except (OSError, ValueError):
             return
-        alive = [p for p in pids if isinstance(p, int) and _pid_alive(p)]
+        alive = [p for p in pids if isinstance(p, int) and pid_alive(p)]
         if alive != pids:
             log.warning("embedded PostgreSQL: forgetting %d users that died without stopping it",
                         len(pids) - len(alive))
@@ -68,16 +67,6 @@ class EmbeddedPostgres:
         if self._server is not None:
             self._server.cleanup()
             self._server = None
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def with_database(uri: str, name: str) -> str:

@@ -14,11 +14,11 @@ import logging
 import os
 import re
 import shutil
-import signal
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from callcenter.procs import stop_pid
 
 log = logging.getLogger("callcenter.frontdoor")
 
@@ -157,14 +157,7 @@ class FrontDoor:
         except (OSError, ValueError):
             return
         log.warning("stopping the Kamailio (pid %d) left by an earlier run", pid)
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                return
-            deadline = time.monotonic() + 5
-            while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
-                time.sleep(0.05)
+        stop_pid(pid)
 
     async def end_dialogs(self, worker: str) -> int:
         """End the calls of a media worker that died (``host:port``): a BYE to each other party."""

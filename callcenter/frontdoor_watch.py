@@ -13,33 +13,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import signal
 import subprocess
 import time
 
-from callcenter.procs import die_with_parent
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is not alive (it is not our child: its parent reaps it, or init does)
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+from callcenter.frontdoor import dialog_ids, kamcmd_path
+from callcenter.procs import die_with_parent, pid_alive, stop_pid
 
 
 def end_all_dialogs(ctl: str) -> int:
     """BYE both sides of every dialog Kamailio knows (``dlg.end_dlg``); returns how many."""
-    from callcenter.frontdoor import dialog_ids, kamcmd_path
-
-    exe = kamcmd_path() or shutil.which("kamcmd")
+    exe = kamcmd_path()
     if exe is None:
         return 0
     try:
@@ -63,21 +47,14 @@ def watch(pid: int, ctl: str, grace: float, parent: int) -> None:
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the control plane, which stops us cleanly
     die_with_parent()  # SIGTERM when the control plane goes, however it goes
-    while _alive(pid) and not orphaned and os.getppid() == parent:
+    while pid_alive(pid) and not orphaned and os.getppid() == parent:
         time.sleep(0.5)
-    if not _alive(pid):
+    if not pid_alive(pid):
         return
     time.sleep(grace)  # the workers' own BYEs first
     if end_all_dialogs(ctl):
         time.sleep(grace)
-    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 2.0)):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + wait
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
+    stop_pid(pid)
 
 
 def main(argv: list[str] | None = None) -> None:

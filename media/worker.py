@@ -19,94 +19,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pjsua2 as pj
-import redis.asyncio as aioredis
 
 from media import protocol as mp
 from media.endpoint import EndpointConfig, create_endpoint, probe_max_calls, pump
+from media.pj_callbacks import Account, Call, Player
 from media.sipuri import clean_text, request_uri, split_name_addr, user_part
+from media.worker_bus import WorkerBus
 
 log = logging.getLogger("media.worker")
-
-
-class _Player(pj.AudioMediaPlayer):
-    """onEof2 runs on a pjmedia thread: only hand the news to the loop (pitfall 6)."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, worker: "weakref.ref[Worker]", key: tuple[str, int]):
-        super().__init__()
-        self._loop = loop
-        self._worker = worker
-        self._key = key
-
-    def onEof2(self) -> None:
-        try:
-            self._loop.call_soon_threadsafe(_player_eof, self._worker, self._key)
-        except Exception:  # noqa: BLE001
-            pass
-
-
-def _player_eof(worker_ref: "weakref.ref[Worker]", key: tuple[str, int]) -> None:
-    worker = worker_ref()
-    if worker is not None:
-        worker.on_player_eof(key)
-
-
-class _Account(pj.Account):
-    def __init__(self, worker: "Worker"):
-        super().__init__()
-        self._worker = weakref.ref(worker)
-
-    def onIncomingCall(self, prm: pj.OnIncomingCallParam) -> None:
-        try:
-            w = self._worker()
-            if w is not None:
-                w.on_incoming(prm)
-        except Exception:  # noqa: BLE001 - pitfall 3
-            log.exception("onIncomingCall")
-
-
-class _Call(pj.Call):
-    """Callbacks only; the call's state lives in a CallState held by the worker."""
-
-    def __init__(self, worker: "Worker", acc: pj.Account, call_id: str, pj_id: int = pj.PJSUA_INVALID_ID):
-        super().__init__(acc, pj_id)
-        self.key = call_id
-        self._worker = weakref.ref(worker)
-
-    def _w(self) -> "Worker | None":
-        return self._worker()
-
-    def onCallState(self, prm: pj.OnCallStateParam) -> None:
-        try:
-            w = self._w()
-            if w is not None:
-                w.on_call_state(self.key)
-        except Exception:  # noqa: BLE001
-            log.exception("onCallState")
-
-    def onCallMediaState(self, prm: pj.OnCallMediaStateParam) -> None:
-        try:
-            w = self._w()
-            if w is not None:
-                w.on_media_state(self.key)
-        except Exception:  # noqa: BLE001
-            log.exception("onCallMediaState")
-
-    def onDtmfDigit(self, prm: pj.OnDtmfDigitParam) -> None:
-        try:
-            w = self._w()
-            if w is not None:
-                method = "info" if prm.method == pj.PJSUA_DTMF_METHOD_SIP_INFO else "rfc4733"
-                w.on_digit(self.key, prm.digit, method)
-        except Exception:  # noqa: BLE001
-            log.exception("onDtmfDigit")
-
-    def onCallTransferStatus(self, prm: pj.OnCallTransferStatusParam) -> None:
-        try:
-            w = self._w()
-            if w is not None:
-                w.on_transfer_status(self.key, prm.statusCode, prm.finalNotify)
-        except Exception:  # noqa: BLE001
-            log.exception("onCallTransferStatus")
 
 
 @dataclass
@@ -120,13 +40,13 @@ class _Collect:
 
 @dataclass
 class CallState:
-    call: _Call
+    call: Call
     outbound: bool
     answered: bool = False
     media_ready: bool = False
     hangup_side: str = ""
     hangup_cause: str = ""
-    player: _Player | None = None
+    player: Player | None = None
     player_seq: int = 0
     player_path: str = ""
     interrupt_digits: str = ""
@@ -167,15 +87,13 @@ class Worker:
         self.seq = 0
         self.stop = asyncio.Event()
         self.accepting = False
-        self.events: asyncio.Queue[mp.Event] = asyncio.Queue()
-        self.redis = aioredis.from_url(cfg.redis_url)
-        self.cmd_redis = aioredis.from_url(cfg.redis_url)
+        self.bus = WorkerBus(cfg.worker_id, cfg.redis_url)
         self.max_calls = 0
         self.capacity = 0
         self._self_ref = weakref.ref(self)
         ep_cfg = EndpointConfig(cfg.host, cfg.sip_port, cfg.rtp_port, cfg.rtp_port_count)
         self.ep, acc_cfg = create_endpoint(ep_cfg)
-        self.acc = _Account(self)
+        self.acc = Account(self)
         self.acc.create(acc_cfg)
         self.max_calls = cfg.max_calls_override or probe_max_calls(self.ep, self.acc, cfg.host)
         if cfg.front_door:  # after the probe, whose calls go to a local socket of its own
@@ -186,26 +104,7 @@ class Worker:
 
     # ------------------------------------------------------------------ events out
     def emit(self, cls: type[mp.Event], call_id: str, **kw: Any) -> None:
-        self.events.put_nowait(cls(worker_id=self.id, call_id=call_id, at=time.time(), **kw))  # type: ignore[call-arg]
-
-    async def _publish(self) -> None:
-        while True:
-            first = await self.events.get()
-            batch = [first]
-            while not self.events.empty() and len(batch) < 200:
-                batch.append(self.events.get_nowait())
-            while True:
-                try:
-                    pipe = self.redis.pipeline(transaction=False)
-                    for ev in batch:
-                        pipe.xadd(mp.EVENTS_STREAM, {"m": ev.encode()}, maxlen=200_000, approximate=True)
-                    await pipe.execute()
-                    break
-                except (aioredis.ConnectionError, aioredis.TimeoutError, OSError):
-                    log.warning("redis unreachable; %d events held", len(batch) + self.events.qsize())
-                    await asyncio.sleep(0.5)
-            if isinstance(batch[-1], mp.WorkerDown):
-                return
+        self.bus.emit(cls(worker_id=self.id, call_id=call_id, at=time.time(), **kw))  # type: ignore[call-arg]
 
     def _info(self) -> str:
         return json.dumps(
@@ -222,37 +121,7 @@ class Worker:
             }
         )
 
-    async def _heartbeat(self) -> None:
-        alive = mp.ALIVE_KEY.format(worker_id=self.id)
-        while not self.stop.is_set():
-            try:
-                pipe = self.redis.pipeline(transaction=False)
-                pipe.set(alive, os.getpid(), px=int(self.cfg.heartbeat_ttl * 1000))
-                pipe.hset(mp.WORKERS_HASH, self.id, self._info())
-                await pipe.execute()
-            except (aioredis.ConnectionError, aioredis.TimeoutError, OSError):
-                log.warning("heartbeat: redis unreachable")
-            try:
-                await asyncio.wait_for(self.stop.wait(), self.cfg.heartbeat_interval)
-            except TimeoutError:
-                pass
-
     # ------------------------------------------------------------------ commands in
-    async def _commands(self) -> None:
-        key = mp.CMD_KEY.format(worker_id=self.id)
-        while not self.stop.is_set():
-            try:
-                item = await self.cmd_redis.blpop([key], timeout=1)
-                # Take whatever else is queued in the same wake-up (answer + play arrive together).
-                more = await self.cmd_redis.lpop(key, 64) if item is not None else None
-            except (aioredis.ConnectionError, aioredis.TimeoutError, OSError):
-                await asyncio.sleep(0.5)
-                continue
-            if item is None:
-                continue
-            for raw in [item[1], *(more or [])]:
-                self._execute_raw(raw)
-
     def _execute_raw(self, raw: bytes) -> None:
         try:
             cmd = mp.decode(raw)
@@ -293,7 +162,7 @@ class Worker:
             return
         self._stop_player(st, "stopped")
         st.player_seq += 1
-        player = _Player(self.loop, self._self_ref, (st.call.key, st.player_seq))
+        player = Player(self.loop, self._self_ref, (st.call.key, st.player_seq))
         try:
             player.createPlayer(cmd.path, 0 if cmd.loop else pj.PJMEDIA_FILE_NO_LOOP)
         except pj.Error as exc:
@@ -381,7 +250,7 @@ class Worker:
         if len(self.calls) >= self.max_calls:
             self.emit(mp.HungUp, cmd.call_id, cause="no_capacity", code=503, side="worker")
             return
-        call = _Call(self, self.acc, cmd.call_id)
+        call = Call(self, self.acc, cmd.call_id)
         st = CallState(call=call, outbound=True)
         self.calls[cmd.call_id] = st
         prm = pj.CallOpParam(True)
@@ -403,7 +272,7 @@ class Worker:
     def on_incoming(self, prm: pj.OnIncomingCallParam) -> None:
         self.seq += 1
         key = f"{self.id}-{self.seq}"
-        call = _Call(self, self.acc, key, prm.callId)
+        call = Call(self, self.acc, key, prm.callId)
         st = CallState(call=call, outbound=False)
         inbound = sum(1 for s in self.calls.values() if not s.outbound)
         self.calls[key] = st
@@ -602,13 +471,16 @@ class Worker:
     async def run(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self.stop.set)
-        publisher = asyncio.create_task(self._publish())
+        publisher = asyncio.create_task(self.bus.publish())
         pump_task = asyncio.create_task(pump(self.ep, self.stop, lambda: bool(self.calls)))
         self.accepting = True
-        await self.redis.delete(mp.CMD_KEY.format(worker_id=self.id))
+        await self.bus.forget_commands()
         self.emit(mp.WorkerUp, "", sip_uri=self.sip_uri, max_calls=self.max_calls, capacity=self.capacity,
                   pid=os.getpid())
-        tasks = [asyncio.create_task(self._heartbeat()), asyncio.create_task(self._commands())]
+        cfg = self.cfg
+        tasks = [asyncio.create_task(self.bus.heartbeat(self.stop, cfg.heartbeat_ttl, cfg.heartbeat_interval,
+                                                        self._info)),
+                 asyncio.create_task(self.bus.commands(self.stop, self._execute_raw))]
         log.info("worker %s on %s: %d calls per process, %d inbound", self.id, self.sip_uri,
                  self.max_calls, self.capacity)
         await self.stop.wait()
@@ -618,18 +490,13 @@ class Worker:
         for t in tasks:
             t.cancel()
         await asyncio.gather(pump_task, *tasks, return_exceptions=True)
-        try:
-            await self.redis.hdel(mp.WORKERS_HASH, self.id)
-            await self.redis.delete(mp.ALIVE_KEY.format(worker_id=self.id))
-        except (aioredis.ConnectionError, OSError):
-            pass
+        await self.bus.leave()
         self.emit(mp.WorkerDown, "", reason="shutdown")
         try:
             await asyncio.wait_for(publisher, 5)
         except TimeoutError:
-            log.error("could not publish %d final events", self.events.qsize())
-        await self.redis.aclose()
-        await self.cmd_redis.aclose()
+            log.error("could not publish %d final events", self.bus.events.qsize())
+        await self.bus.aclose()
         self.destroy()
 
     async def _hangup_all(self) -> None:

@@ -15,6 +15,7 @@ import asyncpg
 import pytest
 
 from callcenter.embedded import free_port
+from callcenter.procs import pid_alive
 from tests.conftest import Platform, Stores, launch, require, start_platform
 from tests.faults.helpers import answered, byes, hang_up, record, waiting_callers
 from tests.sip.phones import phone, result
@@ -53,18 +54,6 @@ def platform(stores: Stores, tmp_path: Path) -> Iterator[Platform]:
 
 def _pids(platform: Platform) -> list[int]:
     return [w["pid"] for w in platform.workers() if w["pid"]]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 async def test_worker_killed_its_callers_get_a_bye(platform: Platform, pool: asyncpg.Pool) -> None:
@@ -157,9 +146,9 @@ async def test_control_plane_killed_callers_get_a_bye_and_nothing_is_left(platfo
         assert len(ended) == 3 and all(c.got_bye for c in ended), [c.proc.returncode for c in callers]
         assert max(c.ended_at for c in ended) - killed_at < BYE_WITHIN
         deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and any(_alive(p) for p in [*workers, kamailio]):
+        while time.monotonic() < deadline and any(pid_alive(p) for p in [*workers, kamailio]):
             time.sleep(0.2)
-        assert not [p for p in [*workers, kamailio] if _alive(p)], "processes left behind by the crash"
+        assert not [p for p in [*workers, kamailio] if pid_alive(p)], "processes left behind by the crash"
     finally:
         hang_up(callers)
 

@@ -1,0 +1,89 @@
+"""A media worker's side of the media protocol's transport (Redis, docs/media-protocol.md): events
+out in order (held while Redis is away), the heartbeat and registry entry, commands in."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Callable
+
+import redis.asyncio as aioredis
+
+from media import protocol as mp
+
+log = logging.getLogger("media.worker")
+
+REDIS_DOWN = (aioredis.ConnectionError, aioredis.TimeoutError, OSError)
+
+
+class WorkerBus:
+    def __init__(self, worker_id: str, redis_url: str):
+        self.worker_id = worker_id
+        self.events: asyncio.Queue[mp.Event] = asyncio.Queue()
+        self.redis = aioredis.from_url(redis_url)
+        self._cmd_redis = aioredis.from_url(redis_url)  # its own connection: BLPOP holds it
+        self._cmd_key = mp.CMD_KEY.format(worker_id=worker_id)
+
+    def emit(self, ev: mp.Event) -> None:
+        self.events.put_nowait(ev)
+
+    async def publish(self) -> None:
+        """Send events in batches, in order; retry while Redis is away. Ends after WorkerDown."""
+        while True:
+            batch = [await self.events.get()]
+            while not self.events.empty() and len(batch) < 200:
+                batch.append(self.events.get_nowait())
+            while True:
+                try:
+                    pipe = self.redis.pipeline(transaction=False)
+                    for ev in batch:
+                        pipe.xadd(mp.EVENTS_STREAM, {"m": ev.encode()}, maxlen=200_000, approximate=True)
+                    await pipe.execute()
+                    break
+                except REDIS_DOWN:
+                    log.warning("redis unreachable; %d events held", len(batch) + self.events.qsize())
+                    await asyncio.sleep(0.5)
+            if isinstance(batch[-1], mp.WorkerDown):
+                return
+
+    async def heartbeat(self, stop: asyncio.Event, ttl: float, interval: float, info: Callable[[], str]) -> None:
+        alive = mp.ALIVE_KEY.format(worker_id=self.worker_id)
+        while not stop.is_set():
+            try:
+                pipe = self.redis.pipeline(transaction=False)
+                pipe.set(alive, os.getpid(), px=int(ttl * 1000))
+                pipe.hset(mp.WORKERS_HASH, self.worker_id, info())
+                await pipe.execute()
+            except REDIS_DOWN:
+                log.warning("heartbeat: redis unreachable")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+
+    async def commands(self, stop: asyncio.Event, handle: Callable[[bytes], None]) -> None:
+        while not stop.is_set():
+            try:
+                item = await self._cmd_redis.blpop([self._cmd_key], timeout=1)
+                # Take whatever else is queued in the same wake-up (answer + play arrive together).
+                more = await self._cmd_redis.lpop(self._cmd_key, 64) if item is not None else None
+            except REDIS_DOWN:
+                await asyncio.sleep(0.5)
+                continue
+            if item is None:
+                continue
+            for raw in [item[1], *(more or [])]:
+                handle(raw)
+
+    async def forget_commands(self) -> None:
+        """Commands left for an earlier process with this id are not for this one."""
+        await self.redis.delete(self._cmd_key)
+
+    async def leave(self) -> None:
+        with contextlib.suppress(*REDIS_DOWN):
+            await self.redis.hdel(mp.WORKERS_HASH, self.worker_id)
+            await self.redis.delete(mp.ALIVE_KEY.format(worker_id=self.worker_id))
+
+    async def aclose(self) -> None:
+        await self.redis.aclose()
+        await self._cmd_redis.aclose()
