@@ -25,7 +25,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy callcenter media ivr acd agent_ui bench
+	$(VENV)/bin/mypy bus callcenter media ivr acd agent_ui bench
 
 bench: $(STAMP)
 	$(PY) -m bench.sip_capacity

@@ -7,6 +7,7 @@ mirrored from PostgreSQL (the source of truth) into Redis so that a decision is 
     cc:acd:device:<agent>    string  where to ring the agent: a SIP URI, or "ext:<extension>" for a
                                      phone registered at the front door
     memberships              see acd/idle_index.py
+    cc:acd:directory:loaded  string  set by a full sync: its absence means Redis lost the directory
 
 callcenter/acd_sync.py writes it after every configuration change and in full at start-up.
 """
@@ -25,6 +26,7 @@ QUEUE_KEY = "cc:acd:queue:{queue}"
 SKILLS_KEY = "cc:acd:skills:{agent_id}"
 DEVICE_KEY = "cc:acd:device:{agent_id}"
 MEMBERS_KEY = "cc:acd:members:{queue}"
+LOADED_KEY = "cc:acd:directory:loaded"
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,13 @@ class Directory:
         self._settings: dict[str, tuple[bytes, QueueSettings]] = {}
 
     # -------------------------------------------------------------- writes (from the sync)
+    async def mark_loaded(self, at: float) -> None:
+        await self.redis.set(LOADED_KEY, str(at))
+
+    async def loaded(self) -> bool:
+        """False when Redis came back without the directory (no persistence, or a new server)."""
+        return bool(await self.redis.exists(LOADED_KEY))
+
     async def put_queue(self, name: str, settings: QueueSettings) -> None:
         old = cast(bytes | None, await self.redis.hget(STRATEGY_KEY, name))
         pipe = self.redis.pipeline(transaction=True)

@@ -9,16 +9,15 @@ import logging
 from collections.abc import Callable
 from typing import Any, cast
 
-import redis.asyncio as aioredis
-
 from acd.distributor import OFFERS_CHANNEL, Offer
+from bus.redis import REDIS_DOWN, connect
 
 log = logging.getLogger("acd.offers")
 
 
 class OfferBus:
     def __init__(self, redis_url: str):
-        self._redis = aioredis.from_url(redis_url)
+        self._redis = connect(redis_url)
         self._inbox: dict[str, asyncio.Queue[Offer]] = {}
         self._ready = asyncio.Event()
         # Offers no flow here waits for: callbacks (any node may run them) or another node's calls.
@@ -68,7 +67,7 @@ class OfferBus:
                         self.deliver(Offer.decode(cast(dict[str, Any], msg)["data"]))
                     except (ValueError, KeyError, TypeError) as exc:
                         log.warning("bad offer %r: %s", msg["data"], exc)
-            except (aioredis.ConnectionError, OSError) as exc:
+            except REDIS_DOWN as exc:
                 log.warning("offer channel lost: %s", exc)
                 await asyncio.sleep(0.5)
             finally:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from acd.agent_state import ON_DEADLINE, Activity, AgentState, InvalidTransition, Params
 from acd.agent_store import AgentStore, Conflict
+from bus.redis import REDIS_DOWN
 
 log = logging.getLogger("acd.reconciler")
 
@@ -61,7 +62,7 @@ class Reconciler:
         while not stop.is_set():
             try:
                 await self.run_once()
-            except (OSError, ConnectionError) as exc:
+            except REDIS_DOWN as exc:
                 log.warning("reconciler: %s", exc)
             try:
                 await asyncio.wait_for(stop.wait(), self.interval)

@@ -24,10 +24,12 @@ from acd.offers import OfferBus
 from acd.queue_call import QueueServices, Record
 from acd.reconciler import Reconciler
 from acd.waiting import Waiting
+from bus.redis import REDIS_DOWN
 from callcenter import nodes
 from callcenter.acd_sync import sync_all
 from callcenter.nodes import NodeHeartbeat, node_id
 from callcenter.prompts import PromptSet
+from callcenter.tasks import Loops
 from media.client import CallHandle
 
 log = logging.getLogger("callcenter.acd")
@@ -56,17 +58,17 @@ class AcdNode:
         self.offers.on_unclaimed = lambda offer: self._spawn(self.callbacks.handle(offer))
         self.agents.on_transition.append(self._changed)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._loops: list[asyncio.Task[None]] = []
-        self._stop = asyncio.Event()
 
-    async def start(self) -> None:
+    async def start(self, loops: Loops) -> None:
         async with self.pool.acquire() as conn:
             queues, agents = await sync_all(conn, self.directory)
         log.info("routing directory: %d queues, %d agents", queues, agents)
         await self.heartbeat.beat()
-        self._loops = [asyncio.create_task(c) for c in (self.offers.run(self._stop), self._sweep(),
-                                                         self.reconciler.run(self._stop),
-                                                         self.heartbeat.run(self._stop))]
+        loops.start("acd.offers", self.offers.run)
+        loops.start("acd.sweep", self._sweep)
+        loops.start("acd.reconciler", self.reconciler.run)
+        loops.start("acd.directory", self._keep_directory)
+        loops.start("node.heartbeat", self.heartbeat.run)
         await self.offers.wait_ready()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -75,10 +77,8 @@ class AcdNode:
         task.add_done_callback(self._tasks.discard)
 
     async def stop(self) -> None:
-        # The loops end by themselves (within a second) once asked: see MediaClient.stop_reading.
-        self._stop.set()
-        _done, late = await asyncio.wait(self._loops, timeout=3.0)
-        pending = [*late, *self._tasks]
+        """After the node's loops have stopped: end the per-agent tasks and leave."""
+        pending = list(self._tasks)
         for t in pending:
             t.cancel()
         if pending:
@@ -87,18 +87,34 @@ class AcdNode:
         await self.heartbeat.leave()
 
     # -------------------------------------------------------------- background work
-    async def _pause(self, seconds: float) -> None:
+    @staticmethod
+    async def _pause(stop: asyncio.Event, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), seconds)
+            await asyncio.wait_for(stop.wait(), seconds)
 
-    async def _sweep(self) -> None:
-        while not self._stop.is_set():
+    async def _sweep(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
             try:
                 await self.callbacks.requeue_due()
                 await self.distributor.sweep()
-            except (OSError, aioredis.ConnectionError) as exc:
+            except REDIS_DOWN as exc:
                 log.warning("sweep: %s", exc)
-            await self._pause(1.0)
+            await self._pause(stop, 1.0)
+
+    async def _keep_directory(self, stop: asyncio.Event) -> None:
+        """A Redis that came back empty (no persistence, a new server) has lost the routing
+        directory; PostgreSQL has it, so it is rebuilt within seconds and routing resumes."""
+        while not stop.is_set():
+            await self._pause(stop, 2.0)
+            try:
+                if await self.directory.loaded():
+                    continue
+                async with self.pool.acquire() as conn:
+                    queues, agents = await sync_all(conn, self.directory)
+                log.warning("routing directory was missing from Redis: rebuilt from PostgreSQL "
+                            "(%d queues, %d agents)", queues, agents)
+            except (*REDIS_DOWN, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("routing directory check: %s", exc)
 
     def _changed(self, event: str, before: AgentState, after: AgentState) -> None:
         if after.routable and not before.routable:
@@ -110,7 +126,7 @@ class AcdNode:
     async def _agent_free(self, agent: AgentState) -> None:
         try:
             await self.distributor.agent_free(agent)
-        except (OSError, aioredis.ConnectionError) as exc:
+        except REDIS_DOWN as exc:
             log.warning("routing for agent %s: %s (the sweep will retry)", agent.agent_id, exc)
 
     async def _agent_event(self, agent_id: int, event: str, data: dict[str, str]) -> None:

@@ -3,6 +3,8 @@ PostgreSQL: in full at start-up, and for the queues and agents a configuration c
 
 from __future__ import annotations
 
+import time
+
 import asyncpg
 
 from acd.directory import AgentEntry, Directory
@@ -58,4 +60,5 @@ async def sync_all(conn: asyncpg.Connection, directory: Directory) -> tuple[int,
         await directory.drop_queue(gone)
     ids = [r["id"] for r in await conn.fetch("SELECT id FROM agents")]
     await sync_agents(conn, directory, ids)
+    await directory.mark_loaded(time.time())
     return len(names), len(ids)

@@ -18,6 +18,7 @@ from acd.agent_store import AgentStore
 from acd.directory import Directory
 from callcenter import acd_api
 from callcenter.auth import PUBLIC, Authenticator, requires
+from callcenter.embedded import EmbeddedRedis
 from callcenter.frontdoor import FrontDoor
 from callcenter.http_guard import PRINCIPAL, access, check_routes, error, errors, http_error, time_limit
 from callcenter.supervisor import Supervisor
@@ -36,6 +37,8 @@ class Services:
     realm: str = "callcenter"  # of the agents' SIP phones
     credentials_changed: Callable[[], None] | None = None  # tells the front door's credential sync
     prompts: frozenset[str] = frozenset()  # names settings may refer to (sip_config/prompts.toml)
+    loops: Callable[[], list[dict[str, object]]] | None = None  # the node's supervised background loops
+    redis_server: EmbeddedRedis | None = None  # the embedded one, when this node runs it
 
 
 SERVICES: web.AppKey[Services] = web.AppKey("services", Services)
@@ -75,13 +78,29 @@ async def healthz(request: web.Request) -> web.Response:
             checks["postgresql"] = {"ok": False, "error": str(exc) or type(exc).__name__}
 
     async def rd() -> None:
+        rs = s.redis_server
+        server = {"embedded": True, "restarts": rs.restarts, "last_fault": rs.last_fault or None} if rs else {}
         try:
             await asyncio.wait_for(s.redis.ping(), 2)
-            checks["redis"] = {"ok": True}
+            checks["redis"] = {"ok": True, **server}
         except Exception as exc:  # noqa: BLE001
-            checks["redis"] = {"ok": False, "error": str(exc) or type(exc).__name__}
+            checks["redis"] = {"ok": False, "error": str(exc) or type(exc).__name__, **server}
+            return
+        if s.directory is not None:  # routing needs the directory Redis holds, not just Redis
+            try:
+                loaded = await asyncio.wait_for(s.directory.loaded(), 2)
+            except Exception as exc:  # noqa: BLE001
+                loaded = False
+                checks["routing"] = {"ok": False, "error": str(exc) or type(exc).__name__}
+            else:
+                checks["routing"] = {"ok": loaded, **({} if loaded else {"error": "routing directory not loaded"})}
 
     await asyncio.gather(pg(), rd())
+    if s.directory is not None and "routing" not in checks:
+        checks["routing"] = {"ok": False, "error": "Redis unreachable"}
+    if s.loops is not None:
+        items = s.loops()
+        checks["tasks"] = {"ok": all(t["state"] == "running" for t in items), "items": items}
     if s.supervisor is not None:
         workers = await s.supervisor.status()
         up = sum(1 for w in workers if w["up"])

@@ -11,9 +11,9 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
 import asyncpg
-import redis.asyncio as aioredis
 from aiohttp import web
 
+from bus.redis import connect
 from callcenter import api, auth, demo_data
 from callcenter.acd_node import AcdNode
 from callcenter.calls import CallRouter
@@ -28,6 +28,7 @@ from callcenter.prompts import build as build_prompts
 from callcenter.prompts import load_prompts
 from callcenter.sip_credentials import CredentialSync, demo_passwords
 from callcenter.supervisor import Supervisor, WorkerSpec, plan_workers
+from callcenter.tasks import Loops
 from media.client import CallHandle, MediaClient, OriginateFailed
 
 log = logging.getLogger("callcenter")
@@ -37,6 +38,7 @@ log = logging.getLogger("callcenter")
 class Endpoints:
     database_url: str
     redis_url: str
+    redis_server: EmbeddedRedis | None = None  # when embedded: watched and restarted by this node
 
 
 async def open_stores(cfg: Config, stack: AsyncExitStack) -> Endpoints:
@@ -53,6 +55,7 @@ async def open_stores(cfg: Config, stack: AsyncExitStack) -> Endpoints:
         redis_url = await asyncio.to_thread(rd.start)
         stack.callback(rd.stop)
         log.info("embedded Redis on %s", redis_url)
+        return Endpoints(db_url, redis_url, rd)
     return Endpoints(db_url, redis_url)
 
 
@@ -118,8 +121,12 @@ async def run(cfg: Config, *, demo_customers: int = 200, ready: asyncio.Event | 
         if written:
             log.info("prompts generated: %s", ", ".join(written))
 
-        redis = aioredis.from_url(ends.redis_url)
+        redis = connect(ends.redis_url, max_connections=128)
         stack.push_async_callback(redis.aclose)
+        loops = Loops()  # the node's background work, stopped before the stores go
+        stack.push_async_callback(loops.stop)
+        if ends.redis_server is not None:
+            loops.start("redis.watchdog", ends.redis_server.watch)
         ilog = InteractionLog(pool, cfg.var_dir / "spool")
         ilog.start()
         client = MediaClient(ends.redis_url, on_call=lambda h: router.on_call(h))
@@ -140,8 +147,9 @@ async def run(cfg: Config, *, demo_customers: int = 200, ready: asyncio.Event | 
                             voicemail_dir=cfg.var_dir / "voicemail", callback_uri=cfg.acd.callback_uri,
                             node=acd.node)
         await client.start()
-        reader = asyncio.create_task(client.run())
-        await acd.start()
+        transport = Loops()  # the event reader: it stops last, after the workers' final events
+        reader = transport.start("media.events", lambda _stop: client.run())
+        await acd.start(loops)
 
         frontdoor: FrontDoor | None = None
 
@@ -164,14 +172,14 @@ async def run(cfg: Config, *, demo_customers: int = 200, ready: asyncio.Event | 
                                 on_dead=end_dialogs)
         await supervisor.start()
         credentials: CredentialSync | None = None
-        background = [asyncio.create_task(OrphanCloser(pool, redis, acd.heartbeat).run(stop))]
+        loops.start("records.orphans", OrphanCloser(pool, redis, acd.heartbeat).run)
         if front:
             frontdoor = FrontDoor(cfg.path(cfg.paths.kamailio_template), cfg.var_dir / "kamailio",
                                   cfg.sip.host, cfg.sip.port, policy=front_door_policy(cfg))
             await frontdoor.start(live_destinations())
             credentials = CredentialSync(pool, frontdoor.push_credentials)
             await credentials.sync_once()
-            background.append(asyncio.create_task(credentials.run(stop)))
+            loops.start("frontdoor.credentials", credentials.run)
             log.info("front door: Kamailio on %s:%d, %d media workers", cfg.sip.host, cfg.sip.port, count)
         else:
             log.warning("Kamailio is not installed: one media worker answers on %s:%d and holds at most "
@@ -179,7 +187,8 @@ async def run(cfg: Config, *, demo_customers: int = 200, ready: asyncio.Event | 
                         cfg.sip.host, cfg.sip.port, max(s.capacity for s in supervisor.slots.values()))
 
         services = api.Services(pool, redis, supervisor, frontdoor, acd.agents, acd.directory, cfg.sip.realm,
-                                credentials.changed if credentials is not None else None, frozenset(prompts.texts))
+                                credentials.changed if credentials is not None else None, frozenset(prompts.texts),
+                                loops=lambda: [*transport.status(), *loops.status()], redis_server=ends.redis_server)
         app = api.make_app(services, [auth.ApiKeys(pool)], cfg.http.request_timeout, tuple(cfg.http.allowed_origins))
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
@@ -199,11 +208,12 @@ async def run(cfg: Config, *, demo_customers: int = 200, ready: asyncio.Event | 
         await supervisor.stop()
         if frontdoor is not None:
             await frontdoor.stop()
-        await asyncio.gather(*background, return_exceptions=True)
         await client.drain()
         for wid in list(supervisor.slots):
             client.fail_worker(wid, cause="platform_shutdown")
         await client.stop_reading(reader)
+        await transport.stop()
+        await loops.stop()
         await client.stop()
         await acd.stop()
         await runner.cleanup()

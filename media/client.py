@@ -16,6 +16,7 @@ from typing import Any, cast
 
 import redis.asyncio as aioredis
 
+from bus.redis import REDIS_DOWN, connect
 from media import protocol as mp
 
 log = logging.getLogger("media.client")
@@ -208,8 +209,8 @@ class MediaClient:
 
     def __init__(self, redis_url: str, on_call: Callable[[CallHandle], Awaitable[None]],
                  stale_after: float = 10.0):
-        self.redis = aioredis.from_url(redis_url)
-        self._reader = aioredis.from_url(redis_url)
+        self.redis = connect(redis_url)
+        self._reader = connect(redis_url, max_connections=2)
         self.on_call = on_call
         self.stale_after = stale_after
         self.calls: dict[str, CallHandle] = {}
@@ -262,13 +263,16 @@ class MediaClient:
 
     def dispatch(self, ev: mp.Event) -> None:
         if isinstance(ev, mp.CallArrived):
-            if time.time() - ev.at > self.stale_after:
-                log.warning("ignoring stale arrival %s", ev.call_id)
-                return
             handle = CallHandle(self, ev.worker_id, ev.call_id, arrival=ev)
             self.calls[ev.call_id] = handle
-            self._notify(ev, handle)
-            task = asyncio.create_task(self._run_call(handle))
+            self._notify(ev, handle)  # every arrival becomes a record, a late one too
+            if time.time() - ev.at > self.stale_after:
+                # Held while Redis was away: the worker refused or timed it out long ago. No flow
+                # for it; its HungUp follows in the same stream (the hangup covers a lost one).
+                log.warning("late arrival %s (%.0f s old): recorded, not run", ev.call_id, time.time() - ev.at)
+                task = asyncio.create_task(self._close_late(handle))
+            else:
+                task = asyncio.create_task(self._run_call(handle))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             return
@@ -286,7 +290,24 @@ class MediaClient:
             pass
         except Exception:  # noqa: BLE001
             log.exception("call flow for %s failed", handle.call_id)
-            await handle.hangup()
+            await self._close_late(handle)
+
+    async def _close_late(self, handle: CallHandle, patience: float = 30.0) -> None:
+        """Hang up a call no flow runs any more. While Redis is away the hangup is retried (the
+        caller keeps hearing what was playing), so it lands as soon as Redis is back."""
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                await handle.hangup()
+                return
+            except (MediaError, TimeoutError) as exc:  # the worker no longer has it, or is gone
+                log.warning("hanging up %s: %s", handle.call_id, exc)
+                return
+            except REDIS_DOWN as exc:
+                if time.monotonic() > deadline or self._stop.is_set():
+                    log.error("could not hang up %s: %s", handle.call_id, exc)
+                    return
+                await asyncio.sleep(1.0)
 
     def fail_worker(self, worker_id: str, cause: str = "media_worker_lost") -> int:
         """The worker is gone: every call it held ends now, with ``cause``."""
@@ -301,7 +322,7 @@ class MediaClient:
             try:
                 resp = await self._reader.xreadgroup(self.GROUP, self.consumer, {mp.EVENTS_STREAM: ">"},
                                                      count=500, block=500)
-            except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as exc:
+            except REDIS_DOWN as exc:
                 log.warning("event stream unreachable: %s", exc)
                 await asyncio.sleep(0.5)
                 continue

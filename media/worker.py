@@ -306,6 +306,15 @@ class Worker:
             dialed_number=clean_text(user_part(ruri), 64),
             sip_call_id=clean_text(info.callIdString, 256),
         )
+        if not self.bus.reachable:
+            # Redis is away: nobody can take the call now. Refuse it at once (480, not 503: the
+            # other workers share the same Redis, so the front door must not try them all); the
+            # arrival and its end are held with the other events and still become a record.
+            st.hangup_side, st.hangup_cause = "worker", "control_unavailable"
+            reply.statusCode = 480
+            reply.reason = "Call control unavailable"
+            call.answer(reply)
+            return
         reply.statusCode = 180
         call.answer(reply)
         # The control plane must take the call in time, or the caller hears a clean refusal.
@@ -448,7 +457,7 @@ class Worker:
             return
         st.hangup_side, st.hangup_cause = "worker", "control_plane_timeout"
         prm = pj.CallOpParam()
-        prm.statusCode = 503
+        prm.statusCode = 480  # not 503: another worker would wait for the same control plane again
         prm.reason = "Call control unavailable"
         st.call.hangup(prm)
 

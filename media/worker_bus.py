@@ -9,22 +9,22 @@ import logging
 import os
 from collections.abc import Callable
 
-import redis.asyncio as aioredis
-
+from bus.redis import REDIS_DOWN, connect
 from media import protocol as mp
 
 log = logging.getLogger("media.worker")
-
-REDIS_DOWN = (aioredis.ConnectionError, aioredis.TimeoutError, OSError)
 
 
 class WorkerBus:
     def __init__(self, worker_id: str, redis_url: str):
         self.worker_id = worker_id
         self.events: asyncio.Queue[mp.Event] = asyncio.Queue()
-        self.redis = aioredis.from_url(redis_url)
-        self._cmd_redis = aioredis.from_url(redis_url)  # its own connection: BLPOP holds it
+        self.redis = connect(redis_url, max_connections=8)
+        self._cmd_redis = connect(redis_url, max_connections=2)  # its own connection: BLPOP holds it
         self._cmd_key = mp.CMD_KEY.format(worker_id=worker_id)
+        # False from the first failed operation until one succeeds again: new calls are then
+        # refused at once rather than left ringing for a control plane that cannot hear of them.
+        self.reachable = True
 
     def emit(self, ev: mp.Event) -> None:
         self.events.put_nowait(ev)
@@ -41,8 +41,10 @@ class WorkerBus:
                     for ev in batch:
                         pipe.xadd(mp.EVENTS_STREAM, {"m": ev.encode()}, maxlen=200_000, approximate=True)
                     await pipe.execute()
+                    self.reachable = True
                     break
                 except REDIS_DOWN:
+                    self.reachable = False
                     log.warning("redis unreachable; %d events held", len(batch) + self.events.qsize())
                     await asyncio.sleep(0.5)
             if isinstance(batch[-1], mp.WorkerDown):
@@ -56,7 +58,9 @@ class WorkerBus:
                 pipe.set(alive, os.getpid(), px=int(ttl * 1000))
                 pipe.hset(mp.WORKERS_HASH, self.worker_id, info())
                 await pipe.execute()
+                self.reachable = True
             except REDIS_DOWN:
+                self.reachable = False
                 log.warning("heartbeat: redis unreachable")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval)

@@ -189,7 +189,8 @@ prompts = "{ROOT / 'sip_config' / 'prompts.toml'}"
 
 
 def start_platform(stores: Stores, tmp: Path, *, front_door: str = "none", workers: int = 1,
-                   dialplan: Path | None = None, extra: str = "", redis_db: int = 1) -> Platform:
+                   dialplan: Path | None = None, extra: str = "", redis_db: int | None = 1) -> Platform:
+    """``redis_db=None``: the platform runs its own embedded Redis (under its var/), as `make run` does."""
     var_dir = tmp / "var"
     var_dir.mkdir(parents=True, exist_ok=True)
     # Prompts are built once by `make test`; share them instead of regenerating per platform.
@@ -203,8 +204,9 @@ def start_platform(stores: Stores, tmp: Path, *, front_door: str = "none", worke
     write_config(cfg, var_dir=var_dir, http_port=http_port, sip_port=sip_port, worker_port=worker_port,
                  rtp_port=rtp_port, front_door=front_door, workers=workers,
                  dialplan=dialplan or ROOT / "sip_config" / "dialplan.toml", extra=extra)
-    redis_url = stores.redis_db(redis_db)
-    redis.Redis.from_url(redis_url).flushdb()
+    redis_url = stores.redis_db(redis_db) if redis_db is not None else ""
+    if redis_url:
+        redis.Redis.from_url(redis_url).flushdb()
     p = Platform(None, f"http://127.0.0.1:{http_port}", sip_port, worker_port, var_dir, cfg,  # type: ignore[arg-type]
                  tmp / "platform.log", stores.api_key, redis_url)
     return launch(stores, p)

@@ -109,7 +109,7 @@ async def test_blind_transfer(rig: Rig, tmp_path: Path) -> None:
     assert isinstance(ended, mp.HungUp) and ended.cause == "transferred" and ended.side == "platform"
 
 
-async def test_unclaimed_call_is_refused_with_503(rig: Rig, tmp_path: Path) -> None:
+async def test_unclaimed_call_is_refused_with_480(rig: Rig, tmp_path: Path) -> None:
     rig.take = False
     try:
         res = await asyncio.to_thread(load, f"127.0.0.1:{rig.port}", tmp_path, 1, 1000, 1, "502")

@@ -1,0 +1,148 @@
+"""Redis faults, on the platform's own embedded Redis as `make run` starts it: killed (SIGKILL) and
+frozen (SIGSTOP). Calls in progress keep running and no worker is taken for dead; the server is
+started again with its data, so agent states and the routing directory are what they were and a
+queue call reaches the agent's phone again within seconds; a call that arrives while Redis is
+frozen is refused within the answer timeout and still gets a record."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from callcenter.embedded import free_port
+from tests.conftest import Platform, Stores, require, sipp, start_platform
+from tests.faults.helpers import answered, byes, hang_up, record, waiting_callers
+from tests.sip.phones import phone, result
+
+PLAN = """
+[[route]]
+number = "570"
+name = "redisq"
+action = "queue"
+prompt = "connecting"
+queue = "redisq"
+
+[[route]]
+number = "300"
+name = "loop"
+action = "loop"
+prompt = "hold_loop"
+"""
+
+
+@pytest.fixture
+def platform(stores: Stores, tmp_path: Path) -> Iterator[Platform]:
+    require("kamailio")
+    require("sipp")
+    plan = tmp_path / "dialplan.toml"
+    plan.write_text(PLAN)
+    p = start_platform(stores, tmp_path, front_door="kamailio", workers=2, redis_db=None, dialplan=plan)
+    p.wait(lambda: p.health()["workers"]["up"] == 2, what="both workers up")
+    yield p
+    if p.proc.poll() is None:
+        assert p.stop() == 0
+
+
+def redis_pid(p: Platform) -> int:
+    return int((p.var_dir / "redis" / "redis.pid").read_text())
+
+
+def wait_healthy(p: Platform, since: float, timeout: float = 20) -> float:
+    """Seconds from ``since`` until /healthz is all ok again."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if p.get("/healthz")[0] == 200:
+                return time.time() - since
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"not healthy {timeout:.0f} s after the fault: {p.health()}")
+
+
+def agent_with_phone(p: Platform, seconds: int) -> object:
+    for method, path, body in (("POST", "/api/queues", {"name": "redisq", "settings": {"wrap_up": 1}}),
+                               ("POST", "/api/agents", {"login": "rita", "name": "Rita", "extension": "471"}),
+                               ("PUT", "/api/queues/redisq/members", {"members": [{"agent": "rita"}]})):
+        assert p.send(method, path, body)[0] in (200, 201, 409)
+    st, creds = p.send("POST", "/api/agents/rita/sip-password", {})
+    assert st == 200
+    agent = phone("--port", str(free_port()), "--agent", "--register", f"sip:471@127.0.0.1:{p.sip_port}",
+                  "--password", creds["password"], "--tone", "1000", "--seconds", str(seconds))  # type: ignore[index]
+    assert p.send("POST", "/api/agents/rita/status", {"status": "available"})[0] == 200
+    return agent
+
+
+async def test_redis_killed_calls_go_on_and_routing_comes_back(platform: Platform, pool: asyncpg.Pool,
+                                                               tmp_path: Path) -> None:
+    p = platform
+    agent = agent_with_phone(p, 40)
+    before = {w["worker_id"]: w["pid"] for w in p.workers()}
+    callers = waiting_callers(p, 2)
+    try:
+        await answered(pool, callers)
+        killed_at = time.time()
+        os.kill(redis_pid(p), signal.SIGKILL)
+        recovered = wait_healthy(p, killed_at)
+        assert recovered < 10, recovered
+        await asyncio.sleep(3)  # past the heartbeat TTL: a supervisor fooled by the outage would act now
+        assert all(c.proc.poll() is None for c in callers), "a call in progress was dropped"
+        health = p.health()
+        assert health["redis"]["restarts"] == 1 and health["routing"]["ok"], health
+        assert {w["worker_id"]: w["pid"] for w in p.workers()} == before, "a worker was taken for dead"
+        assert all(w["restarts"] == 0 for w in p.workers())
+        # Agent state kept (persistence), directory kept: a queue call reaches the agent's phone.
+        assert p.get("/api/agents/rita")[1]["state"]["status"] == "available"  # type: ignore[index]
+        res = await asyncio.to_thread(sipp, "load_call.xml", f"127.0.0.1:{p.sip_port}", calls=1, service="570",
+                                      cwd=tmp_path, extra=["-d", "4000", "-trace_logs"], timeout=30)
+        assert "ANSWERED" in "".join(x.read_text() for x in tmp_path.glob("*_logs.log")), res.stdout[-1500:]
+        # The calls that lived through the outage end normally, and their records say so.
+        assert p.stop() == 0
+        assert len(await byes(callers, 5)) == 2
+    finally:
+        hang_up(callers)
+    calls = result(agent)["calls"]  # type: ignore[arg-type]
+    assert calls and calls[0]["answered"], calls
+    for c in callers:
+        row = await record(pool, c.interaction["id"])  # type: ignore[index]
+        assert row["disconnect_reason"] == "worker_shutdown", dict(row)
+
+
+async def test_redis_frozen_new_call_refused_fast_and_recorded(platform: Platform, pool: asyncpg.Pool,
+                                                               tmp_path: Path) -> None:
+    p = platform
+    callers = waiting_callers(p, 1)
+    try:
+        await answered(pool, callers)
+        frozen_at = time.time()
+        os.kill(redis_pid(p), signal.SIGSTOP)
+        since = time.time()
+        res = await asyncio.to_thread(sipp, "load_call.xml", f"127.0.0.1:{p.sip_port}", calls=1, service="300",
+                                      cwd=tmp_path, extra=["-d", "1000", "-trace_logs"], timeout=30)
+        refused_in = time.time() - since
+        log = "".join(x.read_text() for x in tmp_path.glob("*_logs.log"))
+        assert "ANSWERED" not in log and refused_in < 7, (refused_in, log, res.stdout[-1500:])
+        recovered = wait_healthy(p, frozen_at)
+        assert recovered < 15, recovered
+        assert p.health()["redis"]["last_fault"].startswith("no answer"), p.health()
+        await asyncio.sleep(3)
+        assert callers[0].proc.poll() is None, "the call in progress was dropped"
+        assert all(w["restarts"] == 0 for w in p.workers()), "a worker was taken for dead"
+    finally:
+        hang_up(callers)
+    # The refused caller has a record, written once Redis was back.
+    deadline = time.monotonic() + 20
+    row = None
+    while time.monotonic() < deadline and row is None:
+        row = await pool.fetchrow("SELECT * FROM interactions WHERE caller_number LIKE '+15551%' "
+                                  "AND arrived_at >= to_timestamp($1) AND ended_at IS NOT NULL", since - 1)
+        await asyncio.sleep(0.2)
+    assert row is not None, "the call refused during the outage left no record"
+    assert row["disconnect_reason"] in ("control_unavailable", "control_plane_timeout"), dict(row)
