@@ -31,6 +31,6 @@ def connect(url: str, *, max_connections: int = 64) -> aioredis.Redis:
         url, max_connections=max_connections, timeout=POOL_WAIT,
         socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=CONNECT_TIMEOUT,
         retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), RETRIES,
-                    supported_errors=(RedisConnectionError, ConnectionError)),
+                    supported_errors=(RedisConnectionError,)),
     )
     return aioredis.Redis.from_pool(pool)  # closing the client closes its pool

@@ -23,6 +23,8 @@ from media.client import MediaClient
 
 log = logging.getLogger("callcenter.supervisor")
 
+SUPERVISED_KEY = "cc:media:supervised"  # set by every supervisor; gone only if Redis lost its data
+
 
 @dataclass(frozen=True)
 class WorkerSpec:
@@ -127,13 +129,16 @@ class Supervisor:
         the workers have not beaten again yet). A Redis outage is never taken for dead workers."""
         try:
             pipe = self.redis.pipeline(transaction=False)
+            pipe.set(SUPERVISED_KEY, "1", get=True)  # no TTL: its absence means Redis lost its data
             for wid in self.slots:
                 pipe.exists(mp.ALIVE_KEY.format(worker_id=wid))
-            found = await pipe.execute()
+            kept, *found = await pipe.execute()
         except REDIS_DOWN:
             self.redis_since = None
             return None
         now = time.monotonic()
+        if kept is None:  # a Redis that came back empty (or was flushed): no heartbeat is there yet
+            self.redis_since = None
         if self.redis_since is None:
             self.redis_since = now
             log.warning("Redis reachable again: heartbeats are judged again in %.0f s", self._trust_after)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+import redis.asyncio as aioredis
 
 from callcenter.embedded import free_port
 from tests.conftest import Platform, Stores, require, sipp, start_platform
@@ -52,6 +53,11 @@ def platform(stores: Stores, tmp_path: Path) -> Iterator[Platform]:
 
 def redis_pid(p: Platform) -> int:
     return int((p.var_dir / "redis" / "redis.pid").read_text())
+
+
+def redis_port(p: Platform) -> int:
+    title = Path(f"/proc/{redis_pid(p)}/cmdline").read_bytes().split(b"\0")[0]  # "redis-server host:port"
+    return int(title.rsplit(b":", 1)[1].split()[0])
 
 
 def wait_healthy(p: Platform, since: float, timeout: float = 20) -> float:
@@ -146,3 +152,32 @@ async def test_redis_frozen_new_call_refused_fast_and_recorded(platform: Platfor
         await asyncio.sleep(0.2)
     assert row is not None, "the call refused during the outage left no record"
     assert row["disconnect_reason"] in ("control_unavailable", "control_plane_timeout"), dict(row)
+
+
+async def test_redis_back_empty_directory_rebuilt_and_no_worker_blamed(platform: Platform, pool: asyncpg.Pool,
+                                                                       tmp_path: Path) -> None:
+    """A Redis that comes back with nothing (an external one without persistence, a new server):
+    flushed here. The directory is rebuilt from PostgreSQL, no worker is taken for dead although
+    every heartbeat key is gone, and a queue call reaches the agent once the agent is available."""
+    p = platform
+    agent = agent_with_phone(p, 30)
+    before = {w["worker_id"]: w["pid"] for w in p.workers()}
+    r = aioredis.from_url(f"redis://127.0.0.1:{redis_port(p)}/0")
+    try:
+        await r.flushall()
+        flushed_at = time.time()
+        assert not await r.exists("cc:acd:queue:redisq")
+        assert wait_healthy(p, flushed_at) < 5
+        assert await r.exists("cc:acd:queue:redisq")
+    finally:
+        await r.aclose()
+    await asyncio.sleep(3)
+    assert {w["worker_id"]: w["pid"] for w in p.workers()} == before, "a worker was taken for dead"
+    # Agent states live only in Redis: the agent makes themself available again.
+    assert p.send("POST", "/api/agents/rita/status", {"status": "available"})[0] == 200
+    res = await asyncio.to_thread(sipp, "load_call.xml", f"127.0.0.1:{p.sip_port}", calls=1, service="570",
+                                  cwd=tmp_path, extra=["-d", "3000", "-trace_logs"], timeout=30)
+    assert "ANSWERED" in "".join(x.read_text() for x in tmp_path.glob("*_logs.log")), res.stdout[-1500:]
+    assert p.stop() == 0
+    calls = result(agent)["calls"]  # type: ignore[arg-type]
+    assert calls and calls[0]["answered"], calls
