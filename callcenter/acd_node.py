@@ -51,7 +51,7 @@ class AcdNode:
         self.distributor = Distributor(redis, self.directory)
         self.offers = OfferBus(redis_url)
         self.is_local_call = is_local_call
-        self.reconciler = Reconciler(self.agents, self.call_alive)
+        self.reconciler = Reconciler(self.agents, self.call_alive, on_change=self._reconciled)
         self.services = QueueServices(self.distributor, self.agents, self.waiting, self.directory, self.offers,
                                       prompts, self.device_uri, self.node, originate, record_for)
         self.callbacks = CallbackRunner(self.services)
@@ -122,6 +122,11 @@ class AcdNode:
         if event == "ring_no_answer":  # the agent's own log: a missed offer pauses the agent
             self._spawn(self._agent_event(after.agent_id, "PAUSE", {"reason": after.reason, "by": "system",
                                                                     "call": before.call_id}))
+
+    def _reconciled(self, event: str, before: AgentState, _after: AgentState) -> None:
+        if event == "end_call":  # the agent's call is gone (its node or worker died): say why they were released
+            self._spawn(self._agent_event(before.agent_id, "RELEASE", {"reason": "call_lost", "by": "system",
+                                                                       "call": before.call_id}))
 
     async def _agent_free(self, agent: AgentState) -> None:
         try:

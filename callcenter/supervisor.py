@@ -71,6 +71,7 @@ class Supervisor:
         # Since when Redis has answered without a break (None: it is away now).
         self.redis_since: float | None = time.monotonic()
         self._trust_after = cfg.media.heartbeat_ttl + cfg.media.heartbeat_interval
+        self._marked = False  # SUPERVISED_KEY written by this supervisor
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         client.listeners.append(self._on_event)
@@ -137,8 +138,9 @@ class Supervisor:
             self.redis_since = None
             return None
         now = time.monotonic()
-        if kept is None:  # a Redis that came back empty (or was flushed): no heartbeat is there yet
+        if kept is None and self._marked:  # Redis came back empty (or was flushed): no heartbeat is there yet
             self.redis_since = None
+        self._marked = True
         if self.redis_since is None:
             self.redis_since = now
             log.warning("Redis reachable again: heartbeats are judged again in %.0f s", self._trust_after)

@@ -4,12 +4,15 @@ agent (static URI, or the extension registered at the front door)."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
 import pytest_asyncio
 
+from acd.agent_state import Params
 from acd.directory import AgentEntry
 from acd.distributor import CallInfo
 from callcenter.acd_node import AcdNode
@@ -57,3 +60,21 @@ async def test_devices_are_static_uris_or_registered_extensions(node: tuple[AcdN
     assert await n.device_uri(3) is None
     n.registrar = ""  # no front door: nowhere to ring an extension
     assert await n.device_uri(2) is None
+
+
+async def test_an_agent_released_from_a_lost_call_has_it_in_their_log(node: tuple[AcdNode, set[str]],
+                                                                      pool: asyncpg.Pool) -> None:
+    n, _ = node
+    aid = await pool.fetchval("INSERT INTO agents (login, name) VALUES ('lostcall', 'Lost Call') "
+                              "ON CONFLICT (login) DO UPDATE SET name = EXCLUDED.name RETURNING id")
+    for event, params in (("login", Params()), ("available", Params()), ("reserve", Params(call_id="gone-1")),
+                          ("connect", Params())):
+        await n.agents.transition(aid, event, params, now=100.0)
+    # The call's node died with it: the reconciler finds no live call at the check time.
+    assert (aid, "end_call") in await n.reconciler.run_once(now=100.0 + 3600)
+    for _ in range(50):
+        row = await pool.fetchrow("SELECT event, data FROM agent_events WHERE agent_id = $1 AND event = 'RELEASE'", aid)
+        if row:
+            break
+        await asyncio.sleep(0.05)
+    assert row is not None and json.loads(row["data"]) == {"reason": "call_lost", "by": "system", "call": "gone-1"}

@@ -4,9 +4,11 @@ them a BYE, when that BYE came, and what the record says afterwards."""
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import asyncpg
 
@@ -81,3 +83,16 @@ async def record(pool: asyncpg.Pool, interaction_id: object, closed: bool = True
         if not closed or (row is not None and row["ended_at"] is not None) or time.monotonic() > deadline:
             return row
         await asyncio.sleep(0.1)
+
+
+FIGURES = Path(__file__).resolve().parents[2] / "var" / "test" / "reliability.jsonl"
+
+
+def figure(fault: str, **measured: object) -> None:
+    """What a fault test measured, for docs/reliability.md: printed (pytest -s) and appended to
+    var/test/reliability.jsonl, one JSON line per fault and run."""
+    line = json.dumps({"fault": fault, **measured, "at": time.strftime("%Y-%m-%d %H:%M:%S")}, default=str)
+    print("RELIABILITY", line)
+    FIGURES.parent.mkdir(parents=True, exist_ok=True)
+    with FIGURES.open("a") as f:
+        f.write(line + "\n")

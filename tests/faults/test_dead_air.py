@@ -17,7 +17,7 @@ import pytest
 from callcenter.embedded import free_port
 from callcenter.procs import pid_alive
 from tests.conftest import Platform, Stores, launch, require, start_platform
-from tests.faults.helpers import answered, byes, hang_up, record, waiting_callers
+from tests.faults.helpers import answered, byes, figure, hang_up, record, waiting_callers
 from tests.sip.phones import phone, result
 
 BYE_WITHIN = 5.0  # seconds from the fault to the last caller's BYE
@@ -76,6 +76,9 @@ async def test_worker_killed_its_callers_get_a_bye(platform: Platform, pool: asy
         for c in by_worker[victim]:
             row = await record(pool, c.interaction["id"])
             assert (row["disconnect_reason"], row["disconnect_side"]) == ("media_worker_lost", "system")
+        figure("media worker killed (SIGKILL)", calls_on_it=len(ended), byes=len(ended),
+               last_bye_s=round(max(c.ended_at for c in ended) - killed_at, 2), other_calls_dropped=0,
+               records_lost=0)
     finally:
         hang_up(callers)
 
@@ -110,6 +113,8 @@ async def test_worker_killed_caller_and_agent_phone_both_get_a_bye(platform: Pla
     calls = result(agent)["calls"]
     assert calls and calls[0]["answered"], calls
     assert 0 < calls[0]["ended_at"] - killed_at < BYE_WITHIN, "the agent's phone was left in dead air"
+    figure("media worker killed during an agent call", caller_bye=True,
+           agent_phone_bye_s=round(calls[0]["ended_at"] - killed_at, 2))
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and p.get("/api/agents/dora")[1]["state"]["activity"] == "on_call":  # type: ignore[index]
         await asyncio.sleep(0.2)
@@ -128,6 +133,8 @@ async def test_clean_stop_says_goodbye_before_the_front_door_goes(platform: Plat
         for c in callers:
             row = await record(pool, c.interaction["id"])  # type: ignore[index]
             assert row["disconnect_reason"] == "worker_shutdown"
+        figure("clean stop (SIGINT)", calls=3, byes=len(ended),
+               last_bye_s=round(max(c.ended_at for c in ended) - stopped_at, 2), records_lost=0)
     finally:
         hang_up(callers)
 
@@ -159,3 +166,6 @@ async def test_control_plane_killed_callers_get_a_bye_and_nothing_is_left(platfo
         row = await record(pool, c.interaction["id"], timeout=40)  # type: ignore[index]
         assert (row["disconnect_reason"], row["disconnect_side"]) == ("control_plane_lost", "system"), dict(row)
         assert abs(row["ended_at"].timestamp() - killed_at) < 5, (row["ended_at"], killed_at)
+    figure("control plane killed (SIGKILL), then started again", calls=3, byes=len(ended),
+           last_bye_s=round(max(c.ended_at for c in ended) - killed_at, 2), records_closed_after_restart=3,
+           records_lost=0)

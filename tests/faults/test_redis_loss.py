@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 
 from callcenter.embedded import free_port
 from tests.conftest import Platform, Stores, require, sipp, start_platform
-from tests.faults.helpers import answered, byes, hang_up, record, waiting_callers
+from tests.faults.helpers import answered, byes, figure, hang_up, record, waiting_callers
 from tests.sip.phones import phone, result
 
 PLAN = """
@@ -109,6 +109,8 @@ async def test_redis_killed_calls_go_on_and_routing_comes_back(platform: Platfor
         res = await asyncio.to_thread(sipp, "load_call.xml", f"127.0.0.1:{p.sip_port}", calls=1, service="570",
                                       cwd=tmp_path, extra=["-d", "4000", "-trace_logs"], timeout=30)
         assert "ANSWERED" in "".join(x.read_text() for x in tmp_path.glob("*_logs.log")), res.stdout[-1500:]
+        figure("Redis killed (SIGKILL)", calls_in_progress=2, calls_dropped=0, workers_restarted=0,
+               healthy_again_s=round(recovered, 2), agent_state_kept=True, queue_call_after=True)
         # The calls that lived through the outage end normally, and their records say so.
         assert p.stop() == 0
         assert len(await byes(callers, 5)) == 2
@@ -143,6 +145,8 @@ async def test_redis_frozen_new_call_refused_fast_and_recorded(platform: Platfor
         assert all(w["restarts"] == 0 for w in p.workers()), "a worker was taken for dead"
     finally:
         hang_up(callers)
+    measured = {"new_call_refused_in_s": round(refused_in, 2), "healthy_again_s": round(recovered, 2),
+                "calls_dropped": 0, "workers_restarted": 0}
     # The refused caller has a record, written once Redis was back.
     deadline = time.monotonic() + 20
     row = None
@@ -152,6 +156,7 @@ async def test_redis_frozen_new_call_refused_fast_and_recorded(platform: Platfor
         await asyncio.sleep(0.2)
     assert row is not None, "the call refused during the outage left no record"
     assert row["disconnect_reason"] in ("control_unavailable", "control_plane_timeout"), dict(row)
+    figure("Redis frozen (SIGSTOP)", **measured, refused_call_recorded=row["disconnect_reason"])
 
 
 async def test_redis_back_empty_directory_rebuilt_and_no_worker_blamed(platform: Platform, pool: asyncpg.Pool,
@@ -167,7 +172,8 @@ async def test_redis_back_empty_directory_rebuilt_and_no_worker_blamed(platform:
         await r.flushall()
         flushed_at = time.time()
         assert not await r.exists("cc:acd:queue:redisq")
-        assert wait_healthy(p, flushed_at) < 5
+        rebuilt = wait_healthy(p, flushed_at)
+        assert rebuilt < 5
         assert await r.exists("cc:acd:queue:redisq")
     finally:
         await r.aclose()
@@ -181,3 +187,5 @@ async def test_redis_back_empty_directory_rebuilt_and_no_worker_blamed(platform:
     assert p.stop() == 0
     calls = result(agent)["calls"]  # type: ignore[arg-type]
     assert calls and calls[0]["answered"], calls
+    figure("Redis back empty (FLUSHALL)", directory_rebuilt_s=round(rebuilt, 2), workers_restarted=0,
+           agent_states="lost: agents set themselves available again")

@@ -15,6 +15,7 @@ import asyncpg
 import pytest
 
 from tests.conftest import Platform, Stores, require, sipp, start_platform
+from tests.faults.helpers import figure
 from tests.faults.sip_raw import Client
 
 WORKERS = 2
@@ -175,6 +176,8 @@ async def test_unacked_invite_flood_does_not_keep_callers_out(platform: Platform
     assert max(r["held"].total_seconds() for r in rows) < 7  # the answer, then the 4 s ACK timeout
     log = (platform.var_dir / "kamailio" / "kamailio.log").read_text()
     assert "SECURITY: 127.0.0.40" in log
+    figure("300 un-ACKed INVITEs from one source", trunk_caller_answered_s=round(waited, 2),
+           flood_calls_held=len(rows), longest_held_s=round(max(r["held"].total_seconds() for r in rows), 2))
 
 
 async def test_workers_take_calls_only_from_the_front_door(platform: Platform, pool: asyncpg.Pool) -> None:
