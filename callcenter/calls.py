@@ -25,6 +25,7 @@ log = logging.getLogger("callcenter.calls")
 if TYPE_CHECKING:
     from callcenter.acd_node import AcdNode
 
+LOOKUP_TIMEOUT = 1.5  # seconds a database read on a call's path may take (acquiring a connection included)
 _SIDES = {"remote": "caller", "platform": "platform", "worker": "system", "lost": "system"}
 
 
@@ -129,10 +130,10 @@ class CallRouter:
         if e164 is None or self.pool is None:
             return None
         try:
-            row = await self.pool.fetchrow(
+            row = await asyncio.wait_for(self.pool.fetchrow(
                 "SELECT p.customer_id, c.value_tier FROM customer_phones p JOIN customers c ON c.id = p.customer_id "
-                "WHERE p.e164 = $1 ORDER BY p.is_primary DESC LIMIT 1", e164)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                "WHERE p.e164 = $1 ORDER BY p.is_primary DESC LIMIT 1", e164), LOOKUP_TIMEOUT)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning("caller lookup failed: %s", exc)
             return None
         if row is None:
@@ -193,9 +194,10 @@ class CallRouter:
     async def _refresh_queue_ids(self) -> None:
         if self.pool is None:
             return
-        try:
-            self.queue_ids = {r["name"]: r["id"] for r in await self.pool.fetch("SELECT name, id FROM queues")}
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        try:  # the caller is waiting: a frozen database must not stop the call (ids are kept from before)
+            rows = await asyncio.wait_for(self.pool.fetch("SELECT name, id FROM queues"), LOOKUP_TIMEOUT)
+            self.queue_ids = {r["name"]: r["id"] for r in rows}
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning("queue ids not refreshed: %s", exc)
 
 

@@ -71,14 +71,30 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 def time_limit(seconds: float) -> Any:
     """A request that is not answered in ``seconds`` (frozen database, Redis reconnecting) gets a 503."""
 
+    late: set[asyncio.Task[web.StreamResponse]] = set()
+
+    def _settled(task: asyncio.Task[web.StreamResponse]) -> None:
+        late.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("a request answered with 503 failed afterwards: %r", task.exception())
+
     @web.middleware
     async def limit(request: web.Request, handler: Handler) -> web.StreamResponse:
+        # The handler runs as its own task and the 503 does not wait for its cancellation: asyncpg
+        # cancels a query by calling the server, and a frozen server held that for 10 s more.
+        task = asyncio.ensure_future(handler(request))
         try:
-            async with asyncio.timeout(seconds):
-                return await handler(request)
-        except TimeoutError:
-            log.warning("%s %s: no answer within %.1f s", request.method, request.path, seconds)
-            return error(503, f"no answer from the database or Redis within {seconds:g} s; retry shortly")
+            done, _ = await asyncio.wait({task}, timeout=seconds)
+        except asyncio.CancelledError:  # the client went away: so does the work for it
+            task.cancel()
+            raise
+        if task in done:
+            return task.result()
+        task.cancel()
+        late.add(task)
+        task.add_done_callback(_settled)
+        log.warning("%s %s: no answer within %.1f s", request.method, request.path, seconds)
+        return error(503, f"no answer from the database or Redis within {seconds:g} s; retry shortly")
 
     return limit
 

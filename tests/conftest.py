@@ -119,12 +119,13 @@ class Platform:
     config: Path
     log: Path
     api_key: str
-    redis_url: str
+    redis_url: str  # "": the platform runs its own embedded Redis
+    database_url: str  # "": the platform runs its own embedded PostgreSQL
 
-    def get(self, path: str) -> tuple[int, object]:
+    def get(self, path: str, timeout: float = 5) -> tuple[int, object]:
         req = urllib.request.Request(self.http + path, headers={"Authorization": f"Bearer {self.api_key}"})
         try:
-            with urllib.request.urlopen(req, timeout=5) as r:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
                 return r.status, json.loads(r.read())
         except urllib.error.HTTPError as e:
             return e.code, json.loads(e.read() or b"null")
@@ -189,8 +190,10 @@ prompts = "{ROOT / 'sip_config' / 'prompts.toml'}"
 
 
 def start_platform(stores: Stores, tmp: Path, *, front_door: str = "none", workers: int = 1,
-                   dialplan: Path | None = None, extra: str = "", redis_db: int | None = 1) -> Platform:
-    """``redis_db=None``: the platform runs its own embedded Redis (under its var/), as `make run` does."""
+                   dialplan: Path | None = None, extra: str = "", redis_db: int | None = 1,
+                   own_database: bool = False) -> Platform:
+    """``redis_db=None`` / ``own_database``: the platform runs its own embedded Redis / PostgreSQL
+    (under its var/), as `make run` does."""
     var_dir = tmp / "var"
     var_dir.mkdir(parents=True, exist_ok=True)
     # Prompts are built once by `make test`; share them instead of regenerating per platform.
@@ -208,14 +211,14 @@ def start_platform(stores: Stores, tmp: Path, *, front_door: str = "none", worke
     if redis_url:
         redis.Redis.from_url(redis_url).flushdb()
     p = Platform(None, f"http://127.0.0.1:{http_port}", sip_port, worker_port, var_dir, cfg,  # type: ignore[arg-type]
-                 tmp / "platform.log", stores.api_key, redis_url)
+                 tmp / "platform.log", stores.api_key, redis_url, "" if own_database else stores.database_url)
     return launch(stores, p)
 
 
 def launch(stores: Stores, p: Platform) -> Platform:
     """(Re)start the platform process of ``p`` with its configuration, and wait until it is healthy.
     A restart after a crash finds what the crashed one left under the same var/."""
-    env = {**os.environ, "DATABASE_URL": stores.database_url, "REDIS_URL": p.redis_url, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "DATABASE_URL": p.database_url, "REDIS_URL": p.redis_url, "PYTHONPATH": str(ROOT)}
     log = p.log
     proc = subprocess.Popen([sys.executable, "-m", "callcenter.cli", "--config", str(p.config), "run",
                              "--demo-customers", "0"], cwd=ROOT, env=env, stdout=open(log, "ab"),
@@ -226,10 +229,11 @@ def launch(stores: Stores, p: Platform) -> Platform:
         if proc.poll() is not None:
             raise AssertionError(f"platform exited at start:\n{log.read_text()[-3000:]}")
         try:
-            status, body = p.get("/healthz")
-            if status == 200:
-                return p
-        except OSError:
+            # No key: a platform with its own database does not know the tests' key yet.
+            with urllib.request.urlopen(p.http + "/healthz", timeout=5) as r:
+                if r.status == 200:
+                    return p
+        except OSError:  # refused, or 503 (urllib's HTTPError): not up yet
             pass
         time.sleep(0.2)
     p.stop()
