@@ -24,7 +24,7 @@ from media import protocol as mp
 from media.endpoint import EndpointConfig, create_endpoint, probe_max_calls, pump
 from media.pj_callbacks import Account, Call, Player
 from media.sipuri import clean_text, request_uri, split_name_addr, user_part
-from media.worker_bus import WorkerBus
+from media.worker_bus import STALLED, WorkerBus
 
 log = logging.getLogger("media.worker")
 
@@ -319,6 +319,7 @@ class Worker:
         call.answer(reply)
         # The control plane must take the call in time, or the caller hears a clean refusal.
         st.timer = self.loop.call_later(self.cfg.answer_timeout, self._answer_timeout, key)
+        self.loop.call_later(STALLED + 0.3, self._redis_check, key)  # Redis froze as the call came in
 
     def on_call_state(self, key: str) -> None:
         st = self.calls.get(key)
@@ -453,11 +454,20 @@ class Worker:
 
     def _answer_timeout(self, key: str) -> None:
         st = self.calls.get(key)
-        if st is None or st.answered:
-            return
-        st.hangup_side, st.hangup_cause = "worker", "control_plane_timeout"
+        if st is not None and not st.answered:
+            self._refuse_ringing(st, "control_plane_timeout")
+
+    def _redis_check(self, key: str) -> None:
+        st = self.calls.get(key)
+        if st is not None and not st.answered and not self.bus.reachable:
+            self._cancel_timer(st)
+            self._refuse_ringing(st, "control_unavailable")
+
+    def _refuse_ringing(self, st: CallState, cause: str) -> None:
+        """480, not 503: another worker would wait for the same control plane (or Redis) again."""
+        st.hangup_side, st.hangup_cause = "worker", cause
         prm = pj.CallOpParam()
-        prm.statusCode = 480  # not 503: another worker would wait for the same control plane again
+        prm.statusCode = 480
         prm.reason = "Call control unavailable"
         st.call.hangup(prm)
 

@@ -7,12 +7,16 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from bus.redis import REDIS_DOWN, connect
 from media import protocol as mp
 
 log = logging.getLogger("media.worker")
+
+STALLED = 1.0  # seconds an operation may wait before Redis counts as away
 
 
 class WorkerBus:
@@ -22,9 +26,28 @@ class WorkerBus:
         self.redis = connect(redis_url, max_connections=8)
         self._cmd_redis = connect(redis_url, max_connections=2)  # its own connection: BLPOP holds it
         self._cmd_key = mp.CMD_KEY.format(worker_id=worker_id)
-        # False from the first failed operation until one succeeds again: new calls are then
-        # refused at once rather than left ringing for a control plane that cannot hear of them.
-        self.reachable = True
+        # False from the first failed operation until one succeeds again, or while one has waited
+        # more than STALLED (a frozen Redis answers nothing): new calls are then refused at once
+        # rather than left ringing for a control plane that cannot hear of them.
+        self._ok = True
+        self._pending: dict[str, float] = {}  # operation -> when it was sent
+
+    @property
+    def reachable(self) -> bool:
+        now = time.monotonic()
+        return self._ok and all(now - since < STALLED for since in self._pending.values())
+
+    async def _timed(self, op: str, work: Awaitable[Any]) -> Any:
+        self._pending[op] = time.monotonic()
+        try:
+            result = await work
+        except REDIS_DOWN:
+            self._ok = False
+            raise
+        finally:
+            self._pending.pop(op, None)
+        self._ok = True
+        return result
 
     def emit(self, ev: mp.Event) -> None:
         self.events.put_nowait(ev)
@@ -40,11 +63,9 @@ class WorkerBus:
                     pipe = self.redis.pipeline(transaction=False)
                     for ev in batch:
                         pipe.xadd(mp.EVENTS_STREAM, {"m": ev.encode()}, maxlen=200_000, approximate=True)
-                    await pipe.execute()
-                    self.reachable = True
+                    await self._timed("publish", pipe.execute())
                     break
                 except REDIS_DOWN:
-                    self.reachable = False
                     log.warning("redis unreachable; %d events held", len(batch) + self.events.qsize())
                     await asyncio.sleep(0.5)
             if isinstance(batch[-1], mp.WorkerDown):
@@ -57,10 +78,8 @@ class WorkerBus:
                 pipe = self.redis.pipeline(transaction=False)
                 pipe.set(alive, os.getpid(), px=int(ttl * 1000))
                 pipe.hset(mp.WORKERS_HASH, self.worker_id, info())
-                await pipe.execute()
-                self.reachable = True
+                await self._timed("heartbeat", pipe.execute())
             except REDIS_DOWN:
-                self.reachable = False
                 log.warning("heartbeat: redis unreachable")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval)

@@ -2,7 +2,7 @@
 frozen (SIGSTOP). Calls in progress keep running and no worker is taken for dead; the server is
 started again with its data, so agent states and the routing directory are what they were and a
 queue call reaches the agent's phone again within seconds; a call that arrives while Redis is
-frozen is refused within the answer timeout and still gets a record."""
+frozen is refused within two seconds (480) and still gets a record."""
 
 from __future__ import annotations
 
@@ -136,7 +136,7 @@ async def test_redis_frozen_new_call_refused_fast_and_recorded(platform: Platfor
                                       cwd=tmp_path, extra=["-d", "1000", "-trace_logs"], timeout=30)
         refused_in = time.time() - since
         log = "".join(x.read_text() for x in tmp_path.glob("*_logs.log"))
-        assert "ANSWERED" not in log and refused_in < 7, (refused_in, log, res.stdout[-1500:])
+        assert "ANSWERED" not in log and refused_in < 3, (refused_in, log, res.stdout[-1500:])
         recovered = wait_healthy(p, frozen_at)
         assert recovered < 15, recovered
         assert p.health()["redis"]["last_fault"].startswith("no answer"), p.health()
