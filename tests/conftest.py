@@ -4,6 +4,7 @@ a real platform process (``callcenter run``) started per test module with its ow
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import shutil
@@ -121,6 +122,7 @@ class Platform:
     api_key: str
     redis_url: str  # "": the platform runs its own embedded Redis
     database_url: str  # "": the platform runs its own embedded PostgreSQL
+    demo_customers: int = 0  # > 0: started with demo data, as `make run` does
 
     def get(self, path: str, timeout: float = 5) -> tuple[int, object]:
         req = urllib.request.Request(self.http + path, headers={"Authorization": f"Bearer {self.api_key}"})
@@ -189,9 +191,12 @@ prompts = "{ROOT / 'sip_config' / 'prompts.toml'}"
 """)
 
 
+_PLATFORM_STARTS = itertools.count()
+
+
 def start_platform(stores: Stores, tmp: Path, *, front_door: str = "none", workers: int = 1,
                    dialplan: Path | None = None, extra: str = "", redis_db: int | None = 1,
-                   own_database: bool = False) -> Platform:
+                   own_database: bool = False, demo_customers: int = 0) -> Platform:
     """``redis_db=None`` / ``own_database``: the platform runs its own embedded Redis / PostgreSQL
     (under its var/), as `make run` does."""
     var_dir = tmp / "var"
@@ -201,7 +206,8 @@ def start_platform(stores: Stores, tmp: Path, *, front_door: str = "none", worke
     if shared_prompts.exists() and not (var_dir / "prompts").exists():
         shutil.copytree(shared_prompts, var_dir / "prompts")
     http_port, sip_port = free_port(), free_port()
-    worker_port = 15000 + (os.getpid() % 200) * 40
+    # Two platforms may be up at once (module fixtures): each start takes the next block of 8 ports.
+    worker_port = 15000 + (os.getpid() % 200) * 40 + (next(_PLATFORM_STARTS) % 5) * 8
     rtp_port = 30000 + (uuid.uuid4().int % 300) * 100
     cfg = tmp / "callcenter.toml"
     write_config(cfg, var_dir=var_dir, http_port=http_port, sip_port=sip_port, worker_port=worker_port,
@@ -211,7 +217,8 @@ def start_platform(stores: Stores, tmp: Path, *, front_door: str = "none", worke
     if redis_url:
         redis.Redis.from_url(redis_url).flushdb()
     p = Platform(None, f"http://127.0.0.1:{http_port}", sip_port, worker_port, var_dir, cfg,  # type: ignore[arg-type]
-                 tmp / "platform.log", stores.api_key, redis_url, "" if own_database else stores.database_url)
+                 tmp / "platform.log", stores.api_key, redis_url, "" if own_database else stores.database_url,
+                 demo_customers)
     return launch(stores, p)
 
 
@@ -221,7 +228,7 @@ def launch(stores: Stores, p: Platform) -> Platform:
     env = {**os.environ, "DATABASE_URL": p.database_url, "REDIS_URL": p.redis_url, "PYTHONPATH": str(ROOT)}
     log = p.log
     proc = subprocess.Popen([sys.executable, "-m", "callcenter.cli", "--config", str(p.config), "run",
-                             "--demo-customers", "0"], cwd=ROOT, env=env, stdout=open(log, "ab"),
+                             "--demo-customers", str(p.demo_customers)], cwd=ROOT, env=env, stdout=open(log, "ab"),
                             stderr=subprocess.STDOUT, start_new_session=True)
     p.proc = proc
     deadline = time.monotonic() + 60
