@@ -25,6 +25,7 @@ from acd.ewt import announce_minutes, ewt, update_aht
 from acd.models import Overflow, QueueSettings
 from acd.offers import OfferBus
 from acd.waiting import Waiting
+from bus.redis import REDIS_DOWN
 from media.client import CallEnded, CallHandle, MediaError, OriginateFailed, first_ended
 
 log = logging.getLogger("acd.queue_call")
@@ -189,12 +190,15 @@ async def _wait_loop(w: _Wait, offers: asyncio.Queue[Offer]) -> QueueResult:
                 left = await _request_callback(w, cause="timeout")
             else:
                 left = await _leave(w, "EXITWITHTIMEOUT", "timeout")
-        elif s.no_agents == "exit" and (await w.svc.directory.staffing(w.queue)).logged_in == 0:
+        elif s.no_agents == "exit" and await _all_logged_out(w):
             # every member logged out while the caller waited (Asterisk's leavewhenempty)
             left = await _leave(w, "EXITEMPTY", "no_agents")
         else:
             if next_announce is not None and time.time() >= next_announce:
-                await _announce(w)
+                try:
+                    await _announce(w)
+                except REDIS_DOWN as exc:  # the caller keeps the hold music and their place
+                    log.warning("announcement for %s skipped: %s", w.call.call_id, exc)
                 next_announce = time.time() + s.announce_every
             continue
         if left is not None:
@@ -226,6 +230,16 @@ async def _request_callback(w: _Wait, cause: str) -> QueueResult | None:
         await w.call.play(w.svc.prompts.path(CALLBACK_CONFIRM_PROMPT), interrupt_digits="")
         await w.call.hangup()
     return QueueResult("callback")
+
+
+async def _all_logged_out(w: _Wait) -> bool:
+    """Every member left while the caller waited? While Redis is away nobody can tell, and the
+    caller keeps waiting: their place is in Redis, and routing resumes when it is back."""
+    try:
+        return (await w.svc.directory.staffing(w.queue)).logged_in == 0
+    except REDIS_DOWN as exc:
+        log.warning("queue %s: staffing unknown (%s); %s keeps waiting", w.queue, exc, w.call.call_id)
+        return False
 
 
 async def _announce(w: _Wait) -> None:

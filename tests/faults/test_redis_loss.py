@@ -189,3 +189,39 @@ async def test_redis_back_empty_directory_rebuilt_and_no_worker_blamed(platform:
     assert calls and calls[0]["answered"], calls
     figure("Redis back empty (FLUSHALL)", directory_rebuilt_s=round(rebuilt, 2), workers_restarted=0,
            agent_states="lost: agents set themselves available again")
+
+
+async def test_redis_frozen_a_queued_caller_keeps_their_place(platform: Platform, pool: asyncpg.Pool) -> None:
+    """A caller waiting in a queue while Redis is frozen (and then restarted by the watchdog) keeps
+    waiting and is connected to the agent who becomes available afterwards."""
+    p = platform
+    agent = agent_with_phone(p, 30)
+    assert p.send("POST", "/api/agents/rita/status", {"status": "not_ready", "reason": "break"})[0] == 200
+    callers = waiting_callers(p, 1, service="570")
+    try:
+        await answered(pool, callers)
+        iid = callers[0].interaction["id"]  # type: ignore[index]
+
+        async def logged(event: str, timeout: float) -> bool:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if await pool.fetchval("SELECT 1 FROM interaction_events WHERE interaction_id = $1 AND event = $2",
+                                       iid, event):
+                    return True
+                await asyncio.sleep(0.2)
+            return False
+
+        assert await logged("ENTERQUEUE", 10)
+        frozen_at = time.time()
+        os.kill(redis_pid(p), signal.SIGSTOP)  # longer than the queue's 5 s staffing check
+        recovered = wait_healthy(p, frozen_at)
+        await asyncio.sleep(3)
+        assert callers[0].proc.poll() is None, "the queued caller was dropped"
+        assert p.send("POST", "/api/agents/rita/status", {"status": "available"})[0] == 200
+        assert await logged("CONNECT", 20), "the queued caller never reached the agent"
+        figure("Redis frozen with a caller in the queue", caller_kept=True, connected_after=True,
+               healthy_again_s=round(recovered, 2))
+    finally:
+        hang_up(callers)
+    calls = result(agent)["calls"]  # type: ignore[arg-type]
+    assert calls and calls[0]["answered"], calls
