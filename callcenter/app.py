@@ -182,9 +182,10 @@ async def run(cfg: Config, *, demo_customers: int = 200, ready: asyncio.Event | 
             loops.start("frontdoor.credentials", credentials.run)
             log.info("front door: Kamailio on %s:%d, %d media workers", cfg.sip.host, cfg.sip.port, count)
         else:
-            log.warning("Kamailio is not installed: one media worker answers on %s:%d and holds at most "
-                        "%d calls. Install it for the machine's full capacity: apt-get install kamailio",
-                        cfg.sip.host, cfg.sip.port, max(s.capacity for s in supervisor.slots.values()))
+            why = ("sip.front_door is \"none\"" if cfg.sip.front_door == "none" else
+                   "Kamailio is not installed (apt-get install kamailio)")
+            log.warning("no front door (%s): one media worker answers on %s:%d and holds at most %d calls",
+                        why, cfg.sip.host, cfg.sip.port, max(s.capacity for s in supervisor.slots.values()))
 
         services = api.Services(pool, redis, supervisor, frontdoor, acd.agents, acd.directory, cfg.sip.realm,
                                 credentials.changed if credentials is not None else None, frozenset(prompts.texts),

@@ -26,7 +26,12 @@ def ha1(extension: str, realm: str, password: str) -> str:
 
 
 def new_password() -> str:
-    return secrets.token_urlsafe(12)  # 96 bits, typeable into a softphone
+    """96 bits, typeable into a softphone; never starting with "-", which a command line (ours
+    included: `sip-password --password P`) would take for an option."""
+    while True:
+        password = secrets.token_urlsafe(12)
+        if not password.startswith("-"):
+            return password
 
 
 class CredentialError(ValueError):

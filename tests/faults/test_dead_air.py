@@ -92,7 +92,7 @@ async def test_worker_killed_caller_and_agent_phone_both_get_a_bye(platform: Pla
     st, creds = p.send("POST", "/api/agents/dora/sip-password", {})
     assert st == 200
     agent = phone("--port", str(free_port()), "--agent", "--register", f"sip:461@127.0.0.1:{p.sip_port}",
-                  "--password", creds["password"], "--tone", "1000", "--seconds", "25")  # type: ignore[index]
+                  f"--password={creds['password']}", "--tone", "1000", "--seconds", "25")  # type: ignore[index]
     assert p.send("POST", "/api/agents/dora/status", {"status": "available"})[0] == 200
     callers = waiting_callers(p, 1, service="560")
     try:

@@ -81,7 +81,7 @@ def agent_with_phone(p: Platform, seconds: int) -> object:
     st, creds = p.send("POST", "/api/agents/rita/sip-password", {})
     assert st == 200
     agent = phone("--port", str(free_port()), "--agent", "--register", f"sip:471@127.0.0.1:{p.sip_port}",
-                  "--password", creds["password"], "--tone", "1000", "--seconds", str(seconds))  # type: ignore[index]
+                  f"--password={creds['password']}", "--tone", "1000", "--seconds", str(seconds))  # type: ignore[index]
     assert p.send("POST", "/api/agents/rita/status", {"status": "available"})[0] == 200
     return agent
 

@@ -302,7 +302,7 @@ async def test_agent_phone_registered_at_the_front_door_is_rung_there(platform: 
     st, creds = platform.send("POST", "/api/agents/dan/sip-password", {})
     assert st == 200 and creds["extension"] == "301", creds  # type: ignore[index]
     dan = phone("--port", str(PHONE_BASE + 6), "--agent", "--register", f"sip:301@127.0.0.1:{platform.sip_port}",
-                "--password", creds["password"], "--tone", "1000", "--talk", "3", "--seconds", "12")  # type: ignore[index]
+                f"--password={creds['password']}", "--tone", "1000", "--talk", "3", "--seconds", "12")  # type: ignore[index]
     status(platform, "eve", "available")  # first in the linear order, but her phone never registered
     status(platform, "dan", "available")
     heard = str(tmp_path / "caller.wav")
