@@ -192,6 +192,8 @@ prompts = "{ROOT / 'sip_config' / 'prompts.toml'}"
 
 
 _PLATFORM_STARTS = itertools.count()
+# SIPp callers started together must not draw the same RTP ports (a random draw collided: errno 98).
+_SIPP_MEDIA = itertools.count(os.getpid() % 200)
 
 
 def start_platform(stores: Stores, tmp: Path, *, front_door: str = "none", workers: int = 1,
@@ -252,7 +254,7 @@ def _sipp_args(scenario: str, target: str, *, calls: int, rate: int, limit: int 
     require("sipp")
     args = ["sipp", "-sf", str(ROOT / "tests" / "sip" / "scenarios" / scenario), "-s", service,
             "-m", str(calls), "-r", str(rate), "-l", str(limit or calls), "-i", "127.0.0.1",
-            "-p", str(free_port()), "-mp", str(40000 + (uuid.uuid4().int % 200) * 100), "-nostdin",
+            "-p", str(free_port()), "-mp", str(40000 + (next(_SIPP_MEDIA) % 200) * 100), "-nostdin",
             "-timeout", f"{int(timeout)}s", "-timeout_error", "-trace_stat", "-trace_err"]
     for k, v in (keys or {}).items():
         args += ["-key", k, v]
