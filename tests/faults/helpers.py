@@ -12,7 +12,7 @@ from pathlib import Path
 
 import asyncpg
 
-from tests.conftest import Platform, sipp_start
+from tests.conftest import Platform, Stores, require, sipp_start, start_platform
 
 
 @dataclass
@@ -96,3 +96,14 @@ def figure(fault: str, **measured: object) -> None:
     FIGURES.parent.mkdir(parents=True, exist_ok=True)
     with FIGURES.open("a") as f:
         f.write(line + "\n")
+
+
+def two_worker_platform(stores: Stores, tmp: Path, plan: str, redis_db: int | None) -> Platform:
+    """The platform behind the real Kamailio with two media workers and its own dial plan."""
+    require("kamailio")
+    require("sipp")
+    path = tmp / "dialplan.toml"
+    path.write_text(plan)
+    p = start_platform(stores, tmp, front_door="kamailio", workers=2, redis_db=redis_db, dialplan=path)
+    p.wait(lambda: p.health()["workers"]["up"] == 2, what="both workers up")
+    return p

@@ -16,8 +16,8 @@ import pytest
 
 from callcenter.embedded import free_port
 from callcenter.procs import pid_alive
-from tests.conftest import Platform, Stores, launch, require, start_platform
-from tests.faults.helpers import answered, byes, figure, hang_up, record, waiting_callers
+from tests.conftest import Platform, Stores, launch
+from tests.faults.helpers import answered, byes, figure, hang_up, record, two_worker_platform, waiting_callers
 from tests.sip.phones import phone, result
 
 BYE_WITHIN = 5.0  # seconds from the fault to the last caller's BYE
@@ -41,12 +41,7 @@ prompt = "hold_loop"
 
 @pytest.fixture
 def platform(stores: Stores, tmp_path: Path) -> Iterator[Platform]:
-    require("kamailio")
-    require("sipp")
-    plan = tmp_path / "dialplan.toml"
-    plan.write_text(PLAN)
-    p = start_platform(stores, tmp_path, front_door="kamailio", workers=2, redis_db=10, dialplan=plan)
-    p.wait(lambda: p.health()["workers"]["up"] == 2, what="both workers up")
+    p = two_worker_platform(stores, tmp_path, PLAN, redis_db=10)
     yield p
     if p.proc.poll() is None:
         p.stop()

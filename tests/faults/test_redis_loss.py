@@ -18,8 +18,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from callcenter.embedded import free_port
-from tests.conftest import Platform, Stores, require, sipp, start_platform
-from tests.faults.helpers import answered, byes, figure, hang_up, record, waiting_callers
+from tests.conftest import Platform, Stores, sipp
+from tests.faults.helpers import answered, byes, figure, hang_up, record, two_worker_platform, waiting_callers
 from tests.sip.phones import phone, result
 
 PLAN = """
@@ -40,12 +40,7 @@ prompt = "hold_loop"
 
 @pytest.fixture
 def platform(stores: Stores, tmp_path: Path) -> Iterator[Platform]:
-    require("kamailio")
-    require("sipp")
-    plan = tmp_path / "dialplan.toml"
-    plan.write_text(PLAN)
-    p = start_platform(stores, tmp_path, front_door="kamailio", workers=2, redis_db=None, dialplan=plan)
-    p.wait(lambda: p.health()["workers"]["up"] == 2, what="both workers up")
+    p = two_worker_platform(stores, tmp_path, PLAN, redis_db=None)
     yield p
     if p.proc.poll() is None:
         assert p.stop() == 0
