@@ -22,6 +22,7 @@ import asyncio
 import json
 import multiprocessing as mp
 import random
+import shutil
 import statistics
 import time
 from dataclasses import dataclass
@@ -209,6 +210,7 @@ def main() -> None:
     a = ap.parse_args()
     info = machine()
     print("machine:", json.dumps(info))
+    shutil.rmtree(OUT / "acd-redis", ignore_errors=True)  # each run from empty
     rd = EmbeddedRedis(OUT / "acd-redis")
     base_url = rd.start().rsplit("/", 1)[0]
     try:

@@ -23,6 +23,7 @@ from acd.models import AgentIn, MembersIn, QueueIn, SipPasswordIn, SkillsIn, Sta
 from callcenter.acd_sync import sync_agents, sync_queue
 from callcenter.auth import requires
 from callcenter.http_guard import http_error
+from callcenter.notices import SIP_CREDENTIALS, notify
 from callcenter.sip_credentials import CredentialError, set_password
 
 M = TypeVar("M", bound=BaseModel)
@@ -237,6 +238,7 @@ async def delete_agent(request: web.Request) -> web.Response:
         if (await request.app[AGENTS].get(aid)).status is not Status.LOGGED_OUT:
             raise http_error(409, "log the agent out first")
         await conn.execute("DELETE FROM agents WHERE id = $1", aid)
+        await notify(conn, SIP_CREDENTIALS)
         await sync_agents(conn, request.app[DIRECTORY], [aid])
     request.app[PHONES].changed()
     return web.Response(status=204)

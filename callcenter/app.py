@@ -23,6 +23,7 @@ from callcenter.dialplan import load_dialplan
 from callcenter.embedded import EmbeddedPostgres, EmbeddedRedis
 from callcenter.frontdoor import Destination, FrontDoor, Policy, kamailio_path
 from callcenter.interactions import InteractionLog
+from callcenter.notices import API_KEYS, SIP_CREDENTIALS, Notices
 from callcenter.orphans import OrphanCloser
 from callcenter.prompts import build as build_prompts
 from callcenter.prompts import load_prompts
@@ -190,7 +191,13 @@ async def run(cfg: Config, *, demo_customers: int = 200, ready: asyncio.Event | 
         services = api.Services(pool, redis, supervisor, frontdoor, acd.agents, acd.directory, cfg.sip.realm,
                                 credentials.changed if credentials is not None else None, frozenset(prompts.texts),
                                 loops=lambda: [*transport.status(), *loops.status()], redis_server=ends.redis_server)
-        app = api.make_app(services, [auth.ApiKeys(pool)], cfg.http.request_timeout, tuple(cfg.http.allowed_origins))
+        keys = auth.ApiKeys(pool)
+        notices = Notices(pool)  # a revoked key or a new phone password, from any node or the CLI
+        notices.on(API_KEYS, keys.forget)
+        if credentials is not None:
+            notices.on(SIP_CREDENTIALS, credentials.changed)
+        loops.start("postgres.notices", notices.run)
+        app = api.make_app(services, [keys], cfg.http.request_timeout, tuple(cfg.http.allowed_origins))
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, cfg.http.host, cfg.http.port)

@@ -26,6 +26,8 @@ from typing import Any, Literal, Protocol, TypeVar
 import asyncpg
 from aiohttp import web
 
+from callcenter.notices import API_KEYS, notify
+
 log = logging.getLogger("callcenter.auth")
 
 SCOPES = ("read", "control", "configure")
@@ -85,13 +87,17 @@ def _hash(secret: str) -> bytes:
 
 
 class ApiKeys:
-    """API keys in PostgreSQL. Verified keys are cached for ``cache_ttl`` seconds, so a revoked key
-    stops working within that time and a busy API does not query the database per request."""
+    """API keys in PostgreSQL. Verified keys are cached for ``cache_ttl`` seconds, so that a busy API
+    does not query the database per request; a revocation (``notices.API_KEYS``) empties the cache
+    at once, and the TTL bounds a revocation whose notice was lost."""
 
     def __init__(self, pool: asyncpg.Pool, cache_ttl: float = 10.0):
         self.pool = pool
         self.cache_ttl = cache_ttl
         self._cache: dict[bytes, tuple[float, Principal]] = {}
+
+    def forget(self) -> None:
+        self._cache.clear()
 
     async def authenticate(self, request: web.Request) -> Principal | None:
         header = request.headers.get("Authorization", "")
@@ -141,6 +147,7 @@ async def list_keys(conn: asyncpg.Connection) -> list[dict[str, Any]]:
 async def revoke_key(conn: asyncpg.Connection, key_id: str) -> bool:
     done = await conn.execute("UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL",
                               key_id)
+    await notify(conn, API_KEYS)
     return not done.endswith(" 0")
 
 
@@ -154,6 +161,7 @@ async def development_key(conn: asyncpg.Connection, path: Path) -> str:
                                      m.group(1)) == _hash(m.group(2)):
             return token
     await conn.execute("UPDATE api_keys SET revoked_at = now() WHERE name = 'development' AND revoked_at IS NULL")
+    await notify(conn, API_KEYS)
     token = await create_key(conn, "development", SCOPES)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

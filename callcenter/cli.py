@@ -171,10 +171,12 @@ def cmd_prompts(args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="callcenter", description="Contact center platform")
     ap.add_argument("--config", help="TOML file (default sip_config/callcenter.toml)")
+    # ... before or after the command: `callcenter check-config --config FILE` too
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=argparse.SUPPRESS, help="TOML file (default sip_config/callcenter.toml)")
     sub = ap.add_subparsers(dest="command", required=True)
 
-    r = sub.add_parser("run", help="run the platform")
-    r.add_argument("--config", default=argparse.SUPPRESS)
+    r = sub.add_parser("run", parents=[common], help="run the platform")
     r.add_argument("--http-port", type=int)
     r.add_argument("--sip-port", type=int)
     r.add_argument("--workers", type=int)
@@ -182,42 +184,43 @@ def parser() -> argparse.ArgumentParser:
                    help="customers to create when the database is empty (0: none)")
     r.set_defaults(fn=cmd_run)
 
-    db = sub.add_parser("db", help="database maintenance")
+    db = sub.add_parser("db", parents=[common], help="database maintenance")
     dbsub = db.add_subparsers(dest="db_command", required=True)
-    m = dbsub.add_parser("migrate", help="apply pending migrations")
+    m = dbsub.add_parser("migrate", parents=[common], help="apply pending migrations")
     m.set_defaults(fn=cmd_migrate)
 
-    d = sub.add_parser("demo-data", help="create demo customers with accounts, orders, tickets")
+    d = sub.add_parser("demo-data", parents=[common], help="create demo customers with accounts, orders, tickets")
     d.add_argument("--customers", type=int, default=1000)
     d.add_argument("--seed", type=int, default=None)
     d.set_defaults(fn=cmd_demo_data)
 
-    k = sub.add_parser("api-key", help="manage API keys (scopes: read, control, configure)")
+    k = sub.add_parser("api-key", parents=[common], help="manage API keys (scopes: read, control, configure)")
     ksub = k.add_subparsers(dest="key_command", required=True)
-    kc = ksub.add_parser("create", help="create a key and print it (once)")
+    kc = ksub.add_parser("create", parents=[common], help="create a key and print it (once)")
     kc.add_argument("--name", required=True)
     kc.add_argument("--scope", action="append", required=True,
                     help="read, control (agent status, calls), configure (queues, agents); repeat or comma-separate")
-    ksub.add_parser("list", help="list keys (never their secrets)")
-    kr = ksub.add_parser("revoke", help="revoke a key by its id")
+    ksub.add_parser("list", parents=[common], help="list keys (never their secrets)")
+    kr = ksub.add_parser("revoke", parents=[common], help="revoke a key by its id")
     kr.add_argument("id")
     k.set_defaults(fn=cmd_api_key)
 
-    sp = sub.add_parser("sip-password", help="give an agent's phone a new SIP password (printed once)")
+    sp = sub.add_parser("sip-password", parents=[common],
+                        help="give an agent's phone a new SIP password (printed once)")
     sp.add_argument("login")
     sp.add_argument("--password", help="use this one (12+ characters) instead of a generated one")
     sp.set_defaults(fn=cmd_sip_password)
 
-    sl = sub.add_parser("spool", help="records the database refused (var/spool/rejected-*.jsonl)")
+    sl = sub.add_parser("spool", parents=[common], help="records the database refused (var/spool/rejected-*.jsonl)")
     slsub = sl.add_subparsers(dest="spool_command", required=True)
-    slsub.add_parser("list", help="spooled files, their size and why the database refused them")
-    slsub.add_parser("replay", help="try the refused records again (after fixing the cause)")
+    slsub.add_parser("list", parents=[common], help="spooled files, their size and why the database refused them")
+    slsub.add_parser("replay", parents=[common], help="try the refused records again (after fixing the cause)")
     sl.set_defaults(fn=cmd_spool)
 
-    c = sub.add_parser("check-config", help="validate the configuration without starting")
+    c = sub.add_parser("check-config", parents=[common], help="validate the configuration without starting")
     c.set_defaults(fn=cmd_check_config)
 
-    p = sub.add_parser("prompts", help="generate prompt WAVs from sip_config/prompts.toml")
+    p = sub.add_parser("prompts", parents=[common], help="generate prompt WAVs from sip_config/prompts.toml")
     p.add_argument("--force", action="store_true")
     p.set_defaults(fn=cmd_prompts)
     return ap

@@ -103,16 +103,25 @@ class EmbeddedRedis:
             # workers' final events have been read; and it goes if the control plane is killed.
             start_new_session=True, preexec_fn=die_with_parent,
         )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+        # Ready means PONG: a server still loading its append-only file answers -LOADING, and a
+        # client that starts then fails (BusyLoadingError). Loading takes as long as the data needs.
+        deadline, loading_deadline = time.monotonic() + 10, time.monotonic() + 300
+        while time.monotonic() < (loading_deadline if self._ping() == b"-LOADING" else deadline):
             if self._proc.poll() is not None:
                 raise RuntimeError(f"embedded redis exited: see {self.data_dir / 'redis.log'}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return f"redis://127.0.0.1:{self.port}/0"
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("embedded redis did not start in 10 s")
+            if self._ping() == b"+PONG":
+                return f"redis://127.0.0.1:{self.port}/0"
+            time.sleep(0.05)
+        raise RuntimeError("embedded redis did not become ready")
+
+    def _ping(self) -> bytes:
+        """The first word of the server's reply to PING, or b"" when it does not answer."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as conn:
+                conn.sendall(b"PING\r\n")
+                return conn.recv(64).split(b" ", 1)[0].strip()
+        except OSError:
+            return b""
 
     @property
     def pid_file(self) -> Path:

@@ -15,6 +15,7 @@ from pathlib import Path
 import asyncpg
 
 from callcenter.http_guard import UNAVAILABLE
+from callcenter.notices import SIP_CREDENTIALS, notify
 
 log = logging.getLogger("callcenter.sip_credentials")
 
@@ -50,6 +51,7 @@ async def set_password(conn: asyncpg.Connection, login: str, realm: str,
     if len(password) < MIN_PASSWORD or not password.isprintable():
         raise CredentialError(f"a phone password has at least {MIN_PASSWORD} printable characters")
     await conn.execute("UPDATE agents SET sip_ha1 = $2 WHERE login = $1", login, ha1(row["extension"], realm, password))
+    await notify(conn, SIP_CREDENTIALS)
     return str(row["extension"]), password
 
 
@@ -58,7 +60,8 @@ Push = Callable[[dict[str, str], list[str]], Awaitable[None]]
 
 class CredentialSync:
     """Keeps the front door's extension -> HA1 table equal to the agents table: at once when told
-    (``changed()``), and every ``interval`` seconds in case another node changed it."""
+    (``changed()``, and on ``notices.SIP_CREDENTIALS`` from any node or the CLI), and every
+    ``interval`` seconds in case a notice was lost."""
 
     def __init__(self, pool: asyncpg.Pool, push: Push, interval: float = 15.0):
         self.pool = pool

@@ -196,6 +196,13 @@ _PLATFORM_STARTS = itertools.count()
 _SIPP_MEDIA = itertools.count(os.getpid() % 200)
 
 
+def worker_ports() -> tuple[int, int]:
+    """SIP and RTP bases for a platform's workers. Two platforms may be up at once (module
+    fixtures): each start takes the next block of 8 SIP ports."""
+    return (15000 + (os.getpid() % 200) * 40 + (next(_PLATFORM_STARTS) % 5) * 8,
+            30000 + (uuid.uuid4().int % 300) * 100)
+
+
 def start_platform(stores: Stores, tmp: Path, *, front_door: str = "none", workers: int = 1,
                    dialplan: Path | None = None, extra: str = "", redis_db: int | None = 1,
                    own_database: bool = False, demo_customers: int = 0) -> Platform:
@@ -208,9 +215,7 @@ def start_platform(stores: Stores, tmp: Path, *, front_door: str = "none", worke
     if shared_prompts.exists() and not (var_dir / "prompts").exists():
         shutil.copytree(shared_prompts, var_dir / "prompts")
     http_port, sip_port = free_port(), free_port()
-    # Two platforms may be up at once (module fixtures): each start takes the next block of 8 ports.
-    worker_port = 15000 + (os.getpid() % 200) * 40 + (next(_PLATFORM_STARTS) % 5) * 8
-    rtp_port = 30000 + (uuid.uuid4().int % 300) * 100
+    worker_port, rtp_port = worker_ports()
     cfg = tmp / "callcenter.toml"
     write_config(cfg, var_dir=var_dir, http_port=http_port, sip_port=sip_port, worker_port=worker_port,
                  rtp_port=rtp_port, front_door=front_door, workers=workers,
@@ -233,10 +238,14 @@ def launch(stores: Stores, p: Platform) -> Platform:
                              "--demo-customers", str(p.demo_customers)], cwd=ROOT, env=env, stdout=open(log, "ab"),
                             stderr=subprocess.STDOUT, start_new_session=True)
     p.proc = proc
-    deadline = time.monotonic() + 60
+    return wait_healthy(p, 60)
+
+
+def wait_healthy(p: Platform, seconds: float) -> Platform:
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"platform exited at start:\n{log.read_text()[-3000:]}")
+        if p.proc.poll() is not None:
+            raise AssertionError(f"platform exited at start:\n{p.log.read_text()[-3000:]}")
         try:
             # No key: a platform with its own database does not know the tests' key yet.
             with urllib.request.urlopen(p.http + "/healthz", timeout=5) as r:
@@ -246,7 +255,7 @@ def launch(stores: Stores, p: Platform) -> Platform:
             pass
         time.sleep(0.2)
     p.stop()
-    raise AssertionError(f"platform not healthy in 60 s:\n{log.read_text()[-3000:]}")
+    raise AssertionError(f"platform not healthy in {seconds:.0f} s:\n{p.log.read_text()[-3000:]}")
 
 
 def _sipp_args(scenario: str, target: str, *, calls: int, rate: int, limit: int | None, keys: dict[str, str] | None,
