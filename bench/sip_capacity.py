@@ -5,7 +5,12 @@ For each system: the most concurrent answered calls hearing a looping prompt wit
 and the highest call-setup rate (short calls) with no failed call. SIPp (Debian sip-tester) is the
 caller. Prints the machine, both figures and their ratio.
 
-    python -m bench.sip_capacity [--processes 64] [--quick]
+CPU is sampled per component too (psutil: the media processes, the control plane, Kamailio, Redis,
+PostgreSQL, SIPp), so the figures say where the platform's extra CPU per call goes. ``--rounds N``
+measures the two systems N times in turn (bare, platform, bare, ...) and reports each round and the
+median ratios: on a VM whose speed drifts, one round can differ from the next by more than any change.
+
+    python -m bench.sip_capacity [--processes 64] [--rounds 1] [--quick]
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -26,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
+import psutil
 
 from bench.machine import machine as base_machine
 from callcenter.auth import create_key
@@ -39,6 +46,7 @@ OUT = ROOT / "var" / "bench"
 WORKER_SIP = 25000
 RTP_BASE = 30000
 SIP_PORT = 25999
+TARGET = f"127.0.0.1:{SIP_PORT}"
 
 
 @dataclass
@@ -47,6 +55,7 @@ class Run:
     answered: int
     refused: int
     cpu: float  # machine CPU busy % while the calls were up
+    components: dict[str, float]  # CPU-seconds per second (1.0 = one core busy) of each component
 
     @property
     def ok(self) -> bool:
@@ -57,6 +66,36 @@ def cpu_times() -> tuple[int, int]:
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     idle = fields[3] + fields[4]
     return sum(fields) - idle, sum(fields)
+
+
+# Which processes make up each component, by a word of their command line (Redis rewrites its own).
+COMPONENTS = (("media", ("bench.bare_answer", "media.worker")), ("control plane", ("callcenter.cli",)),
+              ("kamailio", ("kamailio",)), ("redis", ("redis-server",)), ("postgresql", ("postgres",)),
+              ("sipp", ("sipp",)))
+
+
+def component_times() -> dict[int, tuple[str, float]]:
+    """pid -> (component, CPU seconds so far) for every process of a component."""
+    out = {}
+    for proc in psutil.process_iter(["cmdline", "name"]):
+        try:
+            line = " ".join(proc.info["cmdline"] or [proc.info["name"] or ""])
+            component = next((c for c, words in COMPONENTS if any(w in line for w in words)), None)
+            if component is not None:
+                t = proc.cpu_times()
+                out[proc.pid] = (component, t.user + t.system)
+        except psutil.Error:
+            continue
+    return out
+
+
+def component_rates(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]],
+                    seconds: float) -> dict[str, float]:
+    rates: dict[str, float] = {}
+    for pid, (component, t1) in after.items():
+        if pid in before:
+            rates[component] = rates.get(component, 0.0) + (t1 - before[pid][1]) / seconds
+    return {c: round(v, 3) for c, v in sorted(rates.items())}
 
 
 def sipp_load(target: str, calls: int, rate: int, hold_ms: int, workdir: Path) -> Run:
@@ -73,12 +112,13 @@ def sipp_load(target: str, calls: int, rate: int, hold_ms: int, workdir: Path) -
     ramp, hold = calls / rate, hold_ms / 1000
     start, end = (ramp + 0.5, ramp + max(1.0, hold / 2)) if hold > ramp else (ramp * 0.3, ramp * 0.8)
     time.sleep(start)
-    b0, t0 = cpu_times()
+    b0, t0, c0, w0 = *cpu_times(), component_times(), time.monotonic()
     time.sleep(end - start)
-    b1, t1 = cpu_times()
+    b1, t1, c1, w1 = *cpu_times(), component_times(), time.monotonic()
     proc.wait()
     text = "".join(p.read_text() for p in workdir.glob("*_logs.log"))
-    return Run(calls, text.count("ANSWERED "), text.count("REFUSED "), 100.0 * (b1 - b0) / max(1, t1 - t0))
+    return Run(calls, text.count("ANSWERED "), text.count("REFUSED "), 100.0 * (b1 - b0) / max(1, t1 - t0),
+               component_rates(c0, c1, w1 - w0))
 
 
 def search(label: str, steps: list[int], attempt: Callable[[int], Run]) -> tuple[int, list[Run]]:
@@ -86,8 +126,9 @@ def search(label: str, steps: list[int], attempt: Callable[[int], Run]) -> tuple
     for n in steps:
         r = attempt(n)
         runs.append(r)
-        print(f"  {label} {n:>5}: answered {r.answered}/{r.calls}, refused {r.refused}, cpu {r.cpu:.0f}%",
-              flush=True)
+        parts = ", ".join(f"{c} {v:.2f}" for c, v in r.components.items())
+        print(f"  {label} {n:>5}: answered {r.answered}/{r.calls}, refused {r.refused}, cpu {r.cpu:.0f}% "
+              f"(cores: {parts})", flush=True)
         if not r.ok:
             break
         best = n
@@ -186,46 +227,42 @@ def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
             p.wait()
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--processes", type=int, default=64, help="media processes for both systems")
-    ap.add_argument("--quick", action="store_true", help="two steps each (smoke run)")
-    a = ap.parse_args()
-    for tool in ("sipp", "kamailio"):
-        if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
-            sys.exit(f"{tool} is not installed (apt-get install sip-tester kamailio)")
-    OUT.mkdir(parents=True, exist_ok=True)
-    info = machine()
-    print("machine:", json.dumps(info), flush=True)
-    prompt = ROOT / "var" / "prompts" / "hold_loop.wav"
-    if not prompt.exists():
-        subprocess.run([sys.executable, "-m", "callcenter.cli", "prompts"], cwd=ROOT, check=True)
-    target = f"127.0.0.1:{SIP_PORT}"
-    n = a.processes
-
-    # Baseline: bare pjsua2 processes behind the same front door configuration.
+def run_bare(n: int, prompt: Path, quick: bool) -> Capacity:
+    """Baseline: bare pjsua2 processes behind the same front door configuration."""
     bare = start_bare(n, str(prompt), OUT / "bare-logs")
 
-    async def bare_phase() -> Capacity:
+    async def phase() -> Capacity:
         fd = FrontDoor(ROOT / "sip_config" / "kamailio.cfg", OUT / "kamailio-bare", "127.0.0.1", SIP_PORT,
                        policy=Policy(trusted_sources=("127.0.0.1",)))  # the load generator plays the trunk
         await fd.start([Destination(f"sip:127.0.0.1:{WORKER_SIP + i}", f"b{i}", 4) for i in range(n)])
         try:
-            return await asyncio.to_thread(measure, "bare", target, 4 * n, a.quick)
+            return await asyncio.to_thread(measure, "bare", TARGET, 4 * n, quick)
         finally:
             await fd.stop()
 
     try:
-        bare_res = asyncio.run(bare_phase())
+        return asyncio.run(phase())
     finally:
         stop_all(bare)
 
-    # The platform: same number of media processes. The loop workload never originates a leg, so no
-    # slot is kept back for one (media.outbound_reserve = 0) and both systems offer 4 calls per process.
-    shutil.rmtree(OUT / "redis", ignore_errors=True)  # each run from empty: its AOF grew run after run
+
+async def _fresh_database(pg: EmbeddedPostgres, admin: str) -> str:
+    """An empty database each round: records piling up over runs made later rounds slower."""
+    conn = await asyncpg.connect(admin)
+    try:
+        await conn.execute('DROP DATABASE IF EXISTS "bench" WITH (FORCE)')
+    finally:
+        await conn.close()
+    return await pg.ensure_database(admin, "bench")
+
+
+def run_platform(n: int, prompt: Path, quick: bool) -> Capacity:
+    """The platform: same number of media processes. The loop workload never originates a leg, so no
+    slot is kept back for one (media.outbound_reserve = 0) and both systems offer 4 calls per process."""
+    shutil.rmtree(OUT / "redis", ignore_errors=True)  # from empty: its AOF grew run after run
     pg, rd = EmbeddedPostgres(OUT / "pgdata"), EmbeddedRedis(OUT / "redis")
     admin = pg.start()
-    db_url = asyncio.run(pg.ensure_database(admin, "bench"))
+    db_url = asyncio.run(_fresh_database(pg, admin))
     api_key = asyncio.run(_read_key(db_url))
     redis_url = rd.start()
     cfg = OUT / "callcenter.toml"
@@ -261,24 +298,51 @@ level = "WARNING"
             if plat.poll() is not None or time.monotonic() > deadline:
                 sys.exit("platform did not start all workers; see var/bench/platform.log")
             time.sleep(0.5)
-        plat_res = measure("platform", target, 4 * n, a.quick)
+        return measure("platform", TARGET, 4 * n, quick)
     finally:
         plat.send_signal(signal.SIGINT)
         plat.wait(60)
         rd.stop()
         pg.stop()
 
-    ratio_c = plat_res.concurrent / max(1, bare_res.concurrent)
-    ratio_r = plat_res.setup_rate / max(1, bare_res.setup_rate)
-    result = {"machine": info, "processes": n, "bare": bare_res.__dict__, "platform": plat_res.__dict__,
-              "ratio": {"concurrent": round(ratio_c, 3), "setup_rate": round(ratio_r, 3)},
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--processes", type=int, default=64, help="media processes for both systems")
+    ap.add_argument("--rounds", type=int, default=1, help="measure both systems this many times, in turn")
+    ap.add_argument("--quick", action="store_true", help="two steps each (smoke run)")
+    a = ap.parse_args()
+    for tool in ("sipp", "kamailio"):
+        if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
+            sys.exit(f"{tool} is not installed (apt-get install sip-tester kamailio)")
+    OUT.mkdir(parents=True, exist_ok=True)
+    info = machine()
+    print("machine:", json.dumps(info), flush=True)
+    prompt = ROOT / "var" / "prompts" / "hold_loop.wav"
+    if not prompt.exists():
+        subprocess.run([sys.executable, "-m", "callcenter.cli", "prompts"], cwd=ROOT, check=True)
+    rounds = []
+    for i in range(a.rounds):
+        print(f"round {i + 1} of {a.rounds}", flush=True)
+        bare, plat = run_bare(a.processes, prompt, a.quick), run_platform(a.processes, prompt, a.quick)
+        rounds.append({"bare": bare.__dict__, "platform": plat.__dict__,
+                       "ratio": {"concurrent": round(plat.concurrent / max(1, bare.concurrent), 3),
+                                 "setup_rate": round(plat.setup_rate / max(1, bare.setup_rate), 3)}})
+    median = {k: statistics.median(r["ratio"][k] for r in rounds) for k in ("concurrent", "setup_rate")}
+    result = {"machine": info, "processes": a.processes, "rounds": rounds, "median_ratio": median,
               "at": time.strftime("%Y-%m-%d %H:%M:%S")}
     (OUT / "sip_capacity.json").write_text(json.dumps(result, indent=2))
     print()
-    print(f"{'':24}{'bare pjsua2':>14}{'platform':>12}{'ratio':>8}")
-    print(f"{'concurrent calls':24}{bare_res.concurrent:>14}{plat_res.concurrent:>12}{ratio_c:>8.2f}")
-    print(f"{'call setups per second':24}{bare_res.setup_rate:>14}{plat_res.setup_rate:>12}{ratio_r:>8.2f}")
-    print(f"{'CPU at peak (machine %)':24}{bare_res.cpu_at_peak or 0:>14.0f}{plat_res.cpu_at_peak or 0:>12.0f}")
+    print(f"{'round':<6}{'':24}{'bare pjsua2':>14}{'platform':>12}{'ratio':>8}")
+    for i, r in enumerate(rounds, 1):
+        b, p = r["bare"], r["platform"]
+        print(f"{i:<6}{'concurrent calls':24}{b['concurrent']:>14}{p['concurrent']:>12}"
+              f"{r['ratio']['concurrent']:>8.2f}")
+        print(f"{'':<6}{'call setups per second':24}{b['setup_rate']:>14}{p['setup_rate']:>12}"
+              f"{r['ratio']['setup_rate']:>8.2f}")
+        print(f"{'':<6}{'CPU at peak (machine %)':24}{b['cpu_at_peak'] or 0:>14.0f}{p['cpu_at_peak'] or 0:>12.0f}")
+    print(f"median ratio over {len(rounds)} round(s): concurrent {median['concurrent']:.2f}, "
+          f"setup rate {median['setup_rate']:.2f}")
 
 
 if __name__ == "__main__":
