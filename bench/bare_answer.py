@@ -13,7 +13,7 @@ import signal
 
 import pjsua2 as pj
 
-from media.endpoint import EndpointConfig, create_endpoint, pump
+from media.endpoint import EndpointConfig, create_endpoint, pump, sip_sockets
 
 
 class _Call(pj.Call):
@@ -62,6 +62,7 @@ class _Account(pj.Account):
 class Bare:
     def __init__(self, host: str, sip_port: int, rtp_port: int, prompt: str):
         self.prompt = prompt
+        self.sip_port = sip_port
         self.calls: dict[int, _Call] = {}
         self.ep, ac = create_endpoint(EndpointConfig(host, sip_port, rtp_port, 40))
         self.acc = _Account(self)
@@ -72,7 +73,7 @@ class Bare:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        task = asyncio.create_task(pump(self.ep, stop, lambda: bool(self.calls)))
+        task = asyncio.create_task(pump(self.ep, stop, lambda: bool(self.calls), sip_sockets(self.sip_port)))
         print("ready", flush=True)
         await stop.wait()
         await task

@@ -30,6 +30,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import psutil
@@ -227,6 +228,21 @@ def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
             p.wait()
 
 
+def cpu_per_call(bare: Capacity, plat: Capacity) -> dict[str, float] | None:
+    """Machine CPU per call set up, at the highest rate both systems passed: on a machine whose
+    setup rate is bound by CPU, this is what the rate ratio comes from, measured at equal load."""
+    passed = [{int(str(r["calls"])): float(str(r["cpu"])) for r in c.runs["rate"] if r["answered"] == r["calls"]}
+              for c in (bare, plat)]
+    common = sorted(set(passed[0]) & set(passed[1]))
+    if not common:
+        return None
+    calls = common[-1]
+    rate = calls // 10  # each rate step places 10 s of calls
+    cores = os.cpu_count() or 1
+    ms = [p[calls] / 100 * cores / rate * 1000 for p in passed]
+    return {"rate": rate, "bare": round(ms[0], 2), "platform": round(ms[1], 2)}
+
+
 def run_bare(n: int, prompt: Path, quick: bool) -> Capacity:
     """Baseline: bare pjsua2 processes behind the same front door configuration."""
     bare = start_bare(n, str(prompt), OUT / "bare-logs")
@@ -321,13 +337,14 @@ def main() -> None:
     prompt = ROOT / "var" / "prompts" / "hold_loop.wav"
     if not prompt.exists():
         subprocess.run([sys.executable, "-m", "callcenter.cli", "prompts"], cwd=ROOT, check=True)
-    rounds = []
+    rounds: list[dict[str, Any]] = []
     for i in range(a.rounds):
         print(f"round {i + 1} of {a.rounds}", flush=True)
         bare, plat = run_bare(a.processes, prompt, a.quick), run_platform(a.processes, prompt, a.quick)
         rounds.append({"bare": bare.__dict__, "platform": plat.__dict__,
                        "ratio": {"concurrent": round(plat.concurrent / max(1, bare.concurrent), 3),
-                                 "setup_rate": round(plat.setup_rate / max(1, bare.setup_rate), 3)}})
+                                 "setup_rate": round(plat.setup_rate / max(1, bare.setup_rate), 3)},
+                       "cpu_ms_per_call": cpu_per_call(bare, plat)})
     median = {k: statistics.median(r["ratio"][k] for r in rounds) for k in ("concurrent", "setup_rate")}
     result = {"machine": info, "processes": a.processes, "rounds": rounds, "median_ratio": median,
               "at": time.strftime("%Y-%m-%d %H:%M:%S")}
@@ -341,6 +358,10 @@ def main() -> None:
         print(f"{'':<6}{'call setups per second':24}{b['setup_rate']:>14}{p['setup_rate']:>12}"
               f"{r['ratio']['setup_rate']:>8.2f}")
         print(f"{'':<6}{'CPU at peak (machine %)':24}{b['cpu_at_peak'] or 0:>14.0f}{p['cpu_at_peak'] or 0:>12.0f}")
+        per_call = r["cpu_ms_per_call"]
+        if per_call:
+            print(f"{'':<6}{'CPU ms per call set up':24}{per_call['bare']:>14.1f}{per_call['platform']:>12.1f}"
+                  f"{per_call['platform'] / per_call['bare']:>8.2f}  (at {per_call['rate']} calls/s)")
     print(f"median ratio over {len(rounds)} round(s): concurrent {median['concurrent']:.2f}, "
           f"setup rate {median['setup_rate']:.2f}")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import socket
 import time
 from collections.abc import Callable
@@ -122,35 +123,70 @@ def probe_max_calls(ep: pj.Endpoint, acc: pj.Account, host: str, ceiling: int = 
     return count
 
 
-async def pump(ep: pj.Endpoint, stop: asyncio.Event, busy: Callable[[], bool],
+def sip_sockets(port: int) -> list[int]:
+    """The file descriptors of the endpoint's SIP sockets (pjsua2 does not expose them): the ones
+    of this process bound to ``port``."""
+    fds = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            with socket.socket(fileno=os.dup(int(fd))) as sock:
+                if sock.type == socket.SOCK_DGRAM and sock.getsockname()[1] == port:
+                    fds.append(int(fd))
+        except (OSError, ValueError, IndexError, TypeError):
+            continue
+    return fds
+
+
+async def pump(ep: pj.Endpoint, stop: asyncio.Event, busy: Callable[[], bool], sip_fds: list[int] | None = None,
                busy_max: float = 0.02, idle_max: float = 0.1) -> None:
-    """Drive pjsua2 from the event loop. Every timed wake-up costs CPU (about 0.2 ms on the 2-core
-    VM this was measured on), so the pump backs off while nothing happens: to ``busy_max`` while the
-    process has calls (DTMF, prompt ends and re-INVITEs stay prompt) and to ``idle_max`` when it has
-    none (a new INVITE then waits at most that long). Bounded batches keep commands flowing."""
+    """Drive pjsua2 from the event loop. Every wake-up costs CPU (about 0.2 ms on the 2-core VM this
+    was measured on), so the pump sleeps until a SIP packet arrives on one of ``sip_fds`` (the
+    loop watches them), or at the latest ``busy_max`` while the process has calls (pjsip's timers,
+    and what pjmedia's threads hand over: DTMF, prompt ends) and ``idle_max`` when it has none.
+    Without ``sip_fds`` it polls with a short back-off after each event instead. Bounded batches
+    keep commands flowing."""
+    loop = asyncio.get_running_loop()
+    wake: asyncio.Future[None] = loop.create_future()
+
+    def woken() -> None:
+        if not wake.done():
+            wake.set_result(None)
+
+    for fd in sip_fds or ():
+        loop.add_reader(fd, woken)
     idle = 0.001
     last_gc = last_full = time.monotonic()
-    while not stop.is_set():
-        handled = 0
-        for _ in range(64):
-            n = ep.libHandleEvents(0)
-            if n <= 0:
-                break
-            handled += n
-        if handled:
-            idle = 0.001
-            await asyncio.sleep(0)
-        else:
-            await asyncio.sleep(idle)
-            idle = min(idle * 2, busy_max if busy() else idle_max)
-        now = time.monotonic()
-        if now - last_gc > 5.0:
-            # The young generations every 5 s (what calls left behind: ~0.1 ms), everything once a
-            # minute: a full collection every 5 s cost 25 ms of CPU in a loaded worker, a third of a
-            # core over 64 workers (BENCHMARKS.md).
-            if now - last_full > 60.0:
-                gc.collect()
-                last_full = now
+    try:
+        while not stop.is_set():
+            handled = 0
+            for _ in range(64):
+                n = ep.libHandleEvents(0)
+                if n <= 0:
+                    break
+                handled += n
+            if handled:
+                idle = 0.001
+                await asyncio.sleep(0)
+            elif sip_fds:
+                # A bare future and a timer handle: asyncio.wait_for would make a task per wait.
+                wake = loop.create_future()
+                timer = loop.call_later(busy_max if busy() else idle_max, woken)
+                await wake
+                timer.cancel()
             else:
-                gc.collect(1)
-            last_gc = now
+                await asyncio.sleep(idle)
+                idle = min(idle * 2, busy_max if busy() else idle_max)
+            now = time.monotonic()
+            if now - last_gc > 5.0:
+                # The young generations every 5 s (what calls left behind: ~0.1 ms), everything once a
+                # minute: a full collection every 5 s cost 25 ms of CPU in a loaded worker, a third of a
+                # core over 64 workers (BENCHMARKS.md).
+                if now - last_full > 60.0:
+                    gc.collect()
+                    last_full = now
+                else:
+                    gc.collect(1)
+                last_gc = now
+    finally:
+        for fd in sip_fds or ():
+            loop.remove_reader(fd)

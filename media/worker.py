@@ -1,12 +1,13 @@
 """A media worker: one process, one pjsua2 endpoint, its few calls, driven by the media protocol.
 
 Run as ``python -m media.worker --id w1 --sip-port 5070 --rtp-port 20000 --redis-url ...``.
-It knows calls, not customers: every decision comes from the control plane as a command.
+It knows calls, not customers: every decision comes from the control plane as a command. This
+module holds the signalling (which INVITEs are taken, answers, hangups, transfers, originated legs,
+their timeouts) and the life cycle; ``call_media`` the audio side, ``worker_bus`` the Redis side.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import gc
 import json
@@ -15,67 +16,21 @@ import os
 import signal
 import time
 import weakref
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import pjsua2 as pj
 
 from media import protocol as mp
-from media.endpoint import EndpointConfig, create_endpoint, probe_max_calls, pump
-from media.pj_callbacks import Account, Call, Player
+from media.call_media import CallMedia
+from media.call_state import CallState, cause_for
+from media.endpoint import EndpointConfig, create_endpoint, probe_max_calls, pump, sip_sockets
+from media.pj_callbacks import Account, Call
 from media.sipuri import clean_text, request_uri, split_name_addr, user_part
 from media.worker_bus import STALLED, WorkerBus
+from media.worker_config import WorkerConfig, parse_args
 
 log = logging.getLogger("media.worker")
-
-
-@dataclass
-class _Collect:
-    max_digits: int
-    terminators: str
-    inter_timeout: float
-    digits: str = ""
-    timer: asyncio.TimerHandle | None = None
-
-
-@dataclass
-class CallState:
-    call: Call
-    outbound: bool
-    answered: bool = False
-    media_ready: bool = False
-    hangup_side: str = ""
-    hangup_cause: str = ""
-    player: Player | None = None
-    player_seq: int = 0
-    player_path: str = ""
-    interrupt_digits: str = ""
-    pending_play: mp.Play | None = None
-    typeahead: str = ""
-    collect: _Collect | None = None
-    capture: pj.AudioMediaRecorder | None = None
-    recorder: pj.AudioMediaRecorder | None = None
-    bridged_to: set[str] = field(default_factory=set)
-    timer: asyncio.TimerHandle | None = None
-    reported: bool = True  # False for an INVITE refused at once: the control plane never heard of it
-
-
-@dataclass(frozen=True)
-class WorkerConfig:
-    worker_id: str
-    host: str
-    sip_port: int
-    rtp_port: int
-    rtp_port_count: int
-    redis_url: str
-    outbound_reserve: int = 1
-    answer_timeout: float = 5.0
-    heartbeat_interval: float = 1.0
-    heartbeat_ttl: float = 3.0
-    max_calls_override: int = 0
-    # Behind a front door: only INVITEs from it are taken, and originated legs go through it.
-    front_door: str = ""  # host:port
-    ack_timeout: float = 4.0  # an answered call whose ACK never comes is hung up after this
 
 
 class Worker:
@@ -101,6 +56,14 @@ class Worker:
             self.acc.modify(acc_cfg)
         self.capacity = max(1, self.max_calls - cfg.outbound_reserve)
         self.sip_uri = f"sip:{cfg.host}:{cfg.sip_port}"
+        self.media = CallMedia(self.loop, self.calls, self.emit, self._self_ref)
+        m = self.media
+        self._handlers: dict[type[mp.Command], Callable[[CallState, Any], None]] = {
+            mp.Answer: self.cmd_answer, mp.Hangup: self.cmd_hangup, mp.Transfer: self.cmd_transfer,
+            mp.Play: m.play, mp.StopPlay: m.stop_play, mp.CollectDigits: m.collect,
+            mp.StartCapture: m.start_capture, mp.StopCapture: m.stop_capture, mp.Record: m.record,
+            mp.StopRecord: m.stop_record, mp.Bridge: m.bridge, mp.Unbridge: m.unbridge,
+        }
 
     # ------------------------------------------------------------------ events out
     def emit(self, cls: type[mp.Event], call_id: str, **kw: Any) -> None:
@@ -145,8 +108,7 @@ class Worker:
         if st is None:
             self.emit(mp.CommandFailed, cmd.call_id, command=cmd.type, error="no such call")
             return
-        handler = getattr(self, "cmd_" + cmd.type)
-        handler(st, cmd)
+        self._handlers[type(cmd)](st, cmd)
 
     def cmd_answer(self, st: CallState, cmd: mp.Answer) -> None:
         self._cancel_timer(st)
@@ -155,83 +117,6 @@ class Worker:
         st.call.answer(prm)
         if 200 <= cmd.code < 300:  # an INVITE flood that never ACKs must not hold the slot for 32 s
             st.timer = self.loop.call_later(self.cfg.ack_timeout, self._ack_timeout, st.call.key)
-
-    def cmd_play(self, st: CallState, cmd: mp.Play) -> None:
-        if not st.media_ready:
-            st.pending_play = cmd
-            return
-        self._stop_player(st, "stopped")
-        st.player_seq += 1
-        player = Player(self.loop, self._self_ref, (st.call.key, st.player_seq))
-        try:
-            player.createPlayer(cmd.path, 0 if cmd.loop else pj.PJMEDIA_FILE_NO_LOOP)
-        except pj.Error as exc:
-            self.emit(mp.PromptFinished, st.call.key, path=cmd.path, reason="error")
-            raise RuntimeError(f"cannot play {cmd.path}: {exc.reason}") from None
-        player.startTransmit(st.call.getAudioMedia(-1))
-        st.player = player
-        st.player_path = cmd.path
-        st.interrupt_digits = cmd.interrupt_digits
-
-    def cmd_stop_play(self, st: CallState, cmd: mp.StopPlay) -> None:
-        st.pending_play = None
-        self._stop_player(st, "stopped")
-
-    def cmd_collect(self, st: CallState, cmd: mp.CollectDigits) -> None:
-        self._end_collect(st, None)
-        st.collect = _Collect(cmd.max_digits, cmd.terminators, cmd.inter_timeout)
-        typed, st.typeahead = st.typeahead, ""
-        for d in typed:
-            if st.collect is not None:
-                self._collect_digit(st, d)
-        if st.collect is not None:
-            timeout = cmd.inter_timeout if st.collect.digits else cmd.first_timeout
-            st.collect.timer = self.loop.call_later(timeout, self._collect_timeout, st.call.key)
-
-    def cmd_start_capture(self, st: CallState, cmd: mp.StartCapture) -> None:
-        self._release_recorder(st, "capture")
-        rec = pj.AudioMediaRecorder()
-        rec.createRecorder(cmd.path)
-        st.call.getAudioMedia(-1).startTransmit(rec)
-        st.capture = rec
-
-    def cmd_stop_capture(self, st: CallState, cmd: mp.StopCapture) -> None:
-        self._release_recorder(st, "capture")
-
-    def cmd_record(self, st: CallState, cmd: mp.Record) -> None:
-        self._release_recorder(st, "recorder")
-        rec = pj.AudioMediaRecorder()
-        rec.createRecorder(cmd.path)
-        st.call.getAudioMedia(-1).startTransmit(rec)
-        for other in st.bridged_to:
-            o = self.calls.get(other)
-            if o is not None and o.media_ready:
-                o.call.getAudioMedia(-1).startTransmit(rec)
-        st.recorder = rec
-
-    def cmd_stop_record(self, st: CallState, cmd: mp.StopRecord) -> None:
-        self._release_recorder(st, "recorder")
-
-    def cmd_bridge(self, st: CallState, cmd: mp.Bridge) -> None:
-        other = self.calls.get(cmd.other_call_id)
-        if other is None or not other.media_ready or not st.media_ready:
-            raise RuntimeError(f"cannot bridge {st.call.key} with {cmd.other_call_id}: not both live")
-        for s in (st, other):
-            s.pending_play = None
-            self._stop_player(s, "stopped")
-        a, b = st.call.getAudioMedia(-1), other.call.getAudioMedia(-1)
-        a.startTransmit(b)
-        b.startTransmit(a)
-        st.bridged_to.add(other.call.key)
-        other.bridged_to.add(st.call.key)
-        self.emit(mp.Bridged, st.call.key, other_call_id=other.call.key)
-        self.emit(mp.Bridged, other.call.key, other_call_id=st.call.key)
-
-    def cmd_unbridge(self, st: CallState, cmd: mp.Unbridge) -> None:
-        other = self.calls.get(cmd.other_call_id)
-        if other is None:
-            return
-        self._unbridge(st, other)
 
     def cmd_transfer(self, st: CallState, cmd: mp.Transfer) -> None:
         st.call.xfer(cmd.uri, pj.CallOpParam(True))
@@ -337,33 +222,18 @@ class Worker:
 
     def on_media_state(self, key: str) -> None:
         st = self.calls.get(key)
-        if st is None:
-            return
-        info = st.call.getInfo()
-        for mi in info.media:
-            if mi.type == pj.PJMEDIA_TYPE_AUDIO and mi.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
-                st.media_ready = True
-        if st.media_ready and st.pending_play is not None:
-            cmd, st.pending_play = st.pending_play, None
-            self.cmd_play(st, cmd)
+        if st is not None:
+            self.media.media_state(st)
 
     def on_digit(self, key: str, digit: str, method: str) -> None:
         st = self.calls.get(key)
         if st is None:
             return
         self.emit(mp.Digit, key, digit=digit, method=method)
-        if st.player is not None and digit in st.interrupt_digits:
-            self._stop_player(st, "interrupted", digit)
-        if st.collect is not None:
-            self._collect_digit(st, digit)
-        else:
-            st.typeahead = (st.typeahead + digit)[-32:]
+        self.media.digit(st, digit)
 
     def on_player_eof(self, key: tuple[str, int]) -> None:
-        st = self.calls.get(key[0])
-        if st is None or st.player is None or st.player_seq != key[1]:
-            return
-        self._stop_player(st, "eof")
+        self.media.player_eof(key)
 
     def on_transfer_status(self, key: str, code: int, final: bool) -> None:
         self.emit(mp.TransferResult, key, code=code, final=final)
@@ -376,76 +246,14 @@ class Worker:
     def _disconnected(self, st: CallState, code: int, reason: str) -> None:
         key = st.call.key
         self._cancel_timer(st)
-        self._end_collect(st, None)
-        self._stop_player(st, "stopped")
-        for other_key in list(st.bridged_to):
-            other = self.calls.get(other_key)
-            if other is not None:
-                self._unbridge(st, other, media=False)
-        self._release_recorder(st, "capture")
-        self._release_recorder(st, "recorder")
+        self.media.release(st)
         side = st.hangup_side or "remote"
-        cause = st.hangup_cause or ("normal_clearing" if st.answered else _cause_for(code))
+        cause = st.hangup_cause or ("normal_clearing" if st.answered else cause_for(code))
         # Pitfall 1: drop the pjsua2 Call here, inside DISCONNECTED, so its id is not reused under it.
         del self.calls[key]
         st.call = None  # type: ignore[assignment]
         if st.reported:
             self.emit(mp.HungUp, key, cause=cause, code=code, side=side, extra={"reason": reason})
-
-    def _unbridge(self, st: CallState, other: CallState, media: bool = True) -> None:
-        if media and st.media_ready and other.media_ready:
-            a, b = st.call.getAudioMedia(-1), other.call.getAudioMedia(-1)
-            a.stopTransmit(b)
-            b.stopTransmit(a)
-        st.bridged_to.discard(other.call.key)
-        other.bridged_to.discard(st.call.key)
-        self.emit(mp.Unbridged, st.call.key, other_call_id=other.call.key)
-        self.emit(mp.Unbridged, other.call.key, other_call_id=st.call.key)
-
-    def _stop_player(self, st: CallState, reason: str, digit: str = "") -> None:
-        player, st.player = st.player, None
-        if player is None:
-            return
-        try:
-            if st.media_ready and st.call is not None:
-                player.stopTransmit(st.call.getAudioMedia(-1))
-        except pj.Error:
-            pass
-        del player  # released here, on the loop thread (pitfall 6)
-        self.emit(mp.PromptFinished, st.call.key, path=st.player_path, reason=reason, digit=digit)
-
-    def _release_recorder(self, st: CallState, attr: str) -> None:
-        rec = getattr(st, attr)
-        setattr(st, attr, None)
-        del rec
-
-    def _collect_digit(self, st: CallState, digit: str) -> None:
-        c = st.collect
-        assert c is not None
-        if digit in c.terminators:
-            self._end_collect(st, "terminator")
-            return
-        c.digits += digit
-        if len(c.digits) >= c.max_digits:
-            self._end_collect(st, "max")
-            return
-        if c.timer is not None:
-            c.timer.cancel()
-        c.timer = self.loop.call_later(c.inter_timeout, self._collect_timeout, st.call.key)
-
-    def _collect_timeout(self, key: str) -> None:
-        st = self.calls.get(key)
-        if st is not None:
-            self._end_collect(st, "timeout")
-
-    def _end_collect(self, st: CallState, reason: str | None) -> None:
-        c, st.collect = st.collect, None
-        if c is None:
-            return
-        if c.timer is not None:
-            c.timer.cancel()
-        if reason is not None:
-            self.emit(mp.DigitsCollected, st.call.key, digits=c.digits, reason=reason)
 
     def _cancel_timer(self, st: CallState) -> None:
         if st.timer is not None:
@@ -491,7 +299,8 @@ class Worker:
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self.stop.set)
         publisher = asyncio.create_task(self.bus.publish())
-        pump_task = asyncio.create_task(pump(self.ep, self.stop, lambda: bool(self.calls)))
+        pump_task = asyncio.create_task(pump(self.ep, self.stop, lambda: bool(self.calls),
+                                             sip_sockets(self.cfg.sip_port)))
         self.accepting = True
         await self.bus.forget_commands()
         self.emit(mp.WorkerUp, "", sip_uri=self.sip_uri, max_calls=self.max_calls, capacity=self.capacity,
@@ -539,49 +348,10 @@ class Worker:
         self.ep.libDestroy()
 
 
-def _cause_for(code: int) -> str:
-    return {
-        408: "no_answer",
-        480: "unavailable",
-        486: "busy",
-        487: "cancelled",
-        503: "congestion",
-        603: "declined",
-    }.get(code, f"sip_{code}" if code else "unknown")
-
-
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="media.worker")
-    ap.add_argument("--id", required=True)
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--sip-port", type=int, required=True)
-    ap.add_argument("--rtp-port", type=int, required=True)
-    ap.add_argument("--rtp-port-count", type=int, default=40)
-    ap.add_argument("--redis-url", required=True)
-    ap.add_argument("--outbound-reserve", type=int, default=1)
-    ap.add_argument("--answer-timeout", type=float, default=5.0)
-    ap.add_argument("--heartbeat-interval", type=float, default=1.0)
-    ap.add_argument("--heartbeat-ttl", type=float, default=3.0)
-    ap.add_argument("--front-door", default="", help="host:port: take calls only from it, originate through it")
-    ap.add_argument("--ack-timeout", type=float, default=4.0)
-    ap.add_argument("--log-level", default="INFO")
-    a = ap.parse_args(argv)
-    logging.basicConfig(level=a.log_level, format=f"%(asctime)s {a.id} %(levelname)s %(message)s")
+    cfg, log_level = parse_args(argv)
+    logging.basicConfig(level=log_level, format=f"%(asctime)s {cfg.worker_id} %(levelname)s %(message)s")
     gc.disable()  # collected by hand on the loop thread (pitfall 2)
-    cfg = WorkerConfig(
-        worker_id=a.id,
-        host=a.host,
-        sip_port=a.sip_port,
-        rtp_port=a.rtp_port,
-        rtp_port_count=a.rtp_port_count,
-        redis_url=a.redis_url,
-        outbound_reserve=a.outbound_reserve,
-        answer_timeout=a.answer_timeout,
-        heartbeat_interval=a.heartbeat_interval,
-        heartbeat_ttl=a.heartbeat_ttl,
-        front_door=a.front_door,
-        ack_timeout=a.ack_timeout,
-    )
 
     async def _run() -> None:
         try:
