@@ -138,13 +138,14 @@ def sip_sockets(port: int) -> list[int]:
 
 
 async def pump(ep: pj.Endpoint, stop: asyncio.Event, busy: Callable[[], bool], sip_fds: list[int] | None = None,
-               busy_max: float = 0.02, idle_max: float = 0.1) -> None:
+               busy_max: float = 0.05, idle_max: float = 0.1) -> None:
     """Drive pjsua2 from the event loop. Every wake-up costs CPU (about 0.2 ms on the 2-core VM this
     was measured on), so the pump sleeps until a SIP packet arrives on one of ``sip_fds`` (the
-    loop watches them), or at the latest ``busy_max`` while the process has calls (pjsip's timers,
-    and what pjmedia's threads hand over: DTMF, prompt ends) and ``idle_max`` when it has none.
-    Without ``sip_fds`` it polls with a short back-off after each event instead. Bounded batches
-    keep commands flowing."""
+    loop watches them), or at the latest ``busy_max`` while the process has calls and ``idle_max``
+    when it has none: pjsip's timers, and what pjmedia's threads hand over through the
+    ``mainThreadOnly`` queue (DTMF, media events), wait at most that long. 20 ms instead of 50 cost
+    a loaded platform 35 % more worker CPU at 75 calls/s (BENCHMARKS.md). Without ``sip_fds`` it
+    polls with a short back-off after each event instead. Bounded batches keep commands flowing."""
     loop = asyncio.get_running_loop()
     wake: asyncio.Future[None] = loop.create_future()
 
