@@ -23,9 +23,18 @@ DB_NAME = "callcenter"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    """A port free for both TCP and UDP: SIP listens on UDP, and a port the kernel hands out for
+    TCP may be a UDP listener's (a test phone was once given the front door's SIP port)."""
+    while True:
+        with socket.socket() as s:
+            s.bind((host, 0))
+            port = int(s.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                try:
+                    u.bind((host, port))
+                except OSError:
+                    continue
+                return port
 
 
 class EmbeddedPostgres:

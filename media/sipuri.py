@@ -37,7 +37,9 @@ def clean_text(value: str, limit: int) -> str:
     """Text from a SIP header made safe to store and show: bytes that are not UTF-8 (they reach
     Python as lone surrogates) become U+FFFD, control and format characters go, and at most
     ``limit`` characters are kept. A caller controls these bytes."""
-    text = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    if value.isascii() and value.isprintable():  # the usual header: nothing to remove (per call, in C)
+        return value[:limit].strip()
+    text = value[: limit * 8].encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     kept = (" " if unicodedata.category(ch) == "Zs" else ch for ch in text
             if unicodedata.category(ch) == "Zs" or unicodedata.category(ch)[0] not in "CZ")
     return "".join(kept)[:limit].strip()

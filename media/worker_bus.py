@@ -87,15 +87,15 @@ class WorkerBus:
     async def commands(self, stop: asyncio.Event, handle: Callable[[bytes], None]) -> None:
         while not stop.is_set():
             try:
+                # One command per round trip: a second read for "whatever else is queued" came back
+                # empty most of the time and cost as much CPU as the command (~0.27 ms, BENCHMARKS.md).
                 item = await self._cmd_redis.blpop([self._cmd_key], timeout=1)
-                # Take whatever else is queued in the same wake-up (answer + play arrive together).
-                more = await self._cmd_redis.lpop(self._cmd_key, 64) if item is not None else None
             except REDIS_DOWN:
                 await asyncio.sleep(0.5)
                 continue
-            if item is None:
-                continue
-            for raw in [item[1], *(more or [])]:
+            if item is not None:
+                raw = item[1]
+                assert isinstance(raw, bytes)  # the client does not decode responses
                 handle(raw)
 
     async def forget_commands(self) -> None:
