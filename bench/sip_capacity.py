@@ -151,12 +151,14 @@ def measure(name: str, target: str, capacity: int, quick: bool) -> Capacity:
     conc_steps = sorted({*range(step, capacity + 1, step), capacity, capacity + step})
     if quick:
         conc_steps = [capacity // 2, capacity]
+    # Every step keeps its SIPp logs (var/bench/<system>/c<N>, r<rate>; the last round's): a single
+    # failed call must be explainable afterwards.
     best_c, conc_runs = search("concurrent", conc_steps,
-                               lambda n: sipp_load(target, n, 60, int(n / 60 * 1000) + 8000, OUT / name / "c"))
+                               lambda n: sipp_load(target, n, 60, int(n / 60 * 1000) + 8000, OUT / name / f"c{n}"))
     time.sleep(2)
     rates = list(range(25, 401, 25)) if not quick else [25, 50]
     best_r, rate_runs = search("calls/s", rates,
-                               lambda r: sipp_load(target, r * 10, r, 500, OUT / name / "r"))
+                               lambda r: sipp_load(target, r * 10, r, 500, OUT / name / f"r{r}"))
     return Capacity(best_c, best_r, next((r.cpu for r in conc_runs if r.calls == best_c), None),
                     {"concurrent": [r.__dict__ for r in conc_runs], "rate": [r.__dict__ for r in rate_runs]})
 
@@ -307,7 +309,7 @@ level = "WARNING"
     env = {**os.environ, "DATABASE_URL": db_url, "REDIS_URL": redis_url}
     plat = subprocess.Popen([sys.executable, "-m", "callcenter.cli", "--config", str(cfg), "run",
                              "--demo-customers", "0"], cwd=ROOT, env=env,
-                            stdout=open(OUT / "platform.log", "wb"), stderr=subprocess.STDOUT)
+                            stdout=open(OUT / "platform.log", "ab"), stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 180
         while workers_up(http_port, api_key) < n:
@@ -332,6 +334,7 @@ def main() -> None:
         if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
             sys.exit(f"{tool} is not installed (apt-get install sip-tester kamailio)")
     OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "platform.log").write_bytes(b"")  # every round of this run appends to it
     info = machine()
     print("machine:", json.dumps(info), flush=True)
     prompt = ROOT / "var" / "prompts" / "hold_loop.wav"
