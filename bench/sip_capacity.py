@@ -105,8 +105,8 @@ def sipp_load(target: str, calls: int, rate: int, hold_ms: int, workdir: Path) -
         f.unlink()
     args = ["sipp", "-sf", str(SCENARIO), "-s", "300", "-m", str(calls), "-r", str(rate), "-l", str(calls),
             "-d", str(hold_ms), "-i", "127.0.0.1", "-p", str(free_port()), "-mp", "45000", "-nostdin",
-            "-trace_logs", "-recv_timeout", "8000", "-timeout", f"{int(calls / rate + hold_ms / 1000 + 60)}s",
-            "-timeout_error", target]
+            "-trace_logs", "-trace_err", "-recv_timeout", "8000",
+            "-timeout", f"{int(calls / rate + hold_ms / 1000 + 60)}s", "-timeout_error", target]
     proc = subprocess.Popen(args, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     # Sample CPU in the steady state: while every call is up (long calls) or mid-way through the
     # stream of short calls (setup-rate runs).
