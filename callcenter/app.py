@@ -159,8 +159,10 @@ async def run(cfg: Config, *, demo_customers: int = 200, ready: asyncio.Event | 
             return [Destination(f"sip:{spec.host}:{spec.sip_port}", spec.worker_id, capacity)
                     for spec, capacity in supervisor.live()]
 
+        closing = False  # once stopping, a worker that comes up late must not be offered calls again
+
         async def sync_frontdoor() -> None:
-            if frontdoor is not None and supervisor is not None:
+            if frontdoor is not None and supervisor is not None and not closing:
                 await frontdoor.sync(live_destinations())
 
         async def end_dialogs(spec: WorkerSpec) -> int:
@@ -211,6 +213,7 @@ async def run(cfg: Config, *, demo_customers: int = 200, ready: asyncio.Event | 
         watchdog = asyncio.create_task(_report_slow_stop(15.0))
         # New calls are refused first; the calls up are hung up while the front door still carries
         # their BYEs; the front door goes last.
+        closing = True
         if frontdoor is not None:
             await frontdoor.sync([])
         await supervisor.stop()
