@@ -35,8 +35,7 @@ async def queue_flow(call: CallHandle, svc: QueueServices, queue: str, record: R
             if ov.kind == "voicemail":
                 await voicemail(call, svc, record, queue, voicemail_dir, voicemail_seconds, voicemail_prompt)
             else:
-                await call.answer(wait=False)
-                await call.play(svc.prompts.path(goodbye_prompt), interrupt_digits="")
+                await call.play(svc.prompts.path(goodbye_prompt), interrupt_digits="", answer=True)
             await call.hangup()
         return result
 
@@ -44,8 +43,7 @@ async def queue_flow(call: CallHandle, svc: QueueServices, queue: str, record: R
 async def voicemail(call: CallHandle, svc: QueueServices, record: Record, queue: str, folder: Path,
                     seconds: float, prompt: str) -> None:
     """The caller leaves a message: recorded until # , hang-up, or ``seconds``."""
-    await call.answer(wait=False)
-    await call.play(svc.prompts.path(prompt), interrupt_digits="")
+    await call.play(svc.prompts.path(prompt), interrupt_digits="", answer=True)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{call.call_id}.wav"
     started = time.time()

@@ -167,8 +167,7 @@ class CallRouter:
     async def _queue(self, handle: CallHandle, route: QueueRoute, lookup: asyncio.Task[str | None]) -> None:
         if self.acd is None:
             raise RuntimeError("queue route without an ACD")
-        await handle.answer(wait=False)
-        await handle.start_play(self.prompts.path(route.prompt), loop=False)
+        await handle.start_play(self.prompts.path(route.prompt), loop=False, answer=True)
         try:  # the value tier sets the priority; an unknown or slow lookup counts as no tier
             tier = await asyncio.wait_for(asyncio.shield(lookup), 2.0)
         except TimeoutError:

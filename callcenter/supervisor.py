@@ -131,9 +131,11 @@ class Supervisor:
         try:
             pipe = self.redis.pipeline(transaction=False)
             pipe.set(SUPERVISED_KEY, "1", get=True)  # no TTL: its absence means Redis lost its data
-            for wid in self.slots:
-                pipe.exists(mp.ALIVE_KEY.format(worker_id=wid))
-            kept, *found = await pipe.execute()
+            keys = [mp.ALIVE_KEY.format(worker_id=wid) for wid in self.slots]
+            if keys:
+                pipe.mget(keys)  # one command for all the workers, not one each
+            kept, *rest = await pipe.execute()
+            found = rest[0] if rest else []
         except REDIS_DOWN:
             self.redis_since = None
             return None
@@ -146,7 +148,7 @@ class Supervisor:
             log.warning("Redis reachable again: heartbeats are judged again in %.0f s", self._trust_after)
         if now - self.redis_since < self._trust_after:
             return None
-        return {wid for wid, n in zip(self.slots, found, strict=True) if n}
+        return {wid for wid, pid in zip(self.slots, found, strict=True) if pid is not None}
 
     async def _watch(self) -> None:
         ttl = self.cfg.media.heartbeat_ttl

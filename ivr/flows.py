@@ -13,9 +13,8 @@ async def greeting(call: CallHandle, prompt: PromptPath, *, prompt_name: str, co
                    digit_timeout: float = 5.0, then_prompt: str | None = None) -> str:
     """Answer, play the greeting (a key cuts it short), collect digits, play ``then_prompt``, hang up.
     Returns the digits collected."""
-    await call.answer(wait=False)  # the prompt follows at once; the worker plays it on answer
     digits = ""
-    await call.play(prompt(prompt_name), interrupt_digits="0123456789*#" if collect_digits else "")
+    await call.play(prompt(prompt_name), interrupt_digits="0123456789*#" if collect_digits else "", answer=True)
     if collect_digits:
         got = await call.collect(collect_digits, first_timeout=digit_timeout, inter_timeout=digit_timeout)
         digits = got.digits
@@ -28,8 +27,7 @@ async def greeting(call: CallHandle, prompt: PromptPath, *, prompt_name: str, co
 async def bridge(call: CallHandle, prompt: PromptPath, *, prompt_name: str, target: str,
                  ring_timeout: float, fallback_prompt: str | None = None) -> bool:
     """Answer, announce, call ``target`` from the caller's worker and bridge. Returns True if bridged."""
-    await call.answer(wait=False)  # the prompt follows at once; the worker plays it on answer
-    await call.start_play(prompt(prompt_name), loop=False)
+    await call.start_play(prompt(prompt_name), loop=False, answer=True)
     try:
         leg = await call.originate(target, timeout=ring_timeout)
     except OriginateFailed:
@@ -49,6 +47,5 @@ async def bridge(call: CallHandle, prompt: PromptPath, *, prompt_name: str, targ
 
 async def loop_prompt(call: CallHandle, prompt: PromptPath, *, prompt_name: str) -> None:
     """Answer and play a prompt in a loop until the caller hangs up (capacity tests)."""
-    await call.answer(wait=False)  # the prompt follows at once; the worker plays it on answer
-    await call.start_play(prompt(prompt_name), loop=True)
+    await call.start_play(prompt(prompt_name), loop=True, answer=True)
     await call.wait_ended()

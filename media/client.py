@@ -76,7 +76,7 @@ class CallHandle:
             self._waiters.clear()
 
     async def _request(self, cmd: mp.Command | None, pred: Callable[[mp.Event], bool],
-                       timeout: float | None) -> mp.Event:
+                       timeout: float | None, answer: bool = False) -> mp.Event:
         if self.hangup_event is not None:
             raise CallEnded(self.hangup_event)
         fut: asyncio.Future[mp.Event] = asyncio.get_running_loop().create_future()
@@ -89,7 +89,7 @@ class CallHandle:
         self._waiters.append(entry)  # before sending: the answer may come back at once
         try:
             if cmd is not None:
-                await self.client.send(self.worker_id, cmd)
+                await self.client.send(self.worker_id, *self._answering(cmd, answer))
             ev = await asyncio.wait_for(fut, timeout)
         finally:
             if entry in self._waiters:
@@ -101,11 +101,20 @@ class CallHandle:
     def _mine(self, kind: type[mp.Event]) -> Callable[[mp.Event], bool]:
         return lambda ev: isinstance(ev, kind) and ev.call_id == self.call_id
 
+    def _answering(self, cmd: mp.Command, answer: bool) -> tuple[mp.Command, ...]:
+        """``cmd``, behind an answer when asked for one and the call has none yet: both go in one
+        message, so the worker answers and plays in one read (a round trip less per call on each
+        side; the worker holds the prompt until the media is up)."""
+        if not answer or self.answered or self._answer_sent:
+            return (cmd,)
+        self._answer_sent = True
+        return (mp.Answer(self.call_id), cmd)
+
     # -------------------------------------------------------------- operations
     async def answer(self, timeout: float = 5.0, wait: bool = True) -> None:
-        """Answer the call. ``wait=False`` only sends the command: the next operation (a prompt, which
-        the worker holds until the media is up) follows without a round trip, and fails with
-        CallEnded if the caller went away meanwhile."""
+        """Answer the call. ``wait=False`` only sends the command: the next operation follows
+        without a round trip, and fails with CallEnded if the caller went away meanwhile. To answer
+        and play a prompt, ``play``/``start_play`` with ``answer=True`` send both in one message."""
         if self.answered or self._answer_sent and not wait:
             return
         self._answer_sent = True
@@ -115,18 +124,21 @@ class CallHandle:
         await self._request(mp.Answer(self.call_id), self._mine(mp.Answered), timeout)
 
     async def play(self, path: str, interrupt_digits: str = mp.ALL_DIGITS,
-                   timeout: float | None = None) -> mp.PromptFinished:
+                   timeout: float | None = None, answer: bool = False) -> mp.PromptFinished:
+        """Play a prompt to its end (or a key in ``interrupt_digits``); ``answer``: answer first."""
         # Match the path: stopping the prompt that played before (hold music) also reports a
         # PromptFinished, which may arrive after this request was sent.
         ev = await self._request(mp.Play(self.call_id, path=path, interrupt_digits=interrupt_digits),
                                  lambda e: isinstance(e, mp.PromptFinished) and e.call_id == self.call_id
-                                 and e.path == path, timeout)
+                                 and e.path == path, timeout, answer)
         assert isinstance(ev, mp.PromptFinished)
         return ev
 
-    async def start_play(self, path: str, loop: bool = True, interrupt_digits: str = "") -> None:
-        await self.client.send(self.worker_id, mp.Play(self.call_id, path=path, loop=loop,
-                                                       interrupt_digits=interrupt_digits))
+    async def start_play(self, path: str, loop: bool = True, interrupt_digits: str = "",
+                         answer: bool = False) -> None:
+        """Start a prompt and return at once; ``answer``: answer first (see ``_answering``)."""
+        cmd = mp.Play(self.call_id, path=path, loop=loop, interrupt_digits=interrupt_digits)
+        await self.client.send(self.worker_id, *self._answering(cmd, answer))
 
     async def stop_play(self) -> None:
         await self.client.send(self.worker_id, mp.StopPlay(self.call_id))
@@ -228,8 +240,9 @@ class MediaClient:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    async def send(self, worker_id: str, cmd: mp.Command) -> None:
-        await self.redis.rpush(mp.CMD_KEY.format(worker_id=worker_id), cmd.encode())
+    async def send(self, worker_id: str, *cmds: mp.Command) -> None:
+        """Commands to one worker, in order, in one list entry."""
+        await self.redis.rpush(mp.CMD_KEY.format(worker_id=worker_id), mp.encode_commands(cmds))
 
     async def originate(self, worker_id: str, uri: str, timeout: float = 30.0, caller_id: str = "",
                         root: CallHandle | None = None) -> CallHandle:
@@ -320,8 +333,10 @@ class MediaClient:
     async def run(self) -> None:
         while not self._stop.is_set():
             try:
+                # NOACK: nothing reads the pending list back (a restarted node resumes after the last
+                # entry delivered), so an XACK per read was a round trip for nothing.
                 resp = await self._reader.xreadgroup(self.GROUP, self.consumer, {mp.EVENTS_STREAM: ">"},
-                                                     count=500, block=500)
+                                                     count=500, block=500, noack=True)
             except REDIS_DOWN as exc:
                 log.warning("event stream unreachable: %s", exc)
                 await asyncio.sleep(0.5)
@@ -334,9 +349,7 @@ class MediaClient:
             if not resp:
                 self._empty_reads += 1
             for _stream, entries in cast(list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]], resp or []):
-                ids = []
                 for entry_id, fields in entries:
-                    ids.append(entry_id)
                     try:
                         ev = mp.decode(fields[b"m"])
                     except (mp.ProtocolError, KeyError) as exc:
@@ -344,8 +357,6 @@ class MediaClient:
                         continue
                     if isinstance(ev, mp.Event):
                         self.dispatch(ev)
-                if ids:
-                    await self.redis.xack(mp.EVENTS_STREAM, self.GROUP, *ids)
 
     async def stop_reading(self, reader: "asyncio.Task[None]", timeout: float = 3.0) -> None:
         """End ``run`` by asking, not by cancelling: a cancelled blocking read can leave redis-py's

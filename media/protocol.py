@@ -14,6 +14,7 @@ This module must not import pjsua2: the control plane, ivr/ and acd/ use it.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
@@ -40,22 +41,49 @@ class Message:
 
 
 _REGISTRY: dict[str, type[Message]] = {}
+_FIELDS: dict[type[Message], frozenset[str]] = {}  # computed once: decoding runs for every message
 
 
 def message(cls: type[Message]) -> type[Message]:
     _REGISTRY[cls.type] = cls
+    _FIELDS[cls] = frozenset(f.name for f in fields(cls))
     return cls
+
+
+def encode_commands(cmds: Sequence[Message]) -> str:
+    """One list entry: a single command as its object, several as an array of them, so that a
+    worker takes commands sent together (answer, then play) in one read."""
+    if len(cmds) == 1:
+        return cmds[0].encode()
+    return "[" + ",".join(c.encode() for c in cmds) + "]"
+
+
+def decode_commands(raw: str | bytes) -> list[Message]:
+    """The messages of one list entry (see encode_commands)."""
+    if raw[:1] not in ("[", b"["):
+        return [decode(raw)]
+    try:
+        bodies = json.loads(raw)
+    except ValueError as exc:
+        raise ProtocolError(f"undecodable media message: {raw[:200]!r}") from exc
+    return [_from_body(body, raw) for body in bodies]
 
 
 def decode(raw: str | bytes) -> Message:
     try:
         body = json.loads(raw)
+    except ValueError as exc:
+        raise ProtocolError(f"undecodable media message: {raw[:200]!r}") from exc
+    return _from_body(body, raw)
+
+
+def _from_body(body: Any, raw: str | bytes) -> Message:
+    try:
         kind = body.pop("type")
         cls = _REGISTRY[kind]
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+    except (KeyError, TypeError, AttributeError) as exc:
         raise ProtocolError(f"undecodable media message: {raw[:200]!r}") from exc
-    names = {f.name for f in fields(cls)}
-    unknown = set(body) - names
+    unknown = body.keys() - _FIELDS[cls]
     if unknown:
         raise ProtocolError(f"{kind}: unknown fields {sorted(unknown)}")
     try:

@@ -87,15 +87,19 @@ class Worker:
     # ------------------------------------------------------------------ commands in
     def _execute_raw(self, raw: bytes) -> None:
         try:
-            cmd = mp.decode(raw)
+            cmds = mp.decode_commands(raw)
         except mp.ProtocolError as exc:
             log.warning("%s", exc)
             return
-        try:
-            self.execute(cmd)  # type: ignore[arg-type]
-        except Exception as exc:  # noqa: BLE001 - one bad command must not stop the worker
-            log.exception("command %s failed", cmd.type)
-            self.emit(mp.CommandFailed, getattr(cmd, "call_id", ""), command=cmd.type, error=str(exc))
+        for cmd in cmds:
+            if not isinstance(cmd, mp.Command):
+                log.warning("not a command: %s", cmd.type)
+                continue
+            try:
+                self.execute(cmd)
+            except Exception as exc:  # noqa: BLE001 - one bad command must not stop the worker
+                log.exception("command %s failed", cmd.type)
+                self.emit(mp.CommandFailed, getattr(cmd, "call_id", ""), command=cmd.type, error=str(exc))
 
     def execute(self, cmd: mp.Command) -> None:
         if isinstance(cmd, mp.Shutdown):
@@ -202,9 +206,11 @@ class Worker:
             return
         reply.statusCode = 180
         call.answer(reply)
-        # The control plane must take the call in time, or the caller hears a clean refusal.
-        st.timer = self.loop.call_later(self.cfg.answer_timeout, self._answer_timeout, key)
-        self.loop.call_later(STALLED + 0.3, self._redis_check, key)  # Redis froze as the call came in
+        # The control plane must take the call in time, or the caller hears a clean refusal. One
+        # timer per ringing call (the answer cancels it): a timer that fires costs a loop wake-up.
+        deadline = time.monotonic() + self.cfg.answer_timeout
+        st.timer = self.loop.call_later(min(STALLED + 0.3, self.cfg.answer_timeout), self._ringing_check,
+                                        key, deadline)
 
     def on_call_state(self, key: str) -> None:
         st = self.calls.get(key)
@@ -260,16 +266,20 @@ class Worker:
             st.timer.cancel()
             st.timer = None
 
-    def _answer_timeout(self, key: str) -> None:
+    def _ringing_check(self, key: str, deadline: float) -> None:
+        """A call still ringing for the control plane: refused when Redis froze as it came in (the
+        first check, STALLED after the arrival) or when the answer deadline has passed."""
         st = self.calls.get(key)
-        if st is not None and not st.answered:
-            self._refuse_ringing(st, "control_plane_timeout")
-
-    def _redis_check(self, key: str) -> None:
-        st = self.calls.get(key)
-        if st is not None and not st.answered and not self.bus.reachable:
-            self._cancel_timer(st)
+        if st is None or st.answered:
+            return
+        st.timer = None
+        left = deadline - time.monotonic()
+        if not self.bus.reachable:
             self._refuse_ringing(st, "control_unavailable")
+        elif left <= 0.01:
+            self._refuse_ringing(st, "control_plane_timeout")
+        else:
+            st.timer = self.loop.call_later(left, self._ringing_check, key, deadline)
 
     def _refuse_ringing(self, st: CallState, cause: str) -> None:
         """480, not 503: another worker would wait for the same control plane (or Redis) again."""

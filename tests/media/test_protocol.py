@@ -26,6 +26,20 @@ def test_bad_messages_raise_protocol_error(raw: bytes) -> None:
         mp.decode(raw)
 
 
+def test_commands_sent_together_are_one_entry_in_order() -> None:
+    answer, play = mp.Answer("w1-1"), mp.Play("w1-1", path="/p.wav", loop=True)
+    assert mp.decode_commands(mp.encode_commands([answer, play])) == [answer, play]
+    assert mp.encode_commands([play]) == play.encode()  # one command stays a plain object
+    assert mp.decode_commands(play.encode().encode()) == [play]
+
+
+@pytest.mark.parametrize("raw", [b"[not json", b"[1]", b'[{"type": "answer", "call_id": "x"}, {"type": "teleport"}]',
+                                 b'[["type"]]', b'[{"type": "play", "call_id": "x", "volume": 11}]'])
+def test_bad_command_entries_raise_protocol_error(raw: bytes) -> None:
+    with pytest.raises(mp.ProtocolError):
+        mp.decode_commands(raw)
+
+
 def test_sip_header_helpers() -> None:
     assert split_name_addr('"Alice Smith" <sip:+1555@host:5060>;tag=9') == ("Alice Smith", "sip:+1555@host:5060")
     assert split_name_addr("<sip:bob@h>") == ("", "sip:bob@h")

@@ -139,5 +139,20 @@ async def test_bad_commands_are_answered_and_survived(rig: Rig) -> None:
     rig.client.calls[ghost.call_id] = ghost
     with pytest.raises(MediaError, match="no such call"):
         await ghost.answer(timeout=5)
+    # Two commands in one entry (answer + play): the first failing does not stop the second.
+    failed: list[str] = []
+    def listener(ev: mp.Event, _h: CallHandle | None) -> None:
+        if isinstance(ev, mp.CommandFailed):
+            failed.append(ev.command)
+
+    rig.client.listeners.append(listener)
+    other = CallHandle(rig.client, rig.worker_id, "no-such-call-2")
+    rig.client.calls[other.call_id] = other
+    try:
+        with pytest.raises(MediaError, match="play on no-such-call-2: no such call"):
+            await other.play("/nowhere.wav", answer=True, timeout=5)
+    finally:
+        rig.client.listeners.remove(listener)
+    assert failed[-2:] == ["answer", "play"]
     # Still alive and serving: the registry heartbeat is fresh.
     assert r.exists(mp.ALIVE_KEY.format(worker_id=rig.worker_id))
