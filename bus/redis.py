@@ -19,17 +19,18 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 # What "Redis is away" looks like to a caller of redis-py (refused, reset, frozen, no connection free).
 REDIS_DOWN: tuple[type[BaseException], ...] = (RedisConnectionError, RedisTimeoutError, OSError)
 
-SOCKET_TIMEOUT = 2.0  # above the longest blocking read we issue (BLPOP 1 s, XREADGROUP 0.5 s)
+SOCKET_TIMEOUT = 2.0  # above the longest blocking read issued on a default client (XREADGROUP 0.5 s)
 CONNECT_TIMEOUT = 1.0
 RETRIES = 2  # a reset connection is retried; a timeout is not (a frozen server would cost 3 timeouts)
 POOL_WAIT = 2.0  # seconds a command waits for a free connection before it counts as an outage
 
 
-def connect(url: str, *, max_connections: int = 64) -> aioredis.Redis:
-    """A client whose pool blocks (bounded) instead of failing when all connections are busy."""
+def connect(url: str, *, max_connections: int = 64, socket_timeout: float = SOCKET_TIMEOUT) -> aioredis.Redis:
+    """A client whose pool blocks (bounded) instead of failing when all connections are busy.
+    ``socket_timeout`` must exceed the longest blocking read the client issues."""
     pool = aioredis.BlockingConnectionPool.from_url(
         url, max_connections=max_connections, timeout=POOL_WAIT,
-        socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=CONNECT_TIMEOUT,
+        socket_timeout=socket_timeout, socket_connect_timeout=CONNECT_TIMEOUT,
         retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), RETRIES,
                     supported_errors=(RedisConnectionError,)),
     )

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 CMD_KEY = "cc:media:cmd:{worker_id}"
@@ -35,18 +35,22 @@ class Message:
     type: ClassVar[str] = ""
 
     def encode(self) -> str:
-        body = asdict(self)
+        # A shallow dict: dataclasses.asdict deep-copies every value, and every message is encoded.
+        body = {name: getattr(self, name) for name in _ORDER[type(self)]}
         body["type"] = self.type
         return json.dumps(body, separators=(",", ":"))
 
 
 _REGISTRY: dict[str, type[Message]] = {}
-_FIELDS: dict[type[Message], frozenset[str]] = {}  # computed once: decoding runs for every message
+# Each message's field names, computed once: every message is encoded or decoded.
+_ORDER: dict[type[Message], tuple[str, ...]] = {}
+_FIELDS: dict[type[Message], frozenset[str]] = {}
 
 
 def message(cls: type[Message]) -> type[Message]:
     _REGISTRY[cls.type] = cls
-    _FIELDS[cls] = frozenset(f.name for f in fields(cls))
+    _ORDER[cls] = tuple(f.name for f in fields(cls))
+    _FIELDS[cls] = frozenset(_ORDER[cls])
     return cls
 
 

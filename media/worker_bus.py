@@ -17,6 +17,7 @@ from media import protocol as mp
 log = logging.getLogger("media.worker")
 
 STALLED = 1.0  # seconds an operation may wait before Redis counts as away
+COMMAND_BLOCK = 5  # seconds a command read blocks (whole seconds: Redis 6.2's BLPOP timeout)
 
 
 class WorkerBus:
@@ -24,7 +25,9 @@ class WorkerBus:
         self.worker_id = worker_id
         self.events: asyncio.Queue[mp.Event] = asyncio.Queue()
         self.redis = connect(redis_url, max_connections=8)
-        self._cmd_redis = connect(redis_url, max_connections=2)  # its own connection: BLPOP holds it
+        # Its own connection, which BLPOP holds. A long block: an idle worker's read that times out
+        # is a round trip on both sides for nothing (64 workers: 64 a second at a 1 s block).
+        self._cmd_redis = connect(redis_url, max_connections=2, socket_timeout=COMMAND_BLOCK + 2.0)
         self._cmd_key = mp.CMD_KEY.format(worker_id=worker_id)
         # False from the first failed operation until one succeeds again, or while one has waited
         # more than STALLED (a frozen Redis answers nothing): new calls are then refused at once
@@ -89,7 +92,7 @@ class WorkerBus:
             try:
                 # One command per round trip: a second read for "whatever else is queued" came back
                 # empty most of the time and cost as much CPU as the command (~0.27 ms, BENCHMARKS.md).
-                item = await self._cmd_redis.blpop([self._cmd_key], timeout=1)
+                item = await self._cmd_redis.blpop([self._cmd_key], timeout=COMMAND_BLOCK)
             except REDIS_DOWN:
                 await asyncio.sleep(0.5)
                 continue
