@@ -9,6 +9,7 @@ spooled to var/spool/*.jsonl and replayed once the database answers again, so no
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -69,6 +70,7 @@ class InteractionLog:
         self._rows: dict[uuid.UUID, _Pending] = {}
         self._events: list[tuple[uuid.UUID, datetime, str, int | None, int | None, str]] = []
         self._wake = asyncio.Event()
+        self._closing = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self.written_events = 0
@@ -94,8 +96,7 @@ class InteractionLog:
               queue_id: int | None = None, agent_id: int | None = None, **data: Any) -> None:
         self._events.append((interaction_id, ts(at or time.time()), name, queue_id, agent_id,
                              json.dumps(data, default=str)))
-        if len(self._events) >= 500:
-            self._wake.set()
+        self._wake.set()
 
     @property
     def backlog(self) -> int:
@@ -106,14 +107,15 @@ class InteractionLog:
         self._task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
+        """Write what is appended: the first item after a quiet spell at once, then at most one
+        batch per ``flush_interval`` (a transaction per record change cost PostgreSQL and the
+        control plane a round trip per call event under load); after a failure, on a back-off."""
         backoff = self.flush_interval
         await self._replay_spool()
         while not self._stopping:
-            try:
-                await asyncio.wait_for(self._wake.wait(), backoff)
-            except TimeoutError:
-                pass
+            await self._wake.wait()
             self._wake.clear()
+            pause = self.flush_interval
             try:
                 await self.flush()
                 if backoff > self.flush_interval:
@@ -137,6 +139,13 @@ class InteractionLog:
                 except UNREACHABLE:
                     self._rows, self._events = {**rows, **self._rows}, events + self._events
                     backoff = min(backoff * 2, 5.0)
+            if self.backlog or backoff > self.flush_interval:
+                # Items held, or a spool to replay after a failure: try again after the pause even
+                # if nothing new is appended.
+                pause = backoff
+                self._wake.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), pause)
 
     async def flush(self) -> None:
         if not self._rows and not self._events:
@@ -260,6 +269,7 @@ class InteractionLog:
     async def close(self) -> None:
         """Flush everything; if the database is gone, spool to disk. Loses nothing."""
         self._stopping = True
+        self._closing.set()
         self._wake.set()
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)

@@ -66,6 +66,35 @@ async def test_nothing_is_lost_while_the_database_is_away(pool: asyncpg.Pool, tm
     assert (n, e) == (25, 50)
 
 
+async def test_the_first_item_is_written_at_once_and_the_rest_batched(pool: asyncpg.Pool, tmp_path: Path) -> None:
+    log = InteractionLog(pool, tmp_path / "spool", flush_interval=1.0)
+    log.start()
+    iid, t0 = uuid.uuid4(), time.time()
+
+    async def events_written() -> int:
+        return int(await pool.fetchval("SELECT count(*) FROM interaction_events WHERE interaction_id = $1", iid))
+
+    try:
+        log.open(iid, caller_number="+15550002", arrived_at=ts(t0))
+        log.event(iid, "DID", t0)
+        for _ in range(100):  # after a quiet spell: written without waiting for the interval
+            if await events_written():
+                break
+            await asyncio.sleep(0.02)
+        assert await events_written() == 1
+        for n in range(20):  # a burst right after: held for the next batch, a second after the first
+            log.event(iid, "DTMF", t0 + n, digit=str(n % 10))
+        await asyncio.sleep(0.3)
+        assert await events_written() == 1
+        for _ in range(150):
+            if await events_written() == 21:
+                break
+            await asyncio.sleep(0.02)
+        assert await events_written() == 21
+    finally:
+        await log.close()
+
+
 async def test_a_refused_record_is_set_aside_and_the_rest_of_its_batch_written(pool: asyncpg.Pool, stores: Stores,
                                                                                tmp_path: Path) -> None:
     spool = tmp_path / "spool"
