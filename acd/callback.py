@@ -23,6 +23,7 @@ from acd.agent_store import Conflict
 from acd.distributor import CallInfo, Offer
 from acd.queue_call import QueueServices, Record, converse
 from acd.waiting import QUEUE_KEY as WAITING_KEY
+from bus import events as ev
 from media.client import OriginateFailed
 
 log = logging.getLogger("acd.callback")
@@ -67,7 +68,7 @@ class CallbackRunner:
             return
         attempt = info.attempts + 1
         queue = info.queue
-        record.event("CALLBACK_ATTEMPT", queue=queue, agent_id=agent_id, attempt=attempt)
+        record.emit(ev.CallbackAttempt(interaction=record.interaction, queue=queue, agent_id=agent_id, attempt=attempt))
         uri = await svc.device_uri(agent_id)
         assert svc.originate is not None
         started = time.time()
@@ -77,8 +78,8 @@ class CallbackRunner:
             # the agent's phone shows whom the call is for
             agent_leg = await svc.originate(uri, settings.ring_timeout, _number(info.callback_uri))
         except OriginateFailed as exc:
-            record.event("RINGNOANSWER", queue=queue, agent_id=agent_id, ring=round(time.time() - started, 3),
-                         cause=exc.cause, code=exc.code)
+            record.emit(ev.RingNoAnswer(interaction=record.interaction, queue=queue, agent_id=agent_id,
+                                        ring=round(time.time() - started, 3), cause=exc.cause, code=exc.code))
             await self._agent(agent_id, "ring_no_answer", offer.call_id)
             await svc.waiting.requeue(offer.head)
             return
@@ -90,19 +91,20 @@ class CallbackRunner:
             with contextlib.suppress(InvalidTransition, Conflict):
                 await svc.agents.transition(agent_id, "end_call", Params(wrap_up=0), expect_call=offer.call_id)
             if attempt < settings.callback_retries:
-                record.event("CALLBACK_NOANSWER", queue=queue, agent_id=agent_id, attempt=attempt, cause=exc.cause,
-                             code=exc.code, retry_in=settings.callback_interval)
+                record.emit(ev.CallbackNoAnswer(interaction=record.interaction, queue=queue, agent_id=agent_id,
+                                                attempt=attempt, cause=exc.cause, code=exc.code,
+                                                retry_in=settings.callback_interval))
                 await svc.distributor.put_call(offer.call_id, replace(info, attempts=attempt))
                 await svc.waiting.redis.zadd(DUE_KEY, {offer.call_id: time.time() + settings.callback_interval})
             else:
-                record.event("CALLBACK_FAILED", queue=queue, agent_id=agent_id, attempt=attempt, cause=exc.cause,
-                             code=exc.code)
+                record.emit(ev.CallbackFailed(interaction=record.interaction, queue=queue, agent_id=agent_id,
+                                              attempt=attempt, cause=exc.cause, code=exc.code))
                 await svc.distributor.drop_call(offer.call_id)
             return
         now = time.time()
         wait = now - info.enqueued_at
-        record.event("CONNECT", queue=queue, agent_id=agent_id, wait=round(wait, 3), callback=True, attempt=attempt,
-                     agent_call=agent_leg.call_id)
+        record.emit(ev.Connect(interaction=record.interaction, queue=queue, agent_id=agent_id, at=now,
+                               wait=round(wait, 3), callback=True, attempt=attempt, agent_call=agent_leg.call_id))
         await converse(svc, record, queue, settings, customer, agent_leg, agent_id, wait, agent_call_id=offer.call_id)
         await svc.distributor.drop_call(offer.call_id)
 

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from acd.queue_call import QueueResult, QueueServices, Record, run_queue
+from bus import events as ev
 from media.client import CallEnded, CallHandle
 
 MAX_HOPS = 3  # queue -> queue overflow chain, so that two queues overflowing into each other end
@@ -26,7 +27,8 @@ async def queue_flow(call: CallHandle, svc: QueueServices, queue: str, record: R
         ov = result.overflow
         if result.outcome != "exited" or ov is None:
             return result
-        record.event("OVERFLOW", queue=queue, kind=ov.kind, target=ov.target, cause=result.cause)
+        record.emit(ev.Overflow(interaction=record.interaction, queue=queue, kind=ov.kind, target=ov.target,
+                                cause=result.cause))
         if ov.kind == "queue" and ov.target not in visited and len(visited) <= MAX_HOPS:
             queue = ov.target
             visited.append(queue)
@@ -50,6 +52,7 @@ async def voicemail(call: CallHandle, svc: QueueServices, record: Record, queue:
     await call.start_capture(str(path))
     with contextlib.suppress(TimeoutError, CallEnded):  # hanging up ends a message too
         await asyncio.wait_for(call.next_digit("#"), seconds)
-    record.event("VOICEMAIL", queue=queue, path=str(path), seconds=round(time.time() - started, 1))
+    record.emit(ev.Voicemail(interaction=record.interaction, queue=queue, path=str(path),
+                             seconds=round(time.time() - started, 1)))
     with contextlib.suppress(CallEnded):
         await call.stop_capture()

@@ -2,9 +2,9 @@
 to agents, be bridged to the one who answers, or leave (hang up, exit key, timeout) with the cause
 logged. Drives the call only through media.client.CallHandle.
 
-Every step is an interaction event (names after Asterisk's queue_log): ENTERQUEUE, CONNECT (wait,
-ring time), RINGNOANSWER, ABANDON (position, wait), EXITWITHTIMEOUT, EXITWITHKEY, EXITEMPTY (no
-agents), FULL, COMPLETEAGENT / COMPLETECALLER (wait, talk time).
+Every step is an event of the call's interaction (bus/events.py, names after Asterisk's queue_log):
+ENTERQUEUE, OFFER, CONNECT (wait, ring time), RINGNOANSWER, ABANDON (position, wait), EXITWITHTIMEOUT,
+EXITWITHKEY, EXITEMPTY (no agents), FULL, COMPLETEAGENT / COMPLETECALLER (wait, talk time).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from acd.ewt import announce_minutes, ewt, update_aht
 from acd.models import Overflow, QueueSettings
 from acd.offers import OfferBus
 from acd.waiting import Waiting
+from bus import events as ev
 from bus.redis import REDIS_DOWN
 from media.client import CallEnded, CallHandle, MediaError, OriginateFailed, first_ended
 
@@ -39,11 +40,12 @@ EMPTY_CHECK = 5.0
 
 
 class Record(Protocol):
-    """The interaction this call belongs to (callcenter/ writes it)."""
+    """The interaction this call belongs to: its events go to the notifier (callcenter/ keeps the
+    record, derived from them)."""
 
-    def event(self, name: str, *, queue: str, agent_id: int | None = None, **data: Any) -> None: ...
+    interaction: str
 
-    def update(self, **fields: Any) -> None: ...
+    def emit(self, event: ev.Event) -> None: ...
 
 
 class Prompts(Protocol):
@@ -98,10 +100,10 @@ async def run_queue(call: CallHandle, svc: QueueServices, queue: str, record: Re
         log.error("call %s sent to unknown queue %r", call.call_id, queue)
         return QueueResult("exited", "no_queue", overflow=Overflow())
     if settings.no_agents == "exit" and (await svc.directory.staffing(queue)).logged_in == 0:
-        record.event("EXITEMPTY", queue=queue, cause="no_agents")
+        record.emit(ev.ExitEmpty(interaction=record.interaction, queue=queue))
         return QueueResult("exited", "no_agents", overflow=settings.overflow)
     if await svc.waiting.size(queue) >= settings.max_callers:
-        record.event("FULL", queue=queue, cause="full", max_callers=settings.max_callers)
+        record.emit(ev.QueueFull(interaction=record.interaction, queue=queue, max_callers=settings.max_callers))
         return QueueResult("exited", "full", overflow=settings.overflow)
 
     await call.answer(wait=False)
@@ -112,8 +114,8 @@ async def run_queue(call: CallHandle, svc: QueueServices, queue: str, record: Re
         await svc.distributor.put_call(call.call_id, CallInfo(queue, now, priority, skills or {}, svc.node,
                                                               interaction))
         position = await svc.waiting.enqueue(queue, call.call_id, priority, now)
-        record.update(queued_at=now, queue=queue)
-        record.event("ENTERQUEUE", queue=queue, position=position, priority=priority, skills=skills or {})
+        record.emit(ev.EnterQueue(interaction=record.interaction, queue=queue, at=now, position=position,
+                                  priority=priority, skills=skills or {}))
         await call.start_play(svc.prompts.path(settings.hold_prompt), loop=True)
         await svc.distributor.decide_for(queue, call.call_id, settings)
         return await _wait_loop(w, offers)
@@ -130,17 +132,19 @@ async def run_queue(call: CallHandle, svc: QueueServices, queue: str, record: Re
 
 async def _abandon(w: _Wait) -> QueueResult:
     position = await w.svc.waiting.remove(w.queue, w.call.call_id)
-    w.record.event("ABANDON", queue=w.queue, position=position, wait=round(time.time() - w.enqueued_at, 3))
+    w.record.emit(ev.Abandon(interaction=w.record.interaction, queue=w.queue, position=position,
+                             wait=round(time.time() - w.enqueued_at, 3)))
     return QueueResult("abandoned")
 
 
-async def _leave(w: _Wait, event: str, cause: str, **data: Any) -> QueueResult | None:
+async def _leave(w: _Wait, kind: type[ev.ExitWithKey | ev.ExitWithTimeout | ev.ExitEmpty], cause: str,
+                 **data: Any) -> QueueResult | None:
     """Take the call out of the queue; None if it is no longer there (an offer is on its way)."""
     position = await w.svc.waiting.remove(w.queue, w.call.call_id)
     if position is None:
         return None
-    w.record.event(event, queue=w.queue, cause=cause, position=position,
-                   wait=round(time.time() - w.enqueued_at, 3), **data)
+    w.record.emit(kind(interaction=w.record.interaction, queue=w.queue, cause=cause, position=position,
+                       wait=round(time.time() - w.enqueued_at, 3), **data))
     with contextlib.suppress(CallEnded):
         await w.call.stop_play()
     return QueueResult("exited", cause, overflow=w.settings.overflow)
@@ -181,18 +185,18 @@ async def _wait_loop(w: _Wait, offers: asyncio.Queue[Offer]) -> QueueResult:
             if key == s.callback_key:
                 left = await _request_callback(w, cause="key")
             else:
-                left = await _leave(w, "EXITWITHKEY", "key", key=key)
+                left = await _leave(w, ev.ExitWithKey, "key", key=key)
         elif time.time() >= deadline:
             if s.overflow.kind == "callback" and w.callback_uri and w.svc.originate:
                 # overflow to a callback: the caller keeps the place they waited for
-                w.record.event("EXITWITHTIMEOUT", queue=w.queue, cause="timeout",
-                               wait=round(time.time() - w.enqueued_at, 3), to="callback")
+                w.record.emit(ev.ExitWithTimeout(interaction=w.record.interaction, queue=w.queue,
+                                                 wait=round(time.time() - w.enqueued_at, 3), to="callback"))
                 left = await _request_callback(w, cause="timeout")
             else:
-                left = await _leave(w, "EXITWITHTIMEOUT", "timeout")
+                left = await _leave(w, ev.ExitWithTimeout, "timeout")
         elif s.no_agents == "exit" and await _all_logged_out(w):
             # every member logged out while the caller waited (Asterisk's leavewhenempty)
-            left = await _leave(w, "EXITEMPTY", "no_agents")
+            left = await _leave(w, ev.ExitEmpty, "no_agents")
         else:
             if next_announce is not None and time.time() >= next_announce:
                 try:
@@ -207,7 +211,7 @@ async def _wait_loop(w: _Wait, offers: asyncio.Queue[Offer]) -> QueueResult:
         try:
             claimed = await asyncio.wait_for(offers.get(), CLAIMED_OFFER_WAIT)
         except TimeoutError:
-            w.record.event("EXITWITHTIMEOUT", queue=w.queue, cause="offer_lost")
+            w.record.emit(ev.ExitWithTimeout(interaction=w.record.interaction, queue=w.queue, cause="offer_lost"))
             return QueueResult("exited", "timeout", overflow=s.overflow)
         result = await _offer(w, claimed)
         if result is not None:
@@ -223,8 +227,8 @@ async def _request_callback(w: _Wait, cause: str) -> QueueResult | None:
         return None
     await w.svc.distributor.put_call(w.call.call_id, replace(info, callback_uri=w.callback_uri))
     w.keep = True
-    w.record.event("CALLBACK_REQUESTED", queue=w.queue, position=position, wait=round(time.time() - w.enqueued_at, 3),
-                   uri=w.callback_uri, cause=cause)
+    w.record.emit(ev.CallbackRequested(interaction=w.record.interaction, queue=w.queue, position=position,
+                                       wait=round(time.time() - w.enqueued_at, 3), uri=w.callback_uri, cause=cause))
     with contextlib.suppress(CallEnded):
         await w.call.stop_play()
         await w.call.play(w.svc.prompts.path(CALLBACK_CONFIRM_PROMPT), interrupt_digits="")
@@ -255,7 +259,8 @@ async def _announce(w: _Wait) -> None:
     elif minutes is not None:
         text += f" Your expected wait is about {minutes} minute{'s' if minutes > 1 else ''}."
     path = await asyncio.to_thread(w.svc.prompts.spoken, text)
-    w.record.event("ANNOUNCE", queue=w.queue, position=position, ewt_minutes=minutes)
+    w.record.emit(ev.Announce(interaction=w.record.interaction, queue=w.queue, position=position,
+                              ewt_minutes=minutes))
     await w.call.stop_play()
     await w.call.play(path, interrupt_digits="")
     await w.call.start_play(w.svc.prompts.path(w.settings.hold_prompt), loop=True)
@@ -271,12 +276,14 @@ async def _offer(w: _Wait, offer: Offer) -> QueueResult | None:
     """Ring the reserved agent(s); bridge the first to answer. None: back to waiting (requeued)."""
     svc, s = w.svc, w.settings
     offered_at = time.time()
-    w.record.update(agent_offered_at=offered_at)
+    w.record.emit(ev.Offer(interaction=w.record.interaction, queue=w.queue, at=offered_at,
+                           agents=list(offer.agents)))
     legs: dict[asyncio.Task[Any], int] = {}
     for aid in offer.agents:
         uri = await svc.device_uri(aid)
         if uri is None:
-            w.record.event("RINGNOANSWER", queue=w.queue, agent_id=aid, ring=0, cause="no_device")
+            w.record.emit(ev.RingNoAnswer(interaction=w.record.interaction, queue=w.queue, agent_id=aid,
+                                          cause="no_device"))
             await _missed(w, aid)
             continue
         legs[asyncio.create_task(w.call.originate(uri, timeout=s.ring_timeout, caller_id=w.caller_id))] = aid
@@ -295,8 +302,9 @@ async def _offer(w: _Wait, offer: Offer) -> QueueResult | None:
                 try:
                     answered: CallHandle = t.result()
                 except OriginateFailed as exc:
-                    w.record.event("RINGNOANSWER", queue=w.queue, agent_id=aid, ring=round(time.time() - offered_at, 3),
-                                   cause=exc.cause, code=exc.code)
+                    w.record.emit(ev.RingNoAnswer(interaction=w.record.interaction, queue=w.queue, agent_id=aid,
+                                                  ring=round(time.time() - offered_at, 3), cause=exc.cause,
+                                                  code=exc.code))
                     await _missed(w, aid)
                     continue
                 if leg is None:
@@ -347,9 +355,9 @@ async def _connected(w: _Wait, leg: CallHandle, agent_id: int, offered_at: float
     except (InvalidTransition, Conflict) as exc:
         # The reservation was taken back (reconciler): still connect the caller, the agent is there.
         log.warning("agent %s answered call %s after its reservation ended: %s", agent_id, w.call.call_id, exc)
-    w.record.update(agent_id=agent_id, agent_answered_at=now)
-    w.record.event("CONNECT", queue=w.queue, agent_id=agent_id, wait=round(now - w.enqueued_at, 3),
-                   ring=round(now - offered_at, 3), agent_call=leg.call_id)
+    w.record.emit(ev.Connect(interaction=w.record.interaction, queue=w.queue, agent_id=agent_id, at=now,
+                             wait=round(now - w.enqueued_at, 3), ring=round(now - offered_at, 3),
+                             agent_call=leg.call_id))
     with contextlib.suppress(CallEnded):
         await w.call.stop_play()
     await converse(w.svc, w.record, w.queue, w.settings, w.call, leg, agent_id, now - w.enqueued_at,
@@ -368,8 +376,9 @@ async def converse(svc: QueueServices, record: Record, queue: str, settings: Que
     await first_ended(customer, agent_leg)
     talk = time.time() - started
     agent_first = agent_leg.ended.is_set() and not customer.ended.is_set()
-    record.event("COMPLETEAGENT" if agent_first else "COMPLETECALLER", queue=queue, agent_id=agent_id,
-                 wait=round(wait, 3), talk=round(talk, 3))
+    complete = ev.CompleteAgent if agent_first else ev.CompleteCaller
+    record.emit(complete(interaction=record.interaction, queue=queue, agent_id=agent_id, wait=round(wait, 3),
+                         talk=round(talk, 3)))
     await agent_leg.hangup()
     await customer.hangup()
     with contextlib.suppress(InvalidTransition, Conflict):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import asyncpg
 from aiohttp import web
 
+from bus.notifier import Notifier
 from bus.redis import connect
 from callcenter import api, auth, demo_data
 from callcenter.acd_node import AcdNode
@@ -144,9 +145,10 @@ async def run(cfg: Config, *, demo_customers: int = 200, ready: asyncio.Event | 
         acd = AcdNode(redis, ends.redis_url, pool, prompts, is_local_call=lambda cid: cid in client.calls,
                       registrar=f"{cfg.sip.host}:{cfg.sip.port}" if front else "", originate=originate,
                       record_for=lambda iid: router.record_for(iid))
-        router = CallRouter(client, ilog, plan, prompts, pool, cfg.crm.default_region, acd=acd,
-                            voicemail_dir=cfg.var_dir / "voicemail", callback_uri=cfg.acd.callback_uri,
-                            node=acd.node)
+        notifier = Notifier(acd.node)
+        notifier.sinks.append(ilog.add)
+        router = CallRouter(client, notifier, plan, prompts, pool, cfg.crm.default_region, acd=acd,
+                            voicemail_dir=cfg.var_dir / "voicemail", callback_uri=cfg.acd.callback_uri)
         await client.start()
         transport = Loops()  # the event reader: it stops last, after the workers' final events
         reader = transport.start("media.events", lambda _stop: client.run())

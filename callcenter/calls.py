@@ -1,5 +1,6 @@
-"""Call routing in the control plane: every media event becomes part of the interaction record, and
-each arriving call runs the dial-plan flow its dialed number selects."""
+"""Call routing in the control plane: every media event of a call becomes a call event of its
+interaction (bus/events.py, through the notifier), and each arriving call runs the dial-plan flow
+its dialed number selects."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 
 from acd.overflow import queue_flow
+from bus import events as ev
+from bus.notifier import Notifier
 from callcenter.dialplan import BridgeRoute, DialPlan, GreetingRoute, LoopRoute, QueueRoute
-from callcenter.interactions import InteractionLog, ts
 from callcenter.phones import to_e164
 from callcenter.prompts import PromptSet
 from ivr import flows
@@ -26,20 +28,17 @@ if TYPE_CHECKING:
     from callcenter.acd_node import AcdNode
 
 LOOKUP_TIMEOUT = 1.5  # seconds a database read on a call's path may take (acquiring a connection included)
-_SIDES = {"remote": "caller", "platform": "platform", "worker": "system", "lost": "system"}
 
 
 class CallRouter:
-    def __init__(self, client: MediaClient, ilog: InteractionLog, plan: DialPlan, prompts: PromptSet,
+    def __init__(self, client: MediaClient, notifier: Notifier, plan: DialPlan, prompts: PromptSet,
                  pool: asyncpg.Pool | None, default_region: str = "US", acd: AcdNode | None = None,
-                 voicemail_dir: Path = Path("var/voicemail"), callback_uri: str = "", node: str = ""):
+                 voicemail_dir: Path = Path("var/voicemail"), callback_uri: str = ""):
         self.client = client
-        self.node = node  # this control-plane node, written on each record it owns
         self.acd = acd
         self.voicemail_dir = voicemail_dir
         self.callback_uri = callback_uri  # template with {number}; "" = the caller's From URI
-        self.queue_ids: dict[str, int] = {}
-        self.ilog = ilog
+        self.notifier = notifier
         self.plan = plan
         self.prompts = prompts
         self.pool = pool
@@ -49,78 +48,62 @@ class CallRouter:
         client.originate_listeners.append(self.on_originate)
 
     # ------------------------------------------------------------------ the record
-    def on_event(self, ev: mp.Event, handle: CallHandle | None) -> None:
+    def on_event(self, me: mp.Event, handle: CallHandle | None) -> None:
+        """A media event of one of this node's calls, as the call event of its interaction."""
         if handle is None:
             return
-        if isinstance(ev, mp.CallArrived):
-            self._arrived(ev, handle)
+        if isinstance(me, mp.CallArrived):
+            self._arrived(me, handle)
             return
         iid: uuid.UUID | None = handle.root.data.get("interaction_id")
         if iid is None:
             return
         leg = handle is not handle.root
-        data: dict[str, Any] = {"call": ev.call_id} if leg else {}
-        if isinstance(ev, mp.Answered):
+        base: dict[str, Any] = {"interaction": str(iid), "at": me.at, "call": me.call_id if leg else ""}
+        e: ev.CallEvent | None = None
+        if isinstance(me, mp.Answered):
+            e = ev.DialAnswered(**base) if leg else ev.CallAnswered(**base)
+        elif isinstance(me, mp.Ringing):
+            e = ev.DialRinging(**base)
+        elif isinstance(me, mp.Digit):
+            e = ev.Dtmf(digit=me.digit, method=me.method, **base)
+        elif isinstance(me, mp.DigitsCollected):
+            e = ev.DigitsCollected(digits=me.digits, reason=me.reason, **base)
+        elif isinstance(me, mp.PromptFinished):
+            e = ev.PromptPlayed(prompt=me.path.rsplit("/", 1)[-1], reason=me.reason, digit=me.digit, **base)
+        elif isinstance(me, mp.Bridged):
+            e = ev.Bridged(other=me.other_call_id, **base)
+        elif isinstance(me, mp.Unbridged):
+            e = ev.Unbridged(other=me.other_call_id, **base)
+        elif isinstance(me, mp.TransferResult):
+            e = ev.SipTransfer(code=me.code, final=me.final, **base)
+        elif isinstance(me, mp.CommandFailed):
+            e = ev.MediaError(command=me.command, error=me.error, **base)
+        elif isinstance(me, mp.HungUp):
             if leg:
-                self.ilog.event(iid, "DIAL_ANSWER", ev.at, **data)
+                e = ev.DialEnded(cause=me.cause, code=me.code, side=me.side, **base)
             else:
-                self.ilog.update(iid, answered_at=ts(ev.at))
-                self.ilog.event(iid, "ANSWER", ev.at)
-        elif isinstance(ev, mp.Ringing):
-            self.ilog.event(iid, "DIAL_RINGING", ev.at, **data)
-        elif isinstance(ev, mp.Digit):
-            self.ilog.event(iid, "DTMF", ev.at, digit=ev.digit, method=ev.method, **data)
-        elif isinstance(ev, mp.DigitsCollected):
-            self.ilog.update(iid, digits=ev.digits)
-            self.ilog.event(iid, "DIGITS", ev.at, digits=ev.digits, reason=ev.reason)
-        elif isinstance(ev, mp.PromptFinished):
-            self.ilog.event(iid, "PROMPT", ev.at, prompt=ev.path.rsplit("/", 1)[-1], reason=ev.reason,
-                            digit=ev.digit, **data)
-        elif isinstance(ev, mp.Bridged):
-            self.ilog.event(iid, "BRIDGE", ev.at, call=ev.call_id, other=ev.other_call_id)
-        elif isinstance(ev, mp.Unbridged):
-            self.ilog.event(iid, "UNBRIDGE", ev.at, call=ev.call_id, other=ev.other_call_id)
-        elif isinstance(ev, mp.TransferResult):
-            self.ilog.event(iid, "TRANSFER", ev.at, code=ev.code, final=ev.final, **data)
-        elif isinstance(ev, mp.CommandFailed):
-            self.ilog.event(iid, "MEDIA_ERROR", ev.at, command=ev.command, error=ev.error, **data)
-        elif isinstance(ev, mp.HungUp):
-            if leg:
-                self.ilog.event(iid, "DIAL_HANGUP", ev.at, cause=ev.cause, code=ev.code, side=ev.side, **data)
-            else:
-                self.ilog.update(iid, ended_at=ts(ev.at), disconnect_reason=ev.cause,
-                                 disconnect_side=_SIDES.get(ev.side, "system"), sip_code=ev.code or None)
-                self.ilog.event(iid, "HANGUP", ev.at, cause=ev.cause, code=ev.code, side=ev.side)
+                e = ev.Hangup(cause=me.cause, code=me.code, side=me.side, **base)
                 self.active.pop(iid, None)
+        if e is not None:
+            self.notifier.emit(e)
 
     def on_originate(self, leg: CallHandle) -> None:
         iid = leg.root.data.get("interaction_id")
         if iid is not None:
-            self.ilog.event(iid, "DIAL", call=leg.call_id, uri=leg.data.get("uri", ""))
+            self.notifier.emit(ev.Dial(interaction=str(iid), call=leg.call_id, uri=leg.data.get("uri", "")))
 
-    def _arrived(self, ev: mp.CallArrived, handle: CallHandle) -> None:
+    def _arrived(self, me: mp.CallArrived, handle: CallHandle) -> None:
         iid = uuid.uuid4()
         handle.data["interaction_id"] = iid
-        route = self.plan.match(ev.dialed_number)
+        route = self.plan.match(me.dialed_number)
         handle.data["route"] = route
         self.active[iid] = handle
-        self.ilog.open(
-            iid,
-            direction="inbound",
-            caller_number=ev.caller_number,
-            caller_name=ev.caller_name or None,
-            caller_uri=ev.caller_uri,
-            dialed_number=ev.dialed_number,
-            dialed_uri=ev.dialed_uri,
-            sip_call_id=ev.sip_call_id,
-            worker_id=ev.worker_id,
-            media_call_id=ev.call_id,
-            route=route.name if route else None,
-            arrived_at=ts(ev.at),
-            node=self.node or None,
-        )
-        self.ilog.event(iid, "DID", ev.at, dialed=ev.dialed_number, caller=ev.caller_number,
-                        worker=ev.worker_id)
+        self.notifier.emit(ev.CallArrived(
+            interaction=str(iid), at=me.at, caller_number=me.caller_number, caller_name=me.caller_name,
+            caller_uri=me.caller_uri, dialed_number=me.dialed_number, dialed_uri=me.dialed_uri,
+            sip_call_id=me.sip_call_id, worker=me.worker_id, media_call=me.call_id,
+            route=route.name if route else None))
 
     async def _identify(self, handle: CallHandle) -> str | None:
         """Caller-ID lookup, off the call path (only queueing waits for it, for the value tier).
@@ -140,7 +123,7 @@ class CallRouter:
             return None
         iid = handle.data["interaction_id"]
         handle.data["customer_id"] = row["customer_id"]
-        self.ilog.update(iid, customer_id=row["customer_id"])
+        self.notifier.emit(ev.CustomerIdentified(interaction=str(iid), customer_id=row["customer_id"]))
         return str(row["value_tier"])
 
     # ------------------------------------------------------------------ flows
@@ -173,7 +156,6 @@ class CallRouter:
         except TimeoutError:
             tier = None
         priority = min(99, route.priority + route.tier_priority.get(tier or "", 0))
-        await self._refresh_queue_ids()
         assert handle.arrival is not None
         await queue_flow(handle, self.acd.services, route.queue, _Record(self, handle.data["interaction_id"]),
                          priority=priority, skills=route.skills, caller_id=handle.arrival.caller_number,
@@ -190,28 +172,13 @@ class CallRouter:
     def record_for(self, interaction: str) -> _Record:
         return _Record(self, uuid.UUID(interaction))
 
-    async def _refresh_queue_ids(self) -> None:
-        if self.pool is None:
-            return
-        try:  # the caller is waiting: a frozen database must not stop the call (ids are kept from before)
-            rows = await asyncio.wait_for(self.pool.fetch("SELECT name, id FROM queues"), LOOKUP_TIMEOUT)
-            self.queue_ids = {r["name"]: r["id"] for r in rows}
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.warning("queue ids not refreshed: %s", exc)
-
 
 class _Record:
-    """The queue flow's view of the interaction record (acd.queue_call.Record)."""
+    """The queue flow's view of its interaction (acd.queue_call.Record): events go to the notifier."""
 
     def __init__(self, router: CallRouter, iid: uuid.UUID):
-        self.router = router
-        self.iid = iid
+        self.notifier = router.notifier
+        self.interaction = str(iid)
 
-    def event(self, name: str, *, queue: str, agent_id: int | None = None, **data: Any) -> None:
-        self.router.ilog.event(self.iid, name, queue_id=self.router.queue_ids.get(queue), agent_id=agent_id,
-                               queue=queue, **data)
-
-    def update(self, **fields: Any) -> None:
-        if "queue" in fields:
-            fields["queue_id"] = self.router.queue_ids.get(fields.pop("queue"))
-        self.router.ilog.update(self.iid, **{k: ts(v) if k.endswith("_at") else v for k, v in fields.items()})
+    def emit(self, event: ev.Event) -> None:
+        self.notifier.emit(event)

@@ -15,11 +15,15 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+
+from bus import events as ev
+from callcenter import records
+from callcenter.records import ts
 
 log = logging.getLogger("callcenter.interactions")
 
@@ -50,10 +54,6 @@ _UPDATE = (
 )
 
 
-def ts(unix: float) -> datetime:
-    return datetime.fromtimestamp(unix, tz=UTC)
-
-
 @dataclass
 class _Pending:
     new: bool
@@ -68,7 +68,8 @@ class InteractionLog:
         self.flush_interval = flush_interval
         self.max_buffer = max_buffer
         self._rows: dict[uuid.UUID, _Pending] = {}
-        self._events: list[tuple[uuid.UUID, datetime, str, int | None, int | None, str]] = []
+        # (interaction, at, name, queue name, or its id in a spool written before names, agent, data)
+        self._events: list[tuple[uuid.UUID, datetime, str, str | int | None, int | None, str]] = []
         self._wake = asyncio.Event()
         self._closing = asyncio.Event()
         self._stopping = False
@@ -76,14 +77,28 @@ class InteractionLog:
         self.written_events = 0
         self.failures = 0
         self.rejected = 0  # items the database refused, set aside in rejected-*.jsonl
+        self._queue_ids: dict[str, int] = {}  # queue name -> id: events name their queue, rows hold its id
 
     # ------------------------------------------------------------------ appending (never blocks)
-    def open(self, interaction_id: uuid.UUID, **fields: Any) -> None:
+    def add(self, e: ev.Event) -> None:
+        """Record a call or queue event: its row in the log, and what it changes on the record
+        (callcenter/records.py). Other events are not the interaction log's."""
+        if not isinstance(e, ev.CallEvent):
+            return
+        iid = uuid.UUID(e.interaction)
+        if isinstance(e, ev.CallArrived):
+            self._open(iid, **records.opened(e))
+        elif fields := records.changes(e):
+            self._update(iid, **fields)
+        queue, agent_id = (e.queue, e.agent_id) if isinstance(e, ev.QueueEvent) else (None, None)
+        self._event(iid, e.NAME, e.at, queue, agent_id, records.data(e))
+
+    def _open(self, interaction_id: uuid.UUID, **fields: Any) -> None:
         fields.setdefault("direction", "inbound")
         self._rows[interaction_id] = _Pending(new=True, fields=fields)
         self._wake.set()
 
-    def update(self, interaction_id: uuid.UUID, **fields: Any) -> None:
+    def _update(self, interaction_id: uuid.UUID, **fields: Any) -> None:
         pending = self._rows.setdefault(interaction_id, _Pending(new=False))
         for k, v in fields.items():
             if k not in COLUMNS:
@@ -92,10 +107,9 @@ class InteractionLog:
                 pending.fields[k] = v
         self._wake.set()
 
-    def event(self, interaction_id: uuid.UUID, name: str, at: float | None = None,
-              queue_id: int | None = None, agent_id: int | None = None, **data: Any) -> None:
-        self._events.append((interaction_id, ts(at or time.time()), name, queue_id, agent_id,
-                             json.dumps(data, default=str)))
+    def _event(self, interaction_id: uuid.UUID, name: str, at: float, queue: str | None, agent_id: int | None,
+               data: dict[str, Any]) -> None:
+        self._events.append((interaction_id, ts(at), name, queue, agent_id, json.dumps(data, default=str)))
         self._wake.set()
 
     @property
@@ -170,9 +184,16 @@ class InteractionLog:
 
     async def _write(self, rows: dict[uuid.UUID, _Pending], events: list[tuple[Any, ...]]) -> None:
         assert self.pool is not None
-        inserts = [self._params(i, p.fields) for i, p in rows.items() if p.new]
-        updates = [self._params(i, p.fields) for i, p in rows.items() if not p.new]
         async with self.pool.acquire() as conn, conn.transaction():
+            # Queues are named in events and rows until written: a queue created a moment ago resolves too.
+            names = {e[3] for e in events if isinstance(e[3], str)}
+            names |= {q for p in rows.values() if isinstance(q := p.fields.get("queue_id"), str)}
+            if missing := names - self._queue_ids.keys():
+                found = await conn.fetch("SELECT name, id FROM queues WHERE name = ANY($1)", sorted(missing))
+                self._queue_ids.update((r["name"], r["id"]) for r in found)
+            inserts = [self._params(i, p.fields) for i, p in rows.items() if p.new]
+            updates = [self._params(i, p.fields) for i, p in rows.items() if not p.new]
+            events = [(*e[:3], self._queue_id(e[3]), *e[4:]) for e in events]
             if inserts:
                 await conn.executemany(_INSERT, inserts)
             if updates:
@@ -210,9 +231,11 @@ class InteractionLog:
                 log.error("interaction log: %d items refused by the database, kept with the reason in %s",
                           len(rejected), path)
 
-    @staticmethod
-    def _params(iid: uuid.UUID, fields: dict[str, Any]) -> tuple[Any, ...]:
-        return (iid, *(fields.get(c) for c in COLUMNS))
+    def _queue_id(self, queue: str | int | None) -> int | None:
+        return self._queue_ids.get(queue) if isinstance(queue, str) else queue
+
+    def _params(self, iid: uuid.UUID, fields: dict[str, Any]) -> tuple[Any, ...]:
+        return (iid, *(self._queue_id(fields.get(c)) if c == "queue_id" else fields.get(c) for c in COLUMNS))
 
     # ------------------------------------------------------------------ spool
     def _spool(self, kind: str = "interactions") -> Path | None:

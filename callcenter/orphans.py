@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 import asyncpg
 import redis.asyncio as aioredis
 
-from callcenter import nodes
+from bus import events as ev
+from callcenter import nodes, records
 from callcenter.http_guard import UNAVAILABLE
 from callcenter.nodes import NodeHeartbeat
 
@@ -57,10 +58,12 @@ class OrphanCloser:
             await conn.executemany(
                 "UPDATE interactions SET ended_at = $2, disconnect_reason = $3, disconnect_side = 'system' "
                 "WHERE id = $1 AND ended_at IS NULL", [(r["id"], r["ended"], CAUSE) for r in rows])
+            ends = [ev.Hangup(interaction=str(r["id"]), at=r["ended"].timestamp(), cause=CAUSE, side="lost",
+                                 node=node) for r in rows]
             await conn.copy_records_to_table(
                 "interaction_events", columns=("interaction_id", "at", "event", "data"),
-                records=[(r["id"], r["ended"], "HANGUP", json.dumps({"cause": CAUSE, "side": "lost", "node": node}))
-                         for r in rows])
+                records=[(r["id"], r["ended"], e.NAME, json.dumps(records.data(e)))
+                         for r, e in zip(rows, ends, strict=True)])
         log.warning("closed %d interactions left open by node %s (dead since %s)", len(rows), node,
                     last_seen.isoformat() if last_seen else "an unknown time")
         return len(rows)

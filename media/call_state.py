@@ -27,6 +27,7 @@ class CallState:
     call: Call
     outbound: bool
     answered: bool = False
+    ringing: bool = False  # a 180 was sent
     media_ready: bool = False
     hangup_side: str = ""
     hangup_cause: str = ""

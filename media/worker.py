@@ -32,6 +32,8 @@ from media.worker_config import WorkerConfig, parse_args
 
 log = logging.getLogger("media.worker")
 
+RING_DELAY = 0.5  # seconds before a call the control plane has not answered hears ringing (180)
+
 
 class Worker:
     def __init__(self, cfg: WorkerConfig):
@@ -199,18 +201,19 @@ class Worker:
             # Redis is away: nobody can take the call now. Refuse it at once (480, not 503: the
             # other workers share the same Redis, so the front door must not try them all); the
             # arrival and its end are held with the other events and still become a record.
+            log.warning("call %s refused with 480: control_unavailable (Redis)", key)
             st.hangup_side, st.hangup_cause = "worker", "control_unavailable"
             reply.statusCode = 480
             reply.reason = "Call control unavailable"
             call.answer(reply)
             return
-        reply.statusCode = 180
-        call.answer(reply)
+        # No 180 yet: the front door has sent 100 Trying, and a control plane that answers at once
+        # (the usual case) sends the 200 alone. A 180 sent just before it could overtake it in the
+        # front door's parallel workers (seen under load: a 180 after the 200, which SIPp refuses).
         # The control plane must take the call in time, or the caller hears a clean refusal. One
         # timer per ringing call (the answer cancels it): a timer that fires costs a loop wake-up.
-        deadline = time.monotonic() + self.cfg.answer_timeout
-        st.timer = self.loop.call_later(min(STALLED + 0.3, self.cfg.answer_timeout), self._ringing_check,
-                                        key, deadline)
+        st.timer = self.loop.call_later(min(RING_DELAY, self.cfg.answer_timeout), self._ringing_check, key,
+                                        time.monotonic())
 
     def on_call_state(self, key: str) -> None:
         st = self.calls.get(key)
@@ -266,23 +269,31 @@ class Worker:
             st.timer.cancel()
             st.timer = None
 
-    def _ringing_check(self, key: str, deadline: float) -> None:
-        """A call still ringing for the control plane: refused when Redis froze as it came in (the
-        first check, STALLED after the arrival) or when the answer deadline has passed."""
+    def _ringing_check(self, key: str, arrived: float) -> None:
+        """A call the control plane has not answered yet: ringing from RING_DELAY on, refused when
+        Redis froze as it came in (checked again STALLED after the arrival) or at the answer deadline."""
         st = self.calls.get(key)
         if st is None or st.answered:
             return
         st.timer = None
-        left = deadline - time.monotonic()
+        elapsed, limit = time.monotonic() - arrived, self.cfg.answer_timeout
         if not self.bus.reachable:
             self._refuse_ringing(st, "control_unavailable")
-        elif left <= 0.01:
+            return
+        if elapsed >= limit - 0.01:
             self._refuse_ringing(st, "control_plane_timeout")
-        else:
-            st.timer = self.loop.call_later(left, self._ringing_check, key, deadline)
+            return
+        if not st.ringing:
+            st.ringing = True
+            prm = pj.CallOpParam()
+            prm.statusCode = 180
+            st.call.answer(prm)
+        after = STALLED + 0.3 if elapsed < STALLED + 0.29 else limit
+        st.timer = self.loop.call_later(min(after, limit) - elapsed, self._ringing_check, key, arrived)
 
     def _refuse_ringing(self, st: CallState, cause: str) -> None:
         """480, not 503: another worker would wait for the same control plane (or Redis) again."""
+        log.warning("call %s refused with 480: %s", st.call.key, cause)
         st.hangup_side, st.hangup_cause = "worker", cause
         prm = pj.CallOpParam()
         prm.statusCode = 480

@@ -177,7 +177,7 @@ async def events_of(pool: asyncpg.Pool, caller: str, p: Platform, timeout: float
 
 def names(events: list[dict[str, Any]]) -> list[str]:
     skip = {"DID", "ANSWER", "PROMPT", "DIAL", "DIAL_RINGING", "DIAL_ANSWER", "DIAL_HANGUP", "BRIDGE", "UNBRIDGE",
-            "DTMF", "MEDIA_ERROR"}
+            "DTMF", "MEDIA_ERROR", "IDENTIFY"}
     return [e["event"] for e in events if e["event"] not in skip]
 
 
@@ -202,7 +202,7 @@ async def test_missed_offer_goes_to_the_next_agent_and_the_bridge_carries_audio(
     assert tone_power(samples, rate, 440) > 20 * tone_power(samples, rate, 1000)
 
     events = await events_of(pool, "test-phone", platform)
-    assert names(events) == ["ENTERQUEUE", "RINGNOANSWER", "CONNECT", "COMPLETEAGENT", "HANGUP"]
+    assert names(events) == ["ENTERQUEUE", "OFFER", "RINGNOANSWER", "OFFER", "CONNECT", "COMPLETEAGENT", "HANGUP"]
     rna = next(e for e in events if e["event"] == "RINGNOANSWER")
     connect = next(e for e in events if e["event"] == "CONNECT")
     done = next(e for e in events if e["event"] == "COMPLETEAGENT")
@@ -249,7 +249,7 @@ async def test_callers_are_served_in_order_and_vip_first(platform: Platform, poo
     assert order == ["+15550107777", "+15550101111", "+15550102222"]  # VIP, then by waiting time
     for number in callers:
         ev = names(await events_of(pool, number, platform))
-        assert ev == ["ENTERQUEUE", "CONNECT", "COMPLETEAGENT", "HANGUP"], (number, ev)
+        assert ev == ["ENTERQUEUE", "OFFER", "CONNECT", "COMPLETEAGENT", "HANGUP"], (number, ev)
     vip_enter = next(e for e in await events_of(pool, "+15550107777", platform) if e["event"] == "ENTERQUEUE")
     assert vip_enter["priority"] == 10
     status(platform, "cid", "not_ready", "break")
@@ -313,7 +313,7 @@ async def test_agent_phone_registered_at_the_front_door_is_rung_there(platform: 
     samples, rate = read_wav(heard, skip=0.5)
     assert tone_power(samples, rate, 1000) > 20 * tone_power(samples, rate, 440)
     events = await events_of(pool, "test-phone", platform)
-    assert names(events) == ["ENTERQUEUE", "RINGNOANSWER", "CONNECT", "COMPLETEAGENT", "HANGUP"]
+    assert names(events) == ["ENTERQUEUE", "OFFER", "RINGNOANSWER", "OFFER", "CONNECT", "COMPLETEAGENT", "HANGUP"]
     rna = next(e for e in events if e["event"] == "RINGNOANSWER")
     assert rna["agent"] == "eve" and rna["code"] == 404  # "Agent phone not registered"
     assert next(e for e in events if e["event"] == "CONNECT")["agent"] == "dan"

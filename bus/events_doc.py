@@ -1,0 +1,101 @@
+"""Writes docs/events.md from the catalogue in bus/events.py: ``python -m bus.events_doc > docs/events.md``.
+A test compares the file with this output, so the document cannot drift from the code."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+import sys
+from dataclasses import MISSING, fields
+from typing import Any
+
+from bus import events as ev
+
+# Example values by field name (an example of every event is built from them).
+SAMPLES: dict[str, Any] = {
+    "at": 1764590400.125, "node": "cc1-4711", "interaction": "0b9f6a52-3c1e-4f7e-9d3a-2c8e5f1a7b40",
+    "call": "", "queue": "support", "agent_id": 7, "caller_number": "+15551230001",
+    "caller_name": "Ada Lovelace", "caller_uri": "sip:+15551230001@trunk.example",
+    "dialed_number": "500", "dialed_uri": "sip:500@pbx.example", "sip_call_id": "a84b4c76e66710@trunk",
+    "worker": "w3", "media_call": "w3-17", "route": "support", "customer_id": 1042, "digit": "1",
+    "method": "rfc2833", "digits": "1234", "reason": "eof", "prompt": "welcome.wav", "uri": "sip:201@10.0.0.5:5062",
+    "cause": "normal_clearing", "code": 200, "side": "remote", "other": "o-5c2f0a9d1e3b4a67", "final": True,
+    "command": "play", "error": "no such call", "position": 2, "priority": 3, "skills": {"english": 3},
+    "wait": 12.4, "key": "9", "to": "callback", "max_callers": 50, "kind": "queue", "target": "billing",
+    "ewt_minutes": 3, "agents": [7], "ring": 4.2, "agent_call": "o-5c2f0a9d1e3b4a67", "callback": False,
+    "attempt": 1, "talk": 184.0, "path": "var/voicemail/w3-17.wav", "seconds": 21.5, "retry_in": 300.0,
+    "how": "caller_id", "by": "system",
+}
+# Most derived first: a queue event is a call event too.
+SECTIONS = ((ev.QueueEvent, "Queue events"), (ev.CallEvent, "Call events"), (ev.AgentEvent, "Agent events"))
+ORDER = ("Call events", "Queue events", "Agent events")
+
+
+def _comments(cls: type[ev.Event]) -> dict[str, str]:
+    """Trailing comments on the field lines of the class and its bases: what the values mean."""
+    out: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if klass is object:
+            continue
+        for line in inspect.getsource(klass).splitlines():
+            m = re.match(r"\s+(\w+): [^#]*#\s*(.+)$", line)
+            if m:
+                out[m.group(1)] = m.group(2).strip()
+    return out
+
+
+def _type(annotation: Any) -> str:
+    return str(annotation).replace("typing.", "").replace("|", "\\|")  # a table cell
+
+
+def _section(cls: type[ev.Event]) -> str:
+    return next(title for base, title in SECTIONS if issubclass(cls, base))
+
+
+def example(cls: type[ev.Event]) -> ev.Event:
+    return cls(**{f.name: SAMPLES[f.name] for f in fields(cls)})
+
+
+def render() -> str:
+    out = [
+        "# Events",
+        "",
+        "Every call, queue and agent event, as defined in `bus/events.py` (this file is generated from it:",
+        "`.venv/bin/python -m bus.events_doc > docs/events.md`). Names follow Asterisk's queue_log where one",
+        "fits. On the wire an event is one JSON object: `v` (the schema version, now "
+        f"{ev.SCHEMA}), `name`, then its",
+        "fields. A reader refuses unknown fields of its own schema version and drops those of a newer one.",
+        "",
+        "Every event has `at` (Unix seconds) and `node` (the control-plane node that emitted it). Call and",
+        "queue events have `interaction` (the contact record's id) and `call` (the media call id of an",
+        "originated leg, empty for the caller's leg); queue events `queue` and `agent_id` (when an agent is",
+        "concerned); agent events `agent_id`. Events with the same interaction (or the same agent) are",
+        "delivered in the order they were emitted.",
+    ]
+    section = ""
+    base_fields = {f.name for f in fields(ev.QueueEvent)} | {f.name for f in fields(ev.AgentEvent)}
+    for cls in sorted(ev.catalogue(), key=lambda c: ORDER.index(_section(c))):
+        if _section(cls) != section:
+            section = _section(cls)
+            out += ["", f"## {section}"]
+        notes = _comments(cls)
+        out += ["", f"### `{cls.NAME}` ({cls.__name__})", "", inspect.cleandoc(cls.__doc__ or ""), ""]
+        own = [f for f in fields(cls) if f.name not in base_fields]
+        if own:
+            out += ["| field | type | default | meaning |", "| --- | --- | --- | --- |"]
+            for f in own:
+                if f.default is not MISSING:
+                    default = json.dumps(f.default)
+                elif f.default_factory is not MISSING:
+                    default = json.dumps(f.default_factory())
+                else:
+                    default = "required"
+                out.append(f"| `{f.name}` | `{_type(f.type)}` | {default} | {notes.get(f.name, '')} |")
+            out.append("")
+        out += ["```json", example(cls).encode(), "```"]
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render())
