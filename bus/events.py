@@ -482,6 +482,8 @@ class AgentPause(AgentEvent):
 
     NAME = "PAUSE"
     reason: str = ""
+    by: str = "agent"  # agent, or system (a missed offer)
+    call: str = ""  # the call whose offer was missed
 
 
 @event

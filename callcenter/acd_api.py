@@ -20,6 +20,8 @@ from acd.agent_state import InvalidTransition, Params, Status
 from acd.agent_store import AgentStore, Conflict
 from acd.directory import Directory
 from acd.models import AgentIn, MembersIn, QueueIn, SipPasswordIn, SkillsIn, StatusIn, WrapUpIn
+from bus import events as ev
+from callcenter import records
 from callcenter.acd_sync import sync_agents, sync_queue
 from callcenter.auth import requires
 from callcenter.http_guard import http_error
@@ -184,9 +186,10 @@ async def set_members(request: web.Request) -> web.Response:
                                "VALUES ($1, $2, $3, $4)",
                                [(qid, ids[m.agent], m.penalty, n) for n, m in enumerate(body.members)])
         after = set(ids.values())
-        await conn.executemany("INSERT INTO agent_events (agent_id, event, queue_id) VALUES ($1, $2, $3)",
-                               [(a, "ADDMEMBER", qid) for a in sorted(after - before)]
-                               + [(a, "REMOVEMEMBER", qid) for a in sorted(before - after)])
+        name = request.match_info["name"]
+        changed: list[ev.AgentEvent] = [ev.AddMember(agent_id=a, queue=name) for a in sorted(after - before)]
+        changed += [ev.RemoveMember(agent_id=a, queue=name) for a in sorted(before - after)]
+        await conn.executemany(records.AGENT_EVENT_INSERT, [records.agent_row(e, qid) for e in changed])
     async with request.app[POOL].acquire() as conn:
         await sync_agents(conn, request.app[DIRECTORY], sorted(before | after))
     return _json({"members": [m.model_dump() for m in body.members]})
@@ -311,20 +314,22 @@ async def set_status(request: web.Request) -> web.Response:
             raise http_error(422, "a reason is only given with not_ready", field="reason")
         before = await agents.get(aid)
         logged_out = before.status is Status.LOGGED_OUT
+        logged: ev.AgentEvent
         if body.status == "logged_out":
-            event, log_event = "logout", "LOGOFF"
+            event, logged = "logout", ev.AgentLogoff(agent_id=aid)
         elif logged_out:
-            event, log_event = "login", "LOGIN"
+            event, logged = "login", ev.AgentLogin(agent_id=aid)
+        elif body.status == "not_ready":
+            event, logged = body.status, ev.AgentPause(agent_id=aid, reason=body.reason)
         else:
-            event, log_event = body.status, ("PAUSE" if body.status == "not_ready" else "UNPAUSE")
+            event, logged = body.status, ev.AgentUnpause(agent_id=aid)
         try:
             after = await agents.transition(aid, event, Params(reason=body.reason))
         except InvalidTransition as exc:
             raise http_error(409, exc.why) from None
         except Conflict as exc:
             raise http_error(409, str(exc)) from None
-        await conn.execute("INSERT INTO agent_events (agent_id, event, data) VALUES ($1, $2, $3)", aid, log_event,
-                           json.dumps({"reason": body.reason} if body.reason else {}))
+        await conn.execute(records.AGENT_EVENT_INSERT, *records.agent_row(logged))
     return _json({"status": after.status, "reason": after.reason, "activity": after.activity})
 
 

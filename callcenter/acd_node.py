@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -24,8 +23,9 @@ from acd.offers import OfferBus
 from acd.queue_call import QueueServices, Record
 from acd.reconciler import Reconciler
 from acd.waiting import Waiting
+from bus import events as ev
 from bus.redis import REDIS_DOWN
-from callcenter import nodes
+from callcenter import nodes, records
 from callcenter.acd_sync import sync_all
 from callcenter.nodes import NodeHeartbeat, node_id
 from callcenter.prompts import PromptSet
@@ -120,13 +120,13 @@ class AcdNode:
         if after.routable and not before.routable:
             self._spawn(self._agent_free(after))
         if event == "ring_no_answer":  # the agent's own log: a missed offer pauses the agent
-            self._spawn(self._agent_event(after.agent_id, "PAUSE", {"reason": after.reason, "by": "system",
-                                                                    "call": before.call_id}))
+            self._spawn(self._agent_event(ev.AgentPause(agent_id=after.agent_id, reason=after.reason, by="system",
+                                                        call=before.call_id)))
 
     def _reconciled(self, event: str, before: AgentState, _after: AgentState) -> None:
         if event == "end_call":  # the agent's call is gone (its node or worker died): say why they were released
-            self._spawn(self._agent_event(before.agent_id, "RELEASE", {"reason": "call_lost", "by": "system",
-                                                                       "call": before.call_id}))
+            self._spawn(self._agent_event(ev.AgentReleased(agent_id=before.agent_id, reason="call_lost",
+                                                           call=before.call_id)))
 
     async def _agent_free(self, agent: AgentState) -> None:
         try:
@@ -134,12 +134,11 @@ class AcdNode:
         except REDIS_DOWN as exc:
             log.warning("routing for agent %s: %s (the sweep will retry)", agent.agent_id, exc)
 
-    async def _agent_event(self, agent_id: int, event: str, data: dict[str, str]) -> None:
+    async def _agent_event(self, e: ev.AgentEvent) -> None:
         try:
-            await self.pool.execute("INSERT INTO agent_events (agent_id, event, data) VALUES ($1, $2, $3)",
-                                    agent_id, event, json.dumps(data))
+            await self.pool.execute(records.AGENT_EVENT_INSERT, *records.agent_row(e))
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.warning("agent event %s for %s not written: %s", event, agent_id, exc)
+            log.warning("agent event %s for %s not written: %s", e.NAME, e.agent_id, exc)
 
     # -------------------------------------------------------------- lookups
     async def call_alive(self, call_id: str) -> bool:

@@ -4,6 +4,7 @@ every event it receives, so the record is derived from the events alone."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -51,6 +52,14 @@ def changes(e: ev.CallEvent) -> dict[str, Any]:
     if isinstance(e, ev.Connect):
         return {"agent_id": e.agent_id, "agent_answered_at": ts(e.at)}
     return {}
+
+
+AGENT_EVENT_INSERT = "INSERT INTO agent_events (agent_id, event, queue_id, data) VALUES ($1, $2, $3, $4)"
+
+
+def agent_row(e: ev.AgentEvent, queue_id: int | None = None) -> tuple[int, str, int | None, str]:
+    """The ``agent_events`` row of an agent event: agent, name, queue, data."""
+    return (e.agent_id, e.NAME, queue_id, json.dumps(data(e), default=str))
 
 
 def data(e: ev.Event) -> dict[str, Any]:
