@@ -30,9 +30,8 @@ def _closed(conn: asyncpg.pool.PoolConnectionProxy) -> bool:
 
 
 class Notices:
-    def __init__(self, pool: asyncpg.Pool, check_every: float = 1.0):
+    def __init__(self, pool: asyncpg.Pool):
         self.pool = pool
-        self.check_every = check_every
         self._handlers: dict[str, list[Callable[[], None]]] = {}
 
     def on(self, channel: str, handler: Callable[[], None]) -> None:
@@ -44,22 +43,31 @@ class Notices:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Listen until ``stop``; a lost connection raises, and the supervisor (callcenter.tasks)
-        starts this again with back-off."""
+        starts this again with back-off. asyncpg reports the loss itself (a termination listener),
+        so nothing polls the connection."""
+        lost = asyncio.Event()
+
+        def on_lost(_conn: object) -> None:
+            lost.set()
+
         async with self.pool.acquire(timeout=5) as conn:
+            conn.add_termination_listener(on_lost)
             for channel in self._handlers:
                 await conn.add_listener(channel, self._dispatch)
             try:
                 for handlers in self._handlers.values():  # whatever happened while not listening
                     for handler in handlers:
                         handler()
-                while not stop.is_set() and not _closed(conn):
-                    try:
-                        await asyncio.wait_for(stop.wait(), self.check_every)
-                    except TimeoutError:
-                        pass
-                if _closed(conn):
+                waits = {asyncio.create_task(stop.wait()), asyncio.create_task(lost.wait())}
+                try:
+                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for w in waits:
+                        w.cancel()
+                if lost.is_set() or _closed(conn):
                     raise ConnectionError("the listening connection to PostgreSQL was lost")
             finally:
-                if not _closed(conn):
+                if not lost.is_set() and not _closed(conn):  # back to the pool as it came out
+                    conn.remove_termination_listener(on_lost)
                     for channel in self._handlers:
                         await conn.remove_listener(channel, self._dispatch)

@@ -20,7 +20,7 @@ async def _until(pred, timeout: float = 5.0) -> None:  # type: ignore[no-untyped
 
 async def test_a_notice_from_another_connection_reaches_only_its_handlers(pool: asyncpg.Pool) -> None:
     got: list[str] = []
-    notices = Notices(pool, check_every=0.05)
+    notices = Notices(pool)
     notices.on(API_KEYS, lambda: got.append("keys"))
     notices.on(SIP_CREDENTIALS, lambda: got.append("phones"))
     stop = asyncio.Event()
@@ -39,7 +39,7 @@ async def test_a_notice_from_another_connection_reaches_only_its_handlers(pool: 
 
 async def test_a_lost_listening_connection_raises_for_the_supervisor(pool: asyncpg.Pool) -> None:
     got: list[str] = []
-    notices = Notices(pool, check_every=0.05)
+    notices = Notices(pool)
     notices.on(API_KEYS, lambda: got.append("keys"))
     task = asyncio.create_task(notices.run(asyncio.Event()))
     await _until(lambda: got == ["keys"])
