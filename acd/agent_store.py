@@ -18,9 +18,7 @@ import redis.asyncio as aioredis
 
 from acd.agent_state import Activity, AgentState, InvalidTransition, Params, Status, apply
 from acd.idle_index import LUA_INDEX
-
-AGENT_KEY = "cc:acd:agent:{agent_id}"
-DEADLINES = "cc:acd:deadlines"
+from bus.keys import AGENT_KEY, DEADLINES
 
 # KEYS: agent hash, deadlines zset. ARGV: expected version, agent id, deadline, field, value, ...
 # The idle index follows in the same script: routing never sees a state the index disagrees with.

@@ -22,14 +22,12 @@ from acd.agent_state import InvalidTransition, Params
 from acd.agent_store import Conflict
 from acd.distributor import CallInfo, Offer
 from acd.queue_call import QueueServices, Record, converse
-from acd.waiting import QUEUE_KEY as WAITING_KEY
 from bus import events as ev
+from bus.keys import CALLBACK_CLAIM_KEY, CALLBACKS_DUE, WAITING_KEY
 from media.client import OriginateFailed
 
 log = logging.getLogger("acd.callback")
 
-DUE_KEY = "cc:acd:callbacks_due"  # zset: call id -> when its place comes back into the queue
-CLAIM_KEY = "cc:acd:callback_claim:{call_id}"  # one node runs an attempt
 
 
 @dataclass
@@ -43,7 +41,7 @@ class CallbackRunner:
         info = await svc.distributor.call_info(offer.call_id)
         if info is None or not info.callback_uri or svc.originate is None or svc.record_for is None:
             return
-        claim = CLAIM_KEY.format(call_id=offer.call_id)
+        claim = CALLBACK_CLAIM_KEY.format(call_id=offer.call_id)
         if not await svc.waiting.redis.set(claim, svc.node, nx=True, ex=600):
             return
         self.running.add(offer.call_id)
@@ -95,7 +93,7 @@ class CallbackRunner:
                                                 attempt=attempt, cause=exc.cause, code=exc.code,
                                                 retry_in=settings.callback_interval))
                 await svc.distributor.put_call(offer.call_id, replace(info, attempts=attempt))
-                await svc.waiting.redis.zadd(DUE_KEY, {offer.call_id: time.time() + settings.callback_interval})
+                await svc.waiting.redis.zadd(CALLBACKS_DUE, {offer.call_id: time.time() + settings.callback_interval})
             else:
                 record.emit(ev.CallbackFailed(interaction=record.interaction, queue=queue, agent_id=agent_id,
                                               attempt=attempt, cause=exc.cause, code=exc.code))
@@ -116,10 +114,10 @@ class CallbackRunner:
         """Put back in their queues the callbacks whose retry interval has passed."""
         redis = self.svc.waiting.redis
         now = time.time() if now is None else now
-        due = cast(list[bytes], await redis.zrangebyscore(DUE_KEY, "-inf", now))
+        due = cast(list[bytes], await redis.zrangebyscore(CALLBACKS_DUE, "-inf", now))
         for raw in due:
             call_id = raw.decode()
-            if not await redis.zrem(DUE_KEY, call_id):
+            if not await redis.zrem(CALLBACKS_DUE, call_id):
                 continue  # another node took it
             info = await self.svc.distributor.call_info(call_id)
             if info is not None:

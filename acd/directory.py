@@ -1,13 +1,7 @@
 """The routing directory: the part of the ACD configuration that routing reads on every decision,
-mirrored from PostgreSQL (the source of truth) into Redis so that a decision is one Lua call.
-
-    cc:acd:queue:<queue>     string  queue settings (JSON of acd.models.QueueSettings)
-    cc:acd:strategy          hash    queue -> strategy (read by the Lua scripts)
-    cc:acd:skills:<agent>    hash    skill -> proficiency 1..5
-    cc:acd:device:<agent>    string  where to ring the agent: a SIP URI, or "ext:<extension>" for a
-                                     phone registered at the front door
-    memberships              see acd/idle_index.py
-    cc:acd:directory:loaded  string  set by a full sync: its absence means Redis lost the directory
+mirrored from PostgreSQL (the source of truth) into Redis so that a decision is one Lua call: queue
+settings, strategies, skills, devices and memberships (their keys are in bus/keys.py), and a marker
+set by a full sync whose absence means Redis lost the directory.
 
 callcenter/acd_sync.py writes it after every configuration change and in full at start-up.
 """
@@ -19,14 +13,19 @@ from typing import cast
 
 import redis.asyncio as aioredis
 
-from acd.idle_index import AGENT_PREFIX, IDLE_KEY, MEMBER_OF_KEY, REINDEX, SET_MEMBERSHIPS, STRATEGY_KEY
+from acd.idle_index import REINDEX, SET_MEMBERSHIPS
 from acd.models import QueueSettings
-
-QUEUE_KEY = "cc:acd:queue:{queue}"
-SKILLS_KEY = "cc:acd:skills:{agent_id}"
-DEVICE_KEY = "cc:acd:device:{agent_id}"
-MEMBERS_KEY = "cc:acd:members:{queue}"
-LOADED_KEY = "cc:acd:directory:loaded"
+from bus.keys import (
+    AGENT_KEY,
+    DEVICE_KEY,
+    DIRECTORY_LOADED,
+    IDLE_KEY,
+    MEMBER_OF_KEY,
+    MEMBERS_KEY,
+    QUEUE_SETTINGS_KEY,
+    SKILLS_KEY,
+    STRATEGY_KEY,
+)
 
 
 @dataclass(frozen=True)
@@ -53,16 +52,16 @@ class Directory:
 
     # -------------------------------------------------------------- writes (from the sync)
     async def mark_loaded(self, at: float) -> None:
-        await self.redis.set(LOADED_KEY, str(at))
+        await self.redis.set(DIRECTORY_LOADED, str(at))
 
     async def loaded(self) -> bool:
         """False when Redis came back without the directory (no persistence, or a new server)."""
-        return bool(await self.redis.exists(LOADED_KEY))
+        return bool(await self.redis.exists(DIRECTORY_LOADED))
 
     async def put_queue(self, name: str, settings: QueueSettings) -> None:
         old = cast(bytes | None, await self.redis.hget(STRATEGY_KEY, name))
         pipe = self.redis.pipeline(transaction=True)
-        pipe.set(QUEUE_KEY.format(queue=name), settings.model_dump_json())
+        pipe.set(QUEUE_SETTINGS_KEY.format(queue=name), settings.model_dump_json())
         pipe.hset(STRATEGY_KEY, name, settings.strategy.value)
         await pipe.execute()
         if old is not None and old.decode() != settings.strategy.value:
@@ -73,7 +72,7 @@ class Directory:
         for aid in await self.members(name):
             left = {q: o for q, o in (await self.memberships(aid)).items() if q != name}
             await self.put_memberships(aid, left)
-        await self.redis.delete(QUEUE_KEY.format(queue=name), IDLE_KEY.format(queue=name))
+        await self.redis.delete(QUEUE_SETTINGS_KEY.format(queue=name), IDLE_KEY.format(queue=name))
         await self.redis.hdel(STRATEGY_KEY, name)
 
     async def put_memberships(self, agent_id: int, memberships: dict[str, int]) -> None:
@@ -101,7 +100,7 @@ class Directory:
 
     # -------------------------------------------------------------- reads (routing)
     async def settings(self, queue: str) -> QueueSettings | None:
-        raw = cast(bytes | None, await self.redis.get(QUEUE_KEY.format(queue=queue)))
+        raw = cast(bytes | None, await self.redis.get(QUEUE_SETTINGS_KEY.format(queue=queue)))
         if raw is None:
             return None
         cached = self._settings.get(queue)
@@ -140,7 +139,7 @@ class Directory:
             return Staffing(0, 0, 0)
         pipe = self.redis.pipeline(transaction=False)
         for aid in members:
-            pipe.hget(f"{AGENT_PREFIX}{aid}", "status")
+            pipe.hget(AGENT_KEY.format(agent_id=aid), "status")
         statuses = await pipe.execute()
         idle = int(await self.redis.zcard(IDLE_KEY.format(queue=queue)))
         return Staffing(logged_in=sum(1 for s in statuses if s is not None and s != b"logged_out"),

@@ -26,20 +26,17 @@ from acd.directory import Directory
 from acd.idle_index import LUA_INDEX
 from acd.models import QueueSettings
 from acd.routing import Step, eligible, requirements
-from acd.waiting import QUEUE_KEY as WAITING_KEY
 from acd.waiting import Head, order_key
-
-OFFERS_CHANNEL = "cc:acd:offers"
-CALL_KEY = "cc:acd:call:{call_id}"  # hash: queue, node, enqueued_at, priority, skills (JSON)
+from bus.keys import ACD_CALL_KEY, IDLE_KEY, WAITING_KEY, lua
 
 # ARGV: queue, call id, now, ring timeout, walk limit, ring-all limit, random seed, then skill, level …
 # Returns {-1} if the call is no longer waiting, {0} if no agent qualified, else {n, agent ids …}.
 # The reservation below mirrors acd.agent_state._reserve (a test compares the two).
-_DECIDE = LUA_INDEX + """
+_DECIDE = LUA_INDEX + lua("""
 local queue, call = ARGV[1], ARGV[2]
 local now, ring = tonumber(ARGV[3]), tonumber(ARGV[4])
 local limit, ring_all_limit = tonumber(ARGV[5]), tonumber(ARGV[6])
-local waiting = 'cc:acd:waiting:' .. queue
+local waiting = @WAITING_KEY(queue)
 local call_key = redis.call('ZSCORE', waiting, call)
 if not call_key then return {-1} end
 local skills, levels = {}, {}
@@ -47,8 +44,8 @@ for i = 8, #ARGV, 2 do
   skills[#skills + 1] = ARGV[i]
   levels[#levels + 1] = tonumber(ARGV[i + 1])
 end
-local idle = 'cc:acd:idle:' .. queue
-local strategy = redis.call('HGET', 'cc:acd:strategy', queue) or 'longest_idle'
+local idle = @IDLE_KEY(queue)
+local strategy = redis.call('HGET', @STRATEGY_KEY, queue) or 'longest_idle'
 local want = 1
 if strategy == 'ring_all' then want = ring_all_limit end
 
@@ -61,7 +58,7 @@ local start = 0
 if n > 0 and strategy == 'random' then
   start = tonumber(ARGV[7]) % n
 elseif n > 0 and strategy == 'round_robin' then
-  local cursor = redis.call('GET', 'cc:acd:rr:' .. queue) or '-1'
+  local cursor = redis.call('GET', @RR_KEY(queue)) or '-1'
   start = redis.call('ZCOUNT', idle, '-inf', cursor) % n
 end
 local total = math.min(n, limit)
@@ -80,21 +77,21 @@ while walked < total and #chosen < want do
   for _, aid in ipairs(page) do
     local ok = true
     if #skills > 0 then
-      local have = redis.call('HMGET', 'cc:acd:skills:' .. aid, unpack(skills))
+      local have = redis.call('HMGET', @SKILLS_KEY(aid), unpack(skills))
       for i = 1, #skills do
         if (tonumber(have[i]) or 0) < levels[i] then ok = false break end
       end
     end
     if ok then
-      local akey = 'cc:acd:agent:' .. aid
+      local akey = @AGENT_KEY(aid)
       local st = redis.call('HMGET', akey, 'status', 'activity', 'version')
       if st[1] == 'available' and st[2] == 'idle' then
         if strategy == 'round_robin' then
-          redis.call('SET', 'cc:acd:rr:' .. queue, redis.call('ZSCORE', idle, aid))
+          redis.call('SET', @RR_KEY(queue), redis.call('ZSCORE', idle, aid))
         end
         redis.call('HSET', akey, 'activity', 'reserved', 'call_id', call, 'deadline', tostring(now + ring),
                    'since', tostring(now), 'version', tostring((tonumber(st[3]) or 0) + 1))
-        redis.call('ZADD', 'cc:acd:deadlines', now + ring, aid)
+        redis.call('ZADD', @DEADLINES, now + ring, aid)
         chosen[#chosen + 1] = aid
       end
       touched[#touched + 1] = aid
@@ -107,12 +104,12 @@ end
 for _, aid in ipairs(touched) do index(aid) end
 if #chosen == 0 then return {0} end
 redis.call('ZREM', waiting, call)
-redis.call('PUBLISH', 'cc:acd:offers', cjson.encode({call = call, queue = queue, agents = chosen,
+redis.call('PUBLISH', @OFFERS_CHANNEL, cjson.encode({call = call, queue = queue, agents = chosen,
                                                     key = tonumber(call_key), at = now}))
 local out = {#chosen}
 for _, aid in ipairs(chosen) do out[#out + 1] = tonumber(aid) end
 return out
-"""
+""")
 
 NOT_WAITING = -1
 # The agent's reservation outlives the queue's ring timeout by this much: the flow that rings the
@@ -172,13 +169,13 @@ class Distributor:
 
     # -------------------------------------------------------------- call info
     async def put_call(self, call_id: str, info: CallInfo) -> None:
-        await self.redis.hset(CALL_KEY.format(call_id=call_id), mapping={
+        await self.redis.hset(ACD_CALL_KEY.format(call_id=call_id), mapping={
             "queue": info.queue, "enqueued_at": repr(info.enqueued_at), "priority": str(info.priority),
             "skills": json.dumps(info.skills), "node": info.node, "interaction": info.interaction,
             "callback_uri": info.callback_uri, "attempts": str(info.attempts)})
 
     async def call_info(self, call_id: str) -> CallInfo | None:
-        raw = cast(dict[bytes, bytes], await self.redis.hgetall(CALL_KEY.format(call_id=call_id)))
+        raw = cast(dict[bytes, bytes], await self.redis.hgetall(ACD_CALL_KEY.format(call_id=call_id)))
         if not raw:
             return None
         d = {k.decode(): v.decode() for k, v in raw.items()}
@@ -186,7 +183,7 @@ class Distributor:
                         d.get("interaction", ""), d.get("callback_uri", ""), int(d.get("attempts", 0)))
 
     async def drop_call(self, call_id: str) -> None:
-        await self.redis.delete(CALL_KEY.format(call_id=call_id))
+        await self.redis.delete(ACD_CALL_KEY.format(call_id=call_id))
 
     # -------------------------------------------------------------- decisions
     async def decide(self, queue: str, call_id: str, require: dict[str, int], ring_timeout: float,
@@ -248,7 +245,7 @@ class Distributor:
         made = 0
         for queue in await self.directory.queues():
             pipe = self.redis.pipeline(transaction=False)
-            pipe.zcard(f"cc:acd:idle:{queue}")
+            pipe.zcard(IDLE_KEY.format(queue=queue))
             pipe.zrange(WAITING_KEY.format(queue=queue), 0, self.heads - 1)
             idle, calls = await pipe.execute()
             if not idle or not calls:

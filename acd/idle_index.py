@@ -1,11 +1,7 @@
 """The idle index: per queue, a sorted set of the members who can take a call now, in the order the
 queue's strategy offers them. It is kept by Lua code that runs inside every script that changes an
-agent's state or membership, so the index can never disagree with the state it indexes.
-
-    cc:acd:idle:<queue>      zset   agent id -> strategy score (lowest is offered first)
-    cc:acd:memberof:<agent>  hash   queue -> member order (penalty, then position in the list)
-    cc:acd:members:<queue>   hash   agent id -> member order (the same data, the other way round)
-    cc:acd:strategy          hash   queue -> strategy name
+agent's state or membership, so the index can never disagree with the state it indexes. Its keys
+(IDLE_KEY, MEMBER_OF_KEY, MEMBERS_KEY, STRATEGY_KEY) are in bus/keys.py.
 
 Scores, the same order as acd.strategies.rank (a test holds the two together):
 
@@ -13,20 +9,14 @@ Scores, the same order as acd.strategies.rank (a test holds the two together):
     fewest_calls                     calls x 1e10 + idle_since
     least_talk_time                  floor(talk_time) x 1e10 + idle_since
     linear, round_robin              member order
-
-The scripts name keys they derive from agent and queue names rather than receiving them in KEYS:
-that is fine on one Redis server (what the platform runs) and would need hash tags on a Cluster.
 """
 
 from __future__ import annotations
 
-AGENT_PREFIX = "cc:acd:agent:"
-IDLE_KEY = "cc:acd:idle:{queue}"
-MEMBER_OF_KEY = "cc:acd:memberof:{agent_id}"
-STRATEGY_KEY = "cc:acd:strategy"
+from bus.keys import lua
 
 # Lua: index(aid) puts the agent in, or takes it out of, the idle set of every queue it belongs to.
-LUA_INDEX = """
+LUA_INDEX = lua("""
 local function score_for(strategy, order, st)
   local idle_since = tonumber(st[3]) or 0
   if strategy == 'fewest_calls' then
@@ -40,21 +30,21 @@ local function score_for(strategy, order, st)
 end
 
 local function index(aid)
-  local st = redis.call('HMGET', 'cc:acd:agent:' .. aid, 'status', 'activity', 'idle_since', 'calls',
+  local st = redis.call('HMGET', @AGENT_KEY(aid), 'status', 'activity', 'idle_since', 'calls',
                         'talk_time')
   local routable = st[1] == 'available' and st[2] == 'idle'
-  local queues = redis.call('HGETALL', 'cc:acd:memberof:' .. aid)
+  local queues = redis.call('HGETALL', @MEMBER_OF_KEY(aid))
   for i = 1, #queues, 2 do
-    local key = 'cc:acd:idle:' .. queues[i]
+    local key = @IDLE_KEY(queues[i])
     if routable then
-      local strategy = redis.call('HGET', 'cc:acd:strategy', queues[i]) or 'longest_idle'
+      local strategy = redis.call('HGET', @STRATEGY_KEY, queues[i]) or 'longest_idle'
       redis.call('ZADD', key, score_for(strategy, tonumber(queues[i + 1]), st), aid)
     else
       redis.call('ZREM', key, aid)
     end
   end
 end
-"""
+""")
 
 # ARGV: agent id. Re-index one agent (after its memberships or a queue's strategy changed).
 REINDEX = LUA_INDEX + """
@@ -65,18 +55,18 @@ return 1
 # ARGV: agent id, then queue, order, queue, order ... Replace the agent's memberships (both ways:
 # agent -> queues and queue -> members) and re-index: the agent leaves the idle sets of queues it no
 # longer belongs to.
-SET_MEMBERSHIPS = LUA_INDEX + """
+SET_MEMBERSHIPS = LUA_INDEX + lua("""
 local aid = ARGV[1]
-local key = 'cc:acd:memberof:' .. aid
+local key = @MEMBER_OF_KEY(aid)
 for _, q in ipairs(redis.call('HKEYS', key)) do
-  redis.call('ZREM', 'cc:acd:idle:' .. q, aid)
-  redis.call('HDEL', 'cc:acd:members:' .. q, aid)
+  redis.call('ZREM', @IDLE_KEY(q), aid)
+  redis.call('HDEL', @MEMBERS_KEY(q), aid)
 end
 redis.call('DEL', key)
 for i = 2, #ARGV, 2 do
   redis.call('HSET', key, ARGV[i], ARGV[i + 1])
-  redis.call('HSET', 'cc:acd:members:' .. ARGV[i], aid, ARGV[i + 1])
+  redis.call('HSET', @MEMBERS_KEY(ARGV[i]), aid, ARGV[i + 1])
 end
 index(aid)
 return 1
-"""
+""")

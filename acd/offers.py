@@ -9,7 +9,8 @@ import logging
 from collections.abc import Callable
 from typing import Any, cast
 
-from acd.distributor import OFFERS_CHANNEL, Offer
+from acd.distributor import Offer
+from bus.keys import OFFERS_CHANNEL
 from bus.redis import REDIS_DOWN, connect
 
 log = logging.getLogger("acd.offers")

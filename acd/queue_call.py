@@ -26,12 +26,12 @@ from acd.models import Overflow, QueueSettings
 from acd.offers import OfferBus
 from acd.waiting import Waiting
 from bus import events as ev
+from bus.keys import AHT_KEY
 from bus.redis import REDIS_DOWN
 from media.client import CallEnded, CallHandle, MediaError, OriginateFailed, first_ended
 
 log = logging.getLogger("acd.queue_call")
 
-AHT_KEY = "cc:acd:aht"  # hash queue -> average handle time (seconds), for EWT
 # How long an offer may take from the decision to this call's flow (one Redis publish).
 CLAIMED_OFFER_WAIT = 3.0
 CALLBACK_CONFIRM_PROMPT = "callback_confirm"

@@ -14,6 +14,8 @@ from enum import StrEnum
 
 import redis.asyncio as aioredis
 
+from bus.keys import RR_KEY
+
 
 class Strategy(StrEnum):
     LONGEST_IDLE = "longest_idle"
@@ -58,7 +60,6 @@ def rank(strategy: Strategy, candidates: list[Candidate], *, last_order: int = -
     raise ValueError(f"unknown strategy {strategy!r}")
 
 
-RR_KEY = "cc:acd:rr:{queue}"
 
 
 async def last_offered(redis: aioredis.Redis, queue: str) -> int:

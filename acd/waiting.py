@@ -16,7 +16,8 @@ from typing import cast
 
 import redis.asyncio as aioredis
 
-QUEUE_KEY = "cc:acd:waiting:{queue}"
+from bus.keys import WAITING_KEY
+
 MAX_PRIORITY = 99
 _BAND = 10_000_000_000.0  # > any Unix time in seconds this code will see
 
@@ -49,20 +50,20 @@ class Waiting:
 
     async def enqueue(self, queue: str, call_id: str, priority: int, enqueued_at: float) -> int:
         """Add a call; returns its 1-based position."""
-        key = QUEUE_KEY.format(queue=queue)
+        key = WAITING_KEY.format(queue=queue)
         await self.redis.zadd(key, {call_id: order_key(priority, enqueued_at)}, nx=True)
         return await self.position(queue, call_id) or 0
 
     async def position(self, queue: str, call_id: str) -> int | None:
-        rank = await self.redis.zrank(QUEUE_KEY.format(queue=queue), call_id)
+        rank = await self.redis.zrank(WAITING_KEY.format(queue=queue), call_id)
         return None if rank is None else int(cast(int, rank)) + 1
 
     async def size(self, queue: str) -> int:
-        return int(await self.redis.zcard(QUEUE_KEY.format(queue=queue)))
+        return int(await self.redis.zcard(WAITING_KEY.format(queue=queue)))
 
     async def head(self, queue: str) -> Head | None:
         got = cast(list[tuple[bytes, float]],
-                   await self.redis.zrange(QUEUE_KEY.format(queue=queue), 0, 0, withscores=True))
+                   await self.redis.zrange(WAITING_KEY.format(queue=queue), 0, 0, withscores=True))
         if not got:
             return None
         member, score = got[0]
@@ -72,21 +73,21 @@ class Waiting:
         """The caller to serve first among several queues (highest priority, then longest wait)."""
         pipe = self.redis.pipeline(transaction=False)
         for q in queues:
-            pipe.zrange(QUEUE_KEY.format(queue=q), 0, 0, withscores=True)
+            pipe.zrange(WAITING_KEY.format(queue=q), 0, 0, withscores=True)
         heads = [Head(q, got[0][0].decode(), float(got[0][1]))
                  for q, got in zip(queues, await pipe.execute(), strict=True) if got]
         return min(heads, key=lambda h: h.key, default=None)
 
     async def claim(self, queue: str, call_id: str) -> bool:
         """Take the call out of its queue to offer it; True for exactly one claimant."""
-        return bool(await self.redis.zrem(QUEUE_KEY.format(queue=queue), call_id))
+        return bool(await self.redis.zrem(WAITING_KEY.format(queue=queue), call_id))
 
     async def requeue(self, head: Head) -> None:
         """Put a claimed call back where it was (after a missed or failed offer)."""
-        await self.redis.zadd(QUEUE_KEY.format(queue=head.queue), {head.call_id: head.key}, nx=True)
+        await self.redis.zadd(WAITING_KEY.format(queue=head.queue), {head.call_id: head.key}, nx=True)
 
     async def remove(self, queue: str, call_id: str) -> int | None:
         """The caller left (abandon, timeout, key); returns the position they had, for the log."""
         pos = await self.position(queue, call_id)
-        await self.redis.zrem(QUEUE_KEY.format(queue=queue), call_id)
+        await self.redis.zrem(WAITING_KEY.format(queue=queue), call_id)
         return pos

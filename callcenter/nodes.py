@@ -14,12 +14,11 @@ import time
 
 import redis.asyncio as aioredis
 
+from bus.keys import NODE_ALIVE_KEY, NODE_LAST_SEEN
 from bus.redis import REDIS_DOWN
 
 log = logging.getLogger("callcenter.nodes")
 
-NODE_KEY = "cc:node:alive:{node}"  # set with NODE_TTL by the node's heartbeat
-LAST_SEEN = "cc:node:last_seen"  # hash: node -> unix time of its last heartbeat
 NODE_TTL = 10
 
 
@@ -36,8 +35,8 @@ class NodeHeartbeat:
     async def beat(self) -> bool:
         try:
             pipe = self.redis.pipeline(transaction=False)
-            pipe.set(NODE_KEY.format(node=self.node), "1", ex=NODE_TTL)
-            pipe.hset(LAST_SEEN, self.node, f"{time.time():.3f}")
+            pipe.set(NODE_ALIVE_KEY.format(node=self.node), "1", ex=NODE_TTL)
+            pipe.hset(NODE_LAST_SEEN, self.node, f"{time.time():.3f}")
             await pipe.execute()
         except REDIS_DOWN as exc:
             if self.stable_since:
@@ -62,13 +61,13 @@ class NodeHeartbeat:
 
     async def leave(self) -> None:
         with contextlib.suppress(*REDIS_DOWN):
-            await self.redis.delete(NODE_KEY.format(node=self.node))
+            await self.redis.delete(NODE_ALIVE_KEY.format(node=self.node))
 
 
 async def alive(redis: aioredis.Redis, node: str) -> bool:
-    return bool(await redis.exists(NODE_KEY.format(node=node)))
+    return bool(await redis.exists(NODE_ALIVE_KEY.format(node=node)))
 
 
 async def last_seen(redis: aioredis.Redis, node: str) -> float | None:
-    raw = await redis.hget(LAST_SEEN, node)
+    raw = await redis.hget(NODE_LAST_SEEN, node)
     return float(raw) if raw else None

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bus import keys
+from bus.keys import MEDIA_SUPERVISED
 from bus.redis import REDIS_DOWN, connect
 from callcenter.config import Config
 from callcenter.procs import die_with_parent
@@ -23,7 +25,6 @@ from media.client import MediaClient
 
 log = logging.getLogger("callcenter.supervisor")
 
-SUPERVISED_KEY = "cc:media:supervised"  # set by every supervisor; gone only if Redis lost its data
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ class Supervisor:
         # Since when Redis has answered without a break (None: it is away now).
         self.redis_since: float | None = time.monotonic()
         self._trust_after = cfg.media.heartbeat_ttl + cfg.media.heartbeat_interval
-        self._marked = False  # SUPERVISED_KEY written by this supervisor
+        self._marked = False  # MEDIA_SUPERVISED written by this supervisor
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         client.listeners.append(self._on_event)
@@ -130,8 +131,8 @@ class Supervisor:
         the workers have not beaten again yet). A Redis outage is never taken for dead workers."""
         try:
             pipe = self.redis.pipeline(transaction=False)
-            pipe.set(SUPERVISED_KEY, "1", get=True)  # no TTL: its absence means Redis lost its data
-            keys = [mp.ALIVE_KEY.format(worker_id=wid) for wid in self.slots]
+            pipe.set(MEDIA_SUPERVISED, "1", get=True)  # no TTL: its absence means Redis lost its data
+            keys = [keys.MEDIA_ALIVE_KEY.format(worker_id=wid) for wid in self.slots]
             if keys:
                 pipe.mget(keys)  # one command for all the workers, not one each
             kept, *rest = await pipe.execute()
@@ -187,7 +188,7 @@ class Supervisor:
         log.error("media worker %s %s: %d calls closed, %d dialogs ended with a BYE; restarting", wid, why,
                   closed, ended)
         try:
-            await self.redis.hdel(mp.WORKERS_HASH, wid)
+            await self.redis.hdel(keys.MEDIA_WORKERS, wid)
         except REDIS_DOWN:
             pass
         slot.restarts += 1
@@ -197,7 +198,7 @@ class Supervisor:
 
     async def status(self) -> list[dict[str, object]]:
         try:
-            raw = await self.redis.hgetall(mp.WORKERS_HASH)
+            raw = await self.redis.hgetall(keys.MEDIA_WORKERS)
         except REDIS_DOWN:
             raw = {}
         out = []

@@ -16,6 +16,7 @@ from typing import Any, cast
 
 import redis.asyncio as aioredis
 
+from bus import keys
 from bus.redis import REDIS_DOWN, connect
 from media import protocol as mp
 
@@ -235,14 +236,14 @@ class MediaClient:
 
     async def start(self) -> None:
         try:
-            await self.redis.xgroup_create(mp.EVENTS_STREAM, self.GROUP, id="$", mkstream=True)
+            await self.redis.xgroup_create(keys.MEDIA_EVENTS, self.GROUP, id="$", mkstream=True)
         except aioredis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
 
     async def send(self, worker_id: str, *cmds: mp.Command) -> None:
         """Commands to one worker, in order, in one list entry."""
-        await self.redis.rpush(mp.CMD_KEY.format(worker_id=worker_id), mp.encode_commands(cmds))
+        await self.redis.rpush(keys.MEDIA_CMD_KEY.format(worker_id=worker_id), mp.encode_commands(cmds))
 
     async def originate(self, worker_id: str, uri: str, timeout: float = 30.0, caller_id: str = "",
                         root: CallHandle | None = None) -> CallHandle:
@@ -335,7 +336,7 @@ class MediaClient:
             try:
                 # NOACK: nothing reads the pending list back (a restarted node resumes after the last
                 # entry delivered), so an XACK per read was a round trip for nothing.
-                resp = await self._reader.xreadgroup(self.GROUP, self.consumer, {mp.EVENTS_STREAM: ">"},
+                resp = await self._reader.xreadgroup(self.GROUP, self.consumer, {keys.MEDIA_EVENTS: ">"},
                                                      count=500, block=500, noack=True)
             except REDIS_DOWN as exc:
                 log.warning("event stream unreachable: %s", exc)

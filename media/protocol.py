@@ -1,6 +1,6 @@
 """The media protocol: typed messages between the control plane and media workers.
 
-Transport (Redis), documented in docs/media-protocol.md:
+Transport (Redis; the keys are in bus/keys.py), documented in docs/media-protocol.md:
 - commands to one worker: list ``cc:media:cmd:<worker_id>`` (RPUSH by the control plane, BLPOP by the
   worker), so a command waits for a worker that is briefly busy instead of being lost;
 - events from every worker: stream ``cc:media:events`` (XADD by workers, consumer group by the
@@ -17,11 +17,6 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
-
-CMD_KEY = "cc:media:cmd:{worker_id}"
-EVENTS_STREAM = "cc:media:events"
-WORKERS_HASH = "cc:media:workers"
-ALIVE_KEY = "cc:media:alive:{worker_id}"
 
 ALL_DIGITS = "0123456789*#ABCD"
 

@@ -11,6 +11,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from bus import keys
 from bus.redis import REDIS_DOWN, connect
 from media import protocol as mp
 
@@ -28,7 +29,7 @@ class WorkerBus:
         # Its own connection, which BLPOP holds. A long block: an idle worker's read that times out
         # is a round trip on both sides for nothing (64 workers: 64 a second at a 1 s block).
         self._cmd_redis = connect(redis_url, max_connections=2, socket_timeout=COMMAND_BLOCK + 2.0)
-        self._cmd_key = mp.CMD_KEY.format(worker_id=worker_id)
+        self._cmd_key = keys.MEDIA_CMD_KEY.format(worker_id=worker_id)
         # False from the first failed operation until one succeeds again, or while one has waited
         # more than STALLED (a frozen Redis answers nothing): new calls are then refused at once
         # rather than left ringing for a control plane that cannot hear of them.
@@ -65,7 +66,7 @@ class WorkerBus:
                 try:
                     pipe = self.redis.pipeline(transaction=False)
                     for ev in batch:
-                        pipe.xadd(mp.EVENTS_STREAM, {"m": ev.encode()}, maxlen=200_000, approximate=True)
+                        pipe.xadd(keys.MEDIA_EVENTS, {"m": ev.encode()}, maxlen=200_000, approximate=True)
                     await self._timed("publish", pipe.execute())
                     break
                 except REDIS_DOWN:
@@ -75,12 +76,12 @@ class WorkerBus:
                 return
 
     async def heartbeat(self, stop: asyncio.Event, ttl: float, interval: float, info: Callable[[], str]) -> None:
-        alive = mp.ALIVE_KEY.format(worker_id=self.worker_id)
+        alive = keys.MEDIA_ALIVE_KEY.format(worker_id=self.worker_id)
         while not stop.is_set():
             try:
                 pipe = self.redis.pipeline(transaction=False)
                 pipe.set(alive, os.getpid(), px=int(ttl * 1000))
-                pipe.hset(mp.WORKERS_HASH, self.worker_id, info())
+                pipe.hset(keys.MEDIA_WORKERS, self.worker_id, info())
                 await self._timed("heartbeat", pipe.execute())
             except REDIS_DOWN:
                 log.warning("heartbeat: redis unreachable")
@@ -107,8 +108,8 @@ class WorkerBus:
 
     async def leave(self) -> None:
         with contextlib.suppress(*REDIS_DOWN):
-            await self.redis.hdel(mp.WORKERS_HASH, self.worker_id)
-            await self.redis.delete(mp.ALIVE_KEY.format(worker_id=self.worker_id))
+            await self.redis.hdel(keys.MEDIA_WORKERS, self.worker_id)
+            await self.redis.delete(keys.MEDIA_ALIVE_KEY.format(worker_id=self.worker_id))
 
     async def aclose(self) -> None:
         await self.redis.aclose()

@@ -21,6 +21,7 @@ from acd.distributor import CallInfo, Distributor, Offer
 from acd.models import QueueSettings, RoutingStep
 from acd.strategies import Candidate, Strategy, rank
 from acd.waiting import Waiting
+from bus import keys
 from tests.conftest import ROOT, Stores, fresh_redis
 
 DB = 9
@@ -198,7 +199,7 @@ async def test_the_idle_index_follows_status_activity_and_memberships(acd: Acd) 
     await acd.agents.transition(1, "logout")
     assert await acd.directory.idle("a") == []
     await acd.queue("b", strategy="fewest_calls")  # a strategy change re-scores the members
-    assert await acd.redis.zscore("cc:acd:idle:b", "2") == 20.0
+    assert await acd.redis.zscore(keys.IDLE_KEY.format(queue="b"), "2") == 20.0
     await acd.directory.drop_queue("b")
     assert await acd.directory.memberships(2) == {} and await acd.directory.queues() == ["a"]
 
@@ -208,7 +209,7 @@ async def test_offers_are_published_for_the_node_that_holds_the_call(acd: Acd) -
     await acd.agent(7, {"q": 0})
     await acd.call("q", "c1", at=100, priority=3)
     sub = acd.redis.pubsub()
-    await sub.subscribe("cc:acd:offers")
+    await sub.subscribe(keys.OFFERS_CHANNEL)
     await sub.get_message(timeout=1)  # the subscribe confirmation
     assert await acd.dist.decide("q", "c1", {}, 15.0, now=200) == [7]
     msg = None

@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from acd.agent_state import Params
 from acd.agent_store import AgentStore
 from acd.directory import Directory
+from bus import keys
 from callcenter import api
 from callcenter.auth import ApiKeys
 from callcenter.prompts import load_prompts
@@ -139,7 +140,7 @@ async def test_wrap_up_can_be_ended_early_or_extended_within_the_queue_limit(cli
     r = aioredis.from_url(stores.redis_db(8))
     directory = Directory(r)
     agents = AgentStore(r)
-    aid = int((await r.hkeys("cc:acd:members:wrapq"))[0])
+    aid = int((await r.hkeys(keys.MEMBERS_KEY.format(queue="wrapq")))[0])
     assert await directory.idle("wrapq") == [aid]  # the API's changes reached the routing directory
     await agents.reserve(aid, "call-1", ring_timeout=15)
     await agents.transition(aid, "connect")

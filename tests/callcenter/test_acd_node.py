@@ -15,8 +15,8 @@ import pytest_asyncio
 from acd.agent_state import Params
 from acd.directory import AgentEntry
 from acd.distributor import CallInfo
+from bus.keys import NODE_ALIVE_KEY
 from callcenter.acd_node import AcdNode
-from callcenter.nodes import NODE_KEY
 from callcenter.prompts import load_prompts
 from tests.conftest import ROOT, Stores, fresh_redis
 
@@ -46,7 +46,7 @@ async def test_call_alive_asks_the_node_that_holds_the_call(node: tuple[AcdNode,
     assert await n.call_alive("mine")
     await n.distributor.put_call("theirs", CallInfo("q", 1.0, 0, {}, "other-node"))
     assert not await n.call_alive("theirs")  # no heartbeat: that node is gone
-    await n.redis.set(NODE_KEY.format(node="other-node"), "1", ex=10)
+    await n.redis.set(NODE_ALIVE_KEY.format(node="other-node"), "1", ex=10)
     assert await n.call_alive("theirs")
 
 

@@ -17,6 +17,7 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
+from bus import keys
 from callcenter.embedded import free_port
 from tests.conftest import Platform, Stores, sipp
 from tests.faults.helpers import answered, byes, figure, hang_up, record, two_worker_platform, waiting_callers
@@ -166,10 +167,10 @@ async def test_redis_back_empty_directory_rebuilt_and_no_worker_blamed(platform:
     try:
         await r.flushall()
         flushed_at = time.time()
-        assert not await r.exists("cc:acd:queue:redisq")
+        assert not await r.exists(keys.QUEUE_SETTINGS_KEY.format(queue="redisq"))
         rebuilt = wait_healthy(p, flushed_at)
         assert rebuilt < 5
-        assert await r.exists("cc:acd:queue:redisq")
+        assert await r.exists(keys.QUEUE_SETTINGS_KEY.format(queue="redisq"))
     finally:
         await r.aclose()
     await asyncio.sleep(3)

@@ -17,6 +17,7 @@ import pytest
 import pytest_asyncio
 import redis
 
+from bus import keys
 from callcenter.embedded import free_port
 from media import protocol as mp
 from media.client import CallHandle, MediaClient, MediaError
@@ -133,7 +134,7 @@ async def test_full_worker_answers_503_itself(rig: Rig, tmp_path: Path) -> None:
 
 async def test_bad_commands_are_answered_and_survived(rig: Rig) -> None:
     r = redis.Redis.from_url(rig.url)
-    key = mp.CMD_KEY.format(worker_id=rig.worker_id)
+    key = keys.MEDIA_CMD_KEY.format(worker_id=rig.worker_id)
     r.rpush(key, b"\xff not json", json.dumps({"type": "teleport", "call_id": "x"}))
     ghost = CallHandle(rig.client, rig.worker_id, "no-such-call")
     rig.client.calls[ghost.call_id] = ghost
@@ -155,4 +156,4 @@ async def test_bad_commands_are_answered_and_survived(rig: Rig) -> None:
         rig.client.listeners.remove(listener)
     assert failed[-2:] == ["answer", "play"]
     # Still alive and serving: the registry heartbeat is fresh.
-    assert r.exists(mp.ALIVE_KEY.format(worker_id=rig.worker_id))
+    assert r.exists(keys.MEDIA_ALIVE_KEY.format(worker_id=rig.worker_id))
