@@ -2,7 +2,9 @@
 
 Each transition is decided by the table in acd/agent_state.py and written with a compare-and-set Lua
 script on the state's version: of two processes racing to reserve one agent, exactly one wins; the
-other sees the new state and is refused. Deadlines sit in a sorted set for the reconciler.
+other sees the new state and is refused. Deadlines sit in a sorted set for the reconciler. The same
+script appends the change to the event stream (AGENTSTATE, bus/events.py), so the stream has every
+change, in order, whichever node or script made it.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import fields
 from typing import Any, cast
@@ -18,20 +21,37 @@ import redis.asyncio as aioredis
 
 from acd.agent_state import Activity, AgentState, InvalidTransition, Params, Status, apply
 from acd.idle_index import LUA_INDEX
-from bus.keys import AGENT_KEY, DEADLINES
+from bus import events as ev
+from bus.keys import AGENT_KEY, DEADLINES, lua
+from bus.stream import FIELD, MAXLEN
 
-# KEYS: agent hash, deadlines zset. ARGV: expected version, agent id, deadline, field, value, ...
-# The idle index follows in the same script: routing never sees a state the index disagrees with.
-_CAS = LUA_INDEX + """
+# Lua: agent_state(aid, transition, node, at, id) appends the agent's state, as it is now, to the
+# event stream as an AGENTSTATE event (its JSON is what bus.events.decode reads; a test holds the two
+# together).
+LUA_AGENT_STATE = lua(f"""
+local function agent_state(aid, transition, node, at, id)
+  local st = redis.call('HMGET', @AGENT_KEY(aid), 'status', 'activity', 'reason', 'call_id', 'version')
+  redis.call('XADD', @EVENTS, 'MAXLEN', '~', {MAXLEN}, '*', '{FIELD}', cjson.encode({{
+    v = {ev.SCHEMA}, name = '{ev.AgentStateChanged.NAME}', at = tonumber(at), node = node, id = id,
+    agent_id = tonumber(aid), transition = transition, status = st[1] or 'logged_out', activity = st[2] or 'idle',
+    reason = st[3] or '', call = st[4] or '', version = tonumber(st[5]) or 0}}))
+end
+""")
+
+# KEYS: agent hash, deadlines zset. ARGV: expected version, agent id, deadline, transition, node, now,
+# event id, then field, value, ... The idle index follows in the same script: routing never sees a
+# state the index disagrees with.
+_CAS = LUA_INDEX + LUA_AGENT_STATE + """
 local v = redis.call('HGET', KEYS[1], 'version') or '0'
 if v ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('HSET', KEYS[1], unpack(ARGV, 8))
 if tonumber(ARGV[3]) > 0 then
   redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
 else
   redis.call('ZREM', KEYS[2], ARGV[2])
 end
 index(ARGV[2])
+agent_state(ARGV[2], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
 return 1
 """
 
@@ -73,8 +93,9 @@ OnTransition = Callable[[str, AgentState, AgentState], None]  # (event, before, 
 
 
 class AgentStore:
-    def __init__(self, redis: aioredis.Redis):
+    def __init__(self, redis: aioredis.Redis, node: str = ""):
         self.redis = redis
+        self.node = node  # named in the AGENTSTATE events of the transitions made here
         self._cas = redis.register_script(_CAS)
         # Called after every transition made here: the node looks for a caller when an agent becomes
         # free (the periodic sweep covers transitions made elsewhere) and logs system pauses.
@@ -83,9 +104,10 @@ class AgentStore:
     async def get(self, agent_id: int) -> AgentState:
         return _decode(agent_id, await self.redis.hgetall(AGENT_KEY.format(agent_id=agent_id)))
 
-    async def _write(self, before: AgentState, after: AgentState) -> bool:
+    async def _write(self, before: AgentState, after: AgentState, transition: str, now: float) -> bool:
         ok = await self._cas(keys=[AGENT_KEY.format(agent_id=after.agent_id), DEADLINES],
-                             args=[str(before.version), str(after.agent_id), str(after.deadline), *_encode(after)])
+                             args=[str(before.version), str(after.agent_id), str(after.deadline), transition, self.node,
+                                   repr(now), uuid.uuid4().hex, *_encode(after)])
         return bool(ok)
 
     async def transition(self, agent_id: int, event: str, params: Params | None = None,
@@ -99,8 +121,9 @@ class AgentStore:
             before = await self.get(agent_id)
             if expect_call is not None and before.call_id != expect_call:
                 raise InvalidTransition(event, before, f"agent is no longer on call {expect_call!r}")
-            after = apply(before, event, time.time() if now is None else now, params)
-            if await self._write(before, after):
+            at = time.time() if now is None else now
+            after = apply(before, event, at, params)
+            if await self._write(before, after, event, at):
                 for hook in self.on_transition:
                     hook(event, before, after)
                 return after
@@ -112,9 +135,9 @@ class AgentStore:
         before = await self.get(agent_id)
         if not before.routable:
             return None
-        after = apply(before, "reserve", time.time() if now is None else now,
-                      Params(ring_timeout=ring_timeout, call_id=call_id))
-        return after if await self._write(before, after) else None
+        at = time.time() if now is None else now
+        after = apply(before, "reserve", at, Params(ring_timeout=ring_timeout, call_id=call_id))
+        return after if await self._write(before, after, "reserve", at) else None
 
     async def due(self, now: float | None = None, limit: int = 500) -> list[int]:
         """Agents whose activity deadline has passed (for the reconciler)."""

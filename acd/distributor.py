@@ -16,12 +16,14 @@ from __future__ import annotations
 import json
 import random
 import time
+import uuid
 from dataclasses import dataclass
 from typing import cast
 
 import redis.asyncio as aioredis
 
 from acd.agent_state import AgentState
+from acd.agent_store import LUA_AGENT_STATE
 from acd.directory import Directory
 from acd.idle_index import LUA_INDEX
 from acd.models import QueueSettings
@@ -29,10 +31,11 @@ from acd.routing import Step, eligible, requirements
 from acd.waiting import Head, order_key
 from bus.keys import ACD_CALL_KEY, IDLE_KEY, WAITING_KEY, lua
 
-# ARGV: queue, call id, now, ring timeout, walk limit, ring-all limit, random seed, then skill, level …
+# ARGV: queue, call id, now, ring timeout, walk limit, ring-all limit, random seed, node, event id prefix,
+# then skill, level … Each reservation is an AGENTSTATE event on the stream, written here.
 # Returns {-1} if the call is no longer waiting, {0} if no agent qualified, else {n, agent ids …}.
 # The reservation below mirrors acd.agent_state._reserve (a test compares the two).
-_DECIDE = LUA_INDEX + lua("""
+_DECIDE = LUA_INDEX + LUA_AGENT_STATE + lua("""
 local queue, call = ARGV[1], ARGV[2]
 local now, ring = tonumber(ARGV[3]), tonumber(ARGV[4])
 local limit, ring_all_limit = tonumber(ARGV[5]), tonumber(ARGV[6])
@@ -40,7 +43,7 @@ local waiting = @WAITING_KEY(queue)
 local call_key = redis.call('ZSCORE', waiting, call)
 if not call_key then return {-1} end
 local skills, levels = {}, {}
-for i = 8, #ARGV, 2 do
+for i = 10, #ARGV, 2 do
   skills[#skills + 1] = ARGV[i]
   levels[#levels + 1] = tonumber(ARGV[i + 1])
 end
@@ -92,6 +95,7 @@ while walked < total and #chosen < want do
         redis.call('HSET', akey, 'activity', 'reserved', 'call_id', call, 'deadline', tostring(now + ring),
                    'since', tostring(now), 'version', tostring((tonumber(st[3]) or 0) + 1))
         redis.call('ZADD', @DEADLINES, now + ring, aid)
+        agent_state(aid, 'reserve', ARGV[8], now, ARGV[9] .. aid)
         chosen[#chosen + 1] = aid
       end
       touched[#touched + 1] = aid
@@ -158,8 +162,9 @@ def steps_of(settings: QueueSettings) -> list[Step]:
 
 class Distributor:
     def __init__(self, redis: aioredis.Redis, directory: Directory, walk_limit: int = 200,
-                 ring_all_limit: int = 20, heads: int = 50):
+                 ring_all_limit: int = 20, heads: int = 50, node: str = ""):
         self.redis = redis
+        self.node = node  # named in the AGENTSTATE events of its reservations
         self.directory = directory
         self.walk_limit = walk_limit
         self.ring_all_limit = ring_all_limit
@@ -191,7 +196,8 @@ class Distributor:
         """Reserve the best agent(s) for a waiting call: the agent ids, [] if none qualified, None if
         the call is no longer waiting (taken by another node, or gone)."""
         args: list[str] = [queue, call_id, repr(time.time() if now is None else now), repr(ring_timeout),
-                           str(self.walk_limit), str(self.ring_all_limit), str(random.getrandbits(31))]
+                           str(self.walk_limit), str(self.ring_all_limit), str(random.getrandbits(31)), self.node,
+                           uuid.uuid4().hex + "-"]
         for skill, level in sorted(require.items()):
             args += [skill, str(level)]
         out = cast(list[int], await self._decide(args=args))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
@@ -28,6 +29,7 @@ class Event:
     NAME: ClassVar[str] = ""
     at: float = field(default_factory=time.time)  # Unix seconds, when it happened
     node: str = ""  # the control-plane node that emitted it
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)  # unique: a redelivered event is recognised by it
 
     @property
     def key(self) -> str:
@@ -521,3 +523,20 @@ class AgentReleased(AgentEvent):
     reason: str  # call_lost
     by: str = "system"
     call: str = ""  # the call the agent was released from
+
+
+@event
+@dataclass(frozen=True, kw_only=True)
+class AgentStateChanged(AgentEvent):
+    """An agent's state changed (the table in acd/agent_state.py): every transition, including the
+    reservations the routing script makes and the releases of the reconciler. The Redis script that
+    makes the change writes this event to the stream itself, so none is missing and each agent's
+    come in order."""
+
+    NAME = "AGENTSTATE"
+    transition: str  # the named transition: login, reserve, connect, ring_no_answer, end_call …
+    status: str  # logged_out, available, not_ready
+    activity: str  # idle, reserved, on_call, wrap_up
+    reason: str = ""  # the not-ready reason
+    call: str = ""  # the call reserved for or connected to the agent
+    version: int  # the state's version after the change

@@ -10,11 +10,14 @@ import sys
 from dataclasses import MISSING, fields
 from typing import Any
 
+from bus import consumer, stream
 from bus import events as ev
 
 # Example values by field name (an example of every event is built from them).
 SAMPLES: dict[str, Any] = {
-    "at": 1764590400.125, "node": "cc1-4711", "interaction": "0b9f6a52-3c1e-4f7e-9d3a-2c8e5f1a7b40",
+    "at": 1764590400.125, "node": "cc1-4711", "id": "9c1f4e2ab7d04c55a0e3f6b81d2c7e90",
+    "transition": "reserve", "status": "available", "activity": "reserved", "version": 42,
+    "interaction": "0b9f6a52-3c1e-4f7e-9d3a-2c8e5f1a7b40",
     "call": "", "queue": "support", "agent_id": 7, "caller_number": "+15551230001",
     "caller_name": "Ada Lovelace", "caller_uri": "sip:+15551230001@trunk.example",
     "dialed_number": "500", "dialed_uri": "sip:500@pbx.example", "sip_call_id": "a84b4c76e66710@trunk",
@@ -67,21 +70,38 @@ def render() -> str:
         f"{ev.SCHEMA}), `name`, then its",
         "fields. A reader refuses unknown fields of its own schema version and drops those of a newer one.",
         "",
-        "Every event has `at` (Unix seconds) and `node` (the control-plane node that emitted it). Call and",
-        "queue events have `interaction` (the contact record's id) and `call` (the media call id of an",
-        "originated leg, empty for the caller's leg); queue events `queue` and `agent_id` (when an agent is",
-        "concerned); agent events `agent_id`. Events with the same interaction (or the same agent) are",
-        "delivered in the order they were emitted.",
+        "Every event has `at` (Unix seconds), `node` (the control-plane node that emitted it) and `id`",
+        "(unique; a subscriber recognises a repeated delivery by it). Call and queue events have",
+        "`interaction` (the contact record's id) and `call` (the media call id of an originated leg, empty",
+        "for the caller's leg); queue events `queue` and `agent_id` (when an agent is concerned); agent",
+        "events `agent_id`. Events with the same interaction (or the same agent) are delivered in the order",
+        "they were emitted.",
+        "",
+        "## The stream",
+        "",
+        "Every event goes through the node's notifier (`bus/notifier.py`) to the Redis stream `cc:events`",
+        "(`bus/stream.py`; every key is in `bus/keys.py`), one entry per event whose field `e` is the JSON",
+        f"above. The stream is trimmed to about {stream.MAXLEN:,} entries and to {stream.RETENTION / 3600:g} hours.",
+        f"While Redis is away, a node keeps its events in memory, then past {stream.MEMORY_BOUND:,} in",
+        "`var/spool/events-*.jsonl`, and sends them in order once Redis answers (at its next start, if it",
+        "stopped meanwhile). Delivery is at least once.",
+        "",
+        "Subscribers (`bus/consumer.py`) each have a consumer group: `interactions` (the interaction log,",
+        "which derives the record from the events alone, so `callcenter records rebuild` can write it",
+        "again from the stream). Every node runs each subscriber and one at a time reads for a group",
+        "(a lease in Redis), so a subscriber sees the stream in order; another node takes over within",
+        f"{consumer.LEASE_TTL:g} seconds of the reader's death and gets the entries it had not acknowledged.",
+        "An entry is acknowledged once handled; a subscriber that is slow or down never slows a call.",
     ]
     section = ""
-    base_fields = {f.name for f in fields(ev.QueueEvent)} | {f.name for f in fields(ev.AgentEvent)}
     for cls in sorted(ev.catalogue(), key=lambda c: ORDER.index(_section(c))):
         if _section(cls) != section:
             section = _section(cls)
             out += ["", f"## {section}"]
         notes = _comments(cls)
         out += ["", f"### `{cls.NAME}` ({cls.__name__})", "", inspect.cleandoc(cls.__doc__ or ""), ""]
-        own = [f for f in fields(cls) if f.name not in base_fields]
+        base = next(b for b in (ev.QueueEvent, ev.CallEvent, ev.AgentEvent) if issubclass(cls, b))
+        own = [f for f in fields(cls) if f.name not in {g.name for g in fields(base)}]
         if own:
             out += ["| field | type | default | meaning |", "| --- | --- | --- | --- |"]
             for f in own:

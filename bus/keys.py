@@ -50,9 +50,11 @@ MEDIA_SUPERVISED = Key("cc:media:supervised", "string", "set by every supervisor
 # ---------------------------------------------------------------- control-plane nodes
 NODE_ALIVE_KEY = Key("cc:node:alive:{node}", "string", "a node's heartbeat, with a TTL")
 NODE_LAST_SEEN = Key("cc:node:last_seen", "hash", "node -> Unix time of its last heartbeat")
+ORPHAN_CLAIM_KEY = Key("cc:node:orphan:{interaction}", "string", "the node that closes a dead node's interaction")
 
 # ---------------------------------------------------------------- the event stream (docs/events.md)
 EVENTS = Key("cc:events", "stream", "every call, queue and agent event (field e: the JSON event)")
+EVENTS_LEASE_KEY = Key("cc:events:lease:{group}", "string", "the consumer that reads for a group now, with a TTL")
 
 # ---------------------------------------------------------------- ACD: agents (acd/agent_store.py)
 AGENT_KEY = Key("cc:acd:agent:{agent_id}", "hash", "the agent's state (acd.agent_state.AgentState)")

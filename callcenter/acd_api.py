@@ -21,7 +21,7 @@ from acd.agent_store import AgentStore, Conflict
 from acd.directory import Directory
 from acd.models import AgentIn, MembersIn, QueueIn, SipPasswordIn, SkillsIn, StatusIn, WrapUpIn
 from bus import events as ev
-from callcenter import records
+from bus.notifier import Notifier
 from callcenter.acd_sync import sync_agents, sync_queue
 from callcenter.auth import requires
 from callcenter.http_guard import http_error
@@ -64,6 +64,7 @@ PROMPTS: web.AppKey[frozenset[str]] = web.AppKey("acd_prompts", frozenset)
 PHONES: web.AppKey[Phones] = web.AppKey("acd_phones", Phones)
 AGENTS: web.AppKey[AgentStore] = web.AppKey("acd_agents", AgentStore)
 DIRECTORY: web.AppKey[Directory] = web.AppKey("acd_directory", Directory)
+NOTIFIER: web.AppKey[Notifier] = web.AppKey("acd_notifier", Notifier)
 
 
 async def _body(request: web.Request, model: type[M]) -> M:
@@ -189,7 +190,8 @@ async def set_members(request: web.Request) -> web.Response:
         name = request.match_info["name"]
         changed: list[ev.AgentEvent] = [ev.AddMember(agent_id=a, queue=name) for a in sorted(after - before)]
         changed += [ev.RemoveMember(agent_id=a, queue=name) for a in sorted(before - after)]
-        await conn.executemany(records.AGENT_EVENT_INSERT, [records.agent_row(e, qid) for e in changed])
+    for e in changed:
+        request.app[NOTIFIER].emit(e)
     async with request.app[POOL].acquire() as conn:
         await sync_agents(conn, request.app[DIRECTORY], sorted(before | after))
     return _json({"members": [m.model_dump() for m in body.members]})
@@ -329,7 +331,7 @@ async def set_status(request: web.Request) -> web.Response:
             raise http_error(409, exc.why) from None
         except Conflict as exc:
             raise http_error(409, str(exc)) from None
-        await conn.execute(records.AGENT_EVENT_INSERT, *records.agent_row(logged))
+    request.app[NOTIFIER].emit(logged)
     return _json({"status": after.status, "reason": after.reason, "activity": after.activity})
 
 
@@ -354,8 +356,9 @@ async def wrap_up(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application, pool: asyncpg.Pool, agents: AgentStore, directory: Directory,
-               phones: Phones, prompts: frozenset[str]) -> None:
+               phones: Phones, prompts: frozenset[str], notifier: Notifier) -> None:
     app[POOL] = pool
+    app[NOTIFIER] = notifier
     app[PROMPTS] = prompts
     app[PHONES] = phones
     app[AGENTS] = agents

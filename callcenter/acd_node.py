@@ -24,8 +24,9 @@ from acd.queue_call import QueueServices, Record
 from acd.reconciler import Reconciler
 from acd.waiting import Waiting
 from bus import events as ev
+from bus.notifier import Notifier
 from bus.redis import REDIS_DOWN
-from callcenter import nodes, records
+from callcenter import nodes
 from callcenter.acd_sync import sync_all
 from callcenter.nodes import NodeHeartbeat, node_id
 from callcenter.prompts import PromptSet
@@ -39,16 +40,17 @@ class AcdNode:
     def __init__(self, redis: aioredis.Redis, redis_url: str, pool: asyncpg.Pool, prompts: PromptSet,
                  is_local_call: Callable[[str], bool], registrar: str = "",
                  originate: Callable[[str, float, str], Awaitable[CallHandle]] | None = None,
-                 record_for: Callable[[str], Record] | None = None):
-        self.node = node_id()
+                 record_for: Callable[[str], Record] | None = None, notifier: Notifier | None = None):
+        self.notifier = notifier or Notifier(node_id())
+        self.node = self.notifier.node
         self.heartbeat = NodeHeartbeat(redis, self.node)
         self.redis = redis
         self.pool = pool
         self.registrar = registrar  # host:port of the front door where agent phones register
-        self.agents = AgentStore(redis)
+        self.agents = AgentStore(redis, self.node)
         self.directory = Directory(redis)
         self.waiting = Waiting(redis)
-        self.distributor = Distributor(redis, self.directory)
+        self.distributor = Distributor(redis, self.directory, node=self.node)
         self.offers = OfferBus(redis_url)
         self.is_local_call = is_local_call
         self.reconciler = Reconciler(self.agents, self.call_alive, on_change=self._reconciled)
@@ -120,25 +122,18 @@ class AcdNode:
         if after.routable and not before.routable:
             self._spawn(self._agent_free(after))
         if event == "ring_no_answer":  # the agent's own log: a missed offer pauses the agent
-            self._spawn(self._agent_event(ev.AgentPause(agent_id=after.agent_id, reason=after.reason, by="system",
-                                                        call=before.call_id)))
+            self.notifier.emit(ev.AgentPause(agent_id=after.agent_id, reason=after.reason, by="system",
+                                             call=before.call_id))
 
     def _reconciled(self, event: str, before: AgentState, _after: AgentState) -> None:
         if event == "end_call":  # the agent's call is gone (its node or worker died): say why they were released
-            self._spawn(self._agent_event(ev.AgentReleased(agent_id=before.agent_id, reason="call_lost",
-                                                           call=before.call_id)))
+            self.notifier.emit(ev.AgentReleased(agent_id=before.agent_id, reason="call_lost", call=before.call_id))
 
     async def _agent_free(self, agent: AgentState) -> None:
         try:
             await self.distributor.agent_free(agent)
         except REDIS_DOWN as exc:
             log.warning("routing for agent %s: %s (the sweep will retry)", agent.agent_id, exc)
-
-    async def _agent_event(self, e: ev.AgentEvent) -> None:
-        try:
-            await self.pool.execute(records.AGENT_EVENT_INSERT, *records.agent_row(e))
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.warning("agent event %s for %s not written: %s", e.NAME, e.agent_id, exc)
 
     # -------------------------------------------------------------- lookups
     async def call_alive(self, call_id: str) -> bool:

@@ -6,7 +6,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,6 +16,7 @@ from aiohttp import web
 
 from acd.agent_store import AgentStore
 from acd.directory import Directory
+from bus.notifier import Notifier
 from callcenter import acd_api
 from callcenter.auth import PUBLIC, Authenticator, requires
 from callcenter.embedded import EmbeddedRedis
@@ -39,6 +40,8 @@ class Services:
     prompts: frozenset[str] = frozenset()  # names settings may refer to (sip_config/prompts.toml)
     loops: Callable[[], list[dict[str, object]]] | None = None  # the node's supervised background loops
     redis_server: EmbeddedRedis | None = None  # the embedded one, when this node runs it
+    notifier: Notifier = field(default_factory=Notifier)  # where the API's changes are announced (docs/events.md)
+    events: Callable[[], dict[str, object]] | None = None  # the node's event bus status
 
 
 SERVICES: web.AppKey[Services] = web.AppKey("services", Services)
@@ -101,6 +104,8 @@ async def healthz(request: web.Request) -> web.Response:
     if s.loops is not None:
         items = s.loops()
         checks["tasks"] = {"ok": all(t["state"] == "running" for t in items), "items": items}
+    if s.events is not None:
+        checks["events"] = s.events()
     if s.supervisor is not None:
         workers = await s.supervisor.status()
         up = sum(1 for w in workers if w["up"])
@@ -188,6 +193,6 @@ def make_app(services: Services, authenticators: list[Authenticator], request_ti
     acd_api.add_routes(app, services.pool, services.agents or AgentStore(services.redis),
                        services.directory or Directory(services.redis),
                        acd_api.Phones(services.realm, services.credentials_changed or (lambda: None)),
-                       services.prompts)
+                       services.prompts, services.notifier)
     check_routes(app)
     return app

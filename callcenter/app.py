@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import asyncpg
 from aiohttp import web
 
-from bus.notifier import Notifier
 from bus.redis import connect
 from callcenter import api, auth, demo_data
 from callcenter.acd_node import AcdNode
@@ -22,8 +21,9 @@ from callcenter.config import Config, ConfigError
 from callcenter.db import create_pool, migrate
 from callcenter.dialplan import load_dialplan
 from callcenter.embedded import EmbeddedPostgres, EmbeddedRedis
+from callcenter.event_bus import EventBus
 from callcenter.frontdoor import Destination, FrontDoor, Policy, kamailio_path
-from callcenter.interactions import InteractionLog
+from callcenter.nodes import node_id
 from callcenter.notices import API_KEYS, SIP_CREDENTIALS, Notices
 from callcenter.orphans import OrphanCloser
 from callcenter.prompts import build as build_prompts
@@ -129,8 +129,8 @@ async def run(cfg: Config, *, demo_customers: int = 200, ready: asyncio.Event | 
         stack.push_async_callback(loops.stop)
         if ends.redis_server is not None:
             loops.start("redis.watchdog", ends.redis_server.watch)
-        ilog = InteractionLog(pool, cfg.var_dir / "spool")
-        ilog.start()
+        events = EventBus(node_id(), redis, pool, cfg.var_dir / "spool")
+        events.start(loops)
         client = MediaClient(ends.redis_url, on_call=lambda h: router.on_call(h))
         supervisor: Supervisor | None = None
 
@@ -144,10 +144,8 @@ async def run(cfg: Config, *, demo_customers: int = 200, ready: asyncio.Event | 
 
         acd = AcdNode(redis, ends.redis_url, pool, prompts, is_local_call=lambda cid: cid in client.calls,
                       registrar=f"{cfg.sip.host}:{cfg.sip.port}" if front else "", originate=originate,
-                      record_for=lambda iid: router.record_for(iid))
-        notifier = Notifier(acd.node)
-        notifier.sinks.append(ilog.add)
-        router = CallRouter(client, notifier, plan, prompts, pool, cfg.crm.default_region, acd=acd,
+                      record_for=lambda iid: router.record_for(iid), notifier=events.notifier)
+        router = CallRouter(client, events.notifier, plan, prompts, pool, cfg.crm.default_region, acd=acd,
                             voicemail_dir=cfg.var_dir / "voicemail", callback_uri=cfg.acd.callback_uri)
         await client.start()
         transport = Loops()  # the event reader: it stops last, after the workers' final events
@@ -176,8 +174,9 @@ async def run(cfg: Config, *, demo_customers: int = 200, ready: asyncio.Event | 
                                 on_change=sync_frontdoor, front_door=f"{cfg.sip.host}:{cfg.sip.port}" if front else "",
                                 on_dead=end_dialogs)
         await supervisor.start()
+        loops.start("media.supervisor", supervisor.watch)
         credentials: CredentialSync | None = None
-        loops.start("records.orphans", OrphanCloser(pool, redis, acd.heartbeat).run)
+        loops.start("records.orphans", OrphanCloser(pool, redis, acd.heartbeat, events.notifier).run)
         if front:
             frontdoor = FrontDoor(cfg.path(cfg.paths.kamailio_template), cfg.var_dir / "kamailio",
                                   cfg.sip.host, cfg.sip.port, policy=front_door_policy(cfg))
@@ -194,7 +193,8 @@ async def run(cfg: Config, *, demo_customers: int = 200, ready: asyncio.Event | 
 
         services = api.Services(pool, redis, supervisor, frontdoor, acd.agents, acd.directory, cfg.sip.realm,
                                 credentials.changed if credentials is not None else None, frozenset(prompts.texts),
-                                loops=lambda: [*transport.status(), *loops.status()], redis_server=ends.redis_server)
+                                loops=lambda: [*transport.status(), *loops.status()], redis_server=ends.redis_server,
+                                notifier=events.notifier, events=events.status)
         keys = auth.ApiKeys(pool)
         notices = Notices(pool)  # a revoked key or a new phone password, from any node or the CLI
         notices.on(API_KEYS, keys.forget)
@@ -230,9 +230,10 @@ async def run(cfg: Config, *, demo_customers: int = 200, ready: asyncio.Event | 
         await client.stop()
         await acd.stop()
         await runner.cleanup()
-        await ilog.close()
+        await events.close()
         watchdog.cancel()
-        log.info("stopped; %d interaction events written", ilog.written_events)
+        log.info("stopped; %d events sent, %d interaction events written", events.writer.sent,
+                 events.log.written_events)
 
 
 async def _report_slow_stop(after: float) -> None:

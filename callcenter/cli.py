@@ -146,6 +146,34 @@ def cmd_spool(args: argparse.Namespace) -> int:
     return 1 if still else 0
 
 
+def cmd_records(args: argparse.Namespace) -> int:
+    from bus.redis import connect
+    from callcenter.app import open_stores
+    from callcenter.db import create_pool, migrate
+    from callcenter.event_bus import rebuild
+    from callcenter.interactions import InteractionLog
+
+    cfg = _load(args)
+
+    async def go() -> tuple[int, int, int, int]:
+        async with AsyncExitStack() as stack:
+            ends = await open_stores(cfg, stack)
+            pool = await create_pool(ends.database_url, min_size=1, max_size=2)
+            stack.push_async_callback(pool.close)
+            redis = connect(ends.redis_url)
+            stack.push_async_callback(redis.aclose)
+            async with pool.acquire() as conn:
+                await migrate(conn)
+            log = InteractionLog(pool, cfg.var_dir / "spool")
+            read, bad = await rebuild(redis, log)
+            return read, bad, log.written_events, log.rejected
+
+    read, bad, written, refused = asyncio.run(go())
+    print(f"events read from the stream: {read}; written: {written} (the rest were there already); "
+          f"unreadable: {bad}; refused: {refused}")
+    return 1 if bad or refused else 0
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     from callcenter.app import check
 
@@ -216,6 +244,13 @@ def parser() -> argparse.ArgumentParser:
     slsub.add_parser("list", parents=[common], help="spooled files, their size and why the database refused them")
     slsub.add_parser("replay", parents=[common], help="try the refused records again (after fixing the cause)")
     sl.set_defaults(fn=cmd_spool)
+
+    rc = sub.add_parser("records", parents=[common], help="the interaction record and the event stream")
+    rcsub = rc.add_subparsers(dest="records_command", required=True)
+    rcsub.add_parser("rebuild", parents=[common],
+                     help="write the record from the event stream into the configured database "
+                          "(events it holds already are skipped)")
+    rc.set_defaults(fn=cmd_records)
 
     c = sub.add_parser("check-config", parents=[common], help="validate the configuration without starting")
     c.set_defaults(fn=cmd_check_config)

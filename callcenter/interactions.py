@@ -1,9 +1,13 @@
-"""The interaction log: one contact record per call and its append-only events, written to
-PostgreSQL in batches off the call path.
+"""The interaction log: one contact record per call and its append-only events in PostgreSQL,
+derived from the event stream alone. It is the stream's subscriber ``interactions``
+(bus/consumer.py), so it runs off the call path on whichever node reads for the group.
 
-Calls only ever append to in-memory buffers (no awaits); a writer task flushes them. When the
-database is unreachable the buffers are kept and retried; past a bound, or at shutdown, they are
-spooled to var/spool/*.jsonl and replayed once the database answers again, so nothing is lost.
+``write`` gets a batch of events in stream order and returns once it is durable: written in one
+transaction, or, while the database is unreachable, spooled to ``var/spool/interactions-*.jsonl``
+(the events themselves, one JSON per line), which is written before anything newer once the
+database answers. An event the database refuses is set aside with the reason in
+``rejected-*.jsonl`` (``callcenter spool replay``) and the rest of its batch is written. Events
+come at least once; a repeat is recognised by its id (unique in both event tables) and skipped.
 """
 
 from __future__ import annotations
@@ -12,10 +16,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -54,278 +58,206 @@ _UPDATE = (
 )
 
 
+GROUP = "interactions"  # its consumer group on the event stream
+
+_EVENT_INSERT = (
+    "INSERT INTO interaction_events (interaction_id, at, event, queue_id, agent_id, data, event_id) "
+    "SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::bigint[], $5::bigint[], $6::jsonb[], "
+    "$7::text[]) ON CONFLICT (event_id) DO NOTHING"
+)
+_AGENT_INSERT = (
+    "INSERT INTO agent_events (agent_id, at, event, queue_id, data, event_id) "
+    "SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::bigint[], $5::jsonb[], $6::text[]) "
+    "ON CONFLICT (event_id) DO NOTHING"
+)
+
+
 @dataclass
 class _Pending:
     new: bool
     fields: dict[str, Any] = field(default_factory=dict)
 
 
-class InteractionLog:
-    def __init__(self, pool: asyncpg.Pool | None, spool_dir: Path, flush_interval: float = 0.2,
-                 max_buffer: int = 50_000):
-        self.pool = pool
-        self.spool_dir = spool_dir
-        self.flush_interval = flush_interval
-        self.max_buffer = max_buffer
-        self._rows: dict[uuid.UUID, _Pending] = {}
-        # (interaction, at, name, queue name, or its id in a spool written before names, agent, data)
-        self._events: list[tuple[uuid.UUID, datetime, str, str | int | None, int | None, str]] = []
-        self._wake = asyncio.Event()
-        self._closing = asyncio.Event()
-        self._stopping = False
-        self._task: asyncio.Task[None] | None = None
-        self.written_events = 0
-        self.failures = 0
-        self.rejected = 0  # items the database refused, set aside in rejected-*.jsonl
-        self._queue_ids: dict[str, int] = {}  # queue name -> id: events name their queue, rows hold its id
+@dataclass
+class _Batch:
+    """What a batch of events writes: record rows (merged per interaction) and the two event logs."""
 
-    # ------------------------------------------------------------------ appending (never blocks)
+    rows: dict[uuid.UUID, _Pending] = field(default_factory=dict)
+    calls: list[tuple[Any, ...]] = field(default_factory=list)  # interaction_events, queue by name
+    agents: list[tuple[Any, ...]] = field(default_factory=list)  # agent_events, queue by name
+
     def add(self, e: ev.Event) -> None:
-        """Record a call or queue event: its row in the log, and what it changes on the record
-        (callcenter/records.py). Other events are not the interaction log's."""
+        if isinstance(e, ev.AgentEvent):
+            self.agents.append((e.agent_id, ts(e.at), e.NAME, getattr(e, "queue", None) or None,
+                                json.dumps(records.data(e), default=str), e.id))
+            return
         if not isinstance(e, ev.CallEvent):
             return
         iid = uuid.UUID(e.interaction)
         if isinstance(e, ev.CallArrived):
-            self._open(iid, **records.opened(e))
-        elif fields := records.changes(e):
-            self._update(iid, **fields)
+            self.rows[iid] = _Pending(new=True, fields=records.opened(e))
+        elif changed := records.changes(e):
+            pending = self.rows.setdefault(iid, _Pending(new=False))
+            pending.fields.update((k, v) for k, v in changed.items() if v is not None)
         queue, agent_id = (e.queue, e.agent_id) if isinstance(e, ev.QueueEvent) else (None, None)
-        self._event(iid, e.NAME, e.at, queue, agent_id, records.data(e))
+        self.calls.append((iid, ts(e.at), e.NAME, queue, agent_id, json.dumps(records.data(e), default=str), e.id))
 
-    def _open(self, interaction_id: uuid.UUID, **fields: Any) -> None:
-        fields.setdefault("direction", "inbound")
-        self._rows[interaction_id] = _Pending(new=True, fields=fields)
-        self._wake.set()
+    def queues(self) -> set[str]:
+        names = {r[3] for r in self.calls if r[3]} | {r[3] for r in self.agents if r[3]}
+        return names | {q for p in self.rows.values() if (q := p.fields.get("queue_id"))}
 
-    def _update(self, interaction_id: uuid.UUID, **fields: Any) -> None:
-        pending = self._rows.setdefault(interaction_id, _Pending(new=False))
-        for k, v in fields.items():
-            if k not in COLUMNS:
-                raise KeyError(f"not an interaction column: {k}")
-            if v is not None:
-                pending.fields[k] = v
-        self._wake.set()
 
-    def _event(self, interaction_id: uuid.UUID, name: str, at: float, queue: str | None, agent_id: int | None,
-               data: dict[str, Any]) -> None:
-        self._events.append((interaction_id, ts(at), name, queue, agent_id, json.dumps(data, default=str)))
-        self._wake.set()
+class InteractionLog:
+    def __init__(self, pool: asyncpg.Pool | None, spool_dir: Path, retry: float = 1.0):
+        self.pool = pool
+        self.spool_dir = spool_dir
+        self.retry = retry
+        self._lock = asyncio.Lock()  # one writer at a time: the spool is written before newer events
+        self._down_until = 0.0  # while the database is known to be away, batches go straight to the spool
+        self._backoff = retry
+        self.written_events = 0
+        self.failures = 0
+        self.rejected = 0  # events the database refused, set aside in rejected-*.jsonl
+        self._queue_ids: dict[str, int] = {}  # queue name -> id: events name their queue, rows hold its id
+
+    # ------------------------------------------------------------------ the subscriber
+    async def write(self, events: list[ev.Event]) -> None:
+        """Make a batch durable: in PostgreSQL, or spooled to disk. Raises only if neither works."""
+        async with self._lock:
+            if time.monotonic() >= self._down_until:
+                try:
+                    await self._replay_spool()
+                    await self._store(events)
+                    self._backoff = self.retry
+                    return
+                except UNREACHABLE as exc:
+                    self.failures += 1
+                    log.warning("interaction log: database unreachable (%s); spooling", exc)
+                    self._down_until = time.monotonic() + self._backoff
+                    self._backoff = min(self._backoff * 2, 10.0)
+            self._write_spool("interactions", [e.encode() for e in events])
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Write the spool once the database is back, even if no new event comes."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.retry)
+            if self._spool_files("interactions") and time.monotonic() >= self._down_until:
+                await self.write([])
 
     @property
-    def backlog(self) -> int:
-        return len(self._rows) + len(self._events)
+    def failing(self) -> bool:
+        """The database is known to be away: batches are being spooled."""
+        return time.monotonic() < self._down_until
 
     # ------------------------------------------------------------------ writing
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        """Write what is appended: the first item after a quiet spell at once, then at most one
-        batch per ``flush_interval`` (a transaction per record change cost PostgreSQL and the
-        control plane a round trip per call event under load); after a failure, on a back-off."""
-        backoff = self.flush_interval
-        await self._replay_spool()
-        while not self._stopping:
-            await self._wake.wait()
-            self._wake.clear()
-            pause = self.flush_interval
-            try:
-                await self.flush()
-                if backoff > self.flush_interval:
-                    await self._replay_spool()
-                backoff = self.flush_interval
-            except UNREACHABLE as exc:
-                self.failures += 1
-                log.warning("interaction log: database unreachable (%s); %d items held", exc, self.backlog)
-                if self.backlog > self.max_buffer:
-                    self._spool()
-                backoff = min(backoff * 2, 5.0)
-            except REFUSED as exc:
-                # The database answered but refused this batch: find the items at fault, write the
-                # others, and keep those on disk with the reason (``callcenter spool replay``).
-                self.failures += 1
-                log.error("interaction log: batch refused (%s); writing it item by item", exc)
-                rows, events = self._rows, self._events
-                self._rows, self._events = {}, []
-                try:
-                    await self._isolate(rows, events)
-                except UNREACHABLE:
-                    self._rows, self._events = {**rows, **self._rows}, events + self._events
-                    backoff = min(backoff * 2, 5.0)
-            if self.backlog or backoff > self.flush_interval:
-                # Items held, or a spool to replay after a failure: try again after the pause even
-                # if nothing new is appended.
-                pause = backoff
-                self._wake.set()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), pause)
-
-    async def flush(self) -> None:
-        if not self._rows and not self._events:
+    async def _store(self, events: list[ev.Event]) -> None:
+        """Write the events in one transaction; if the database refuses it, event by event."""
+        if not events:
             return
+        batch = _Batch()
+        for e in events:
+            batch.add(e)
+        try:
+            await self._write(batch)
+        except REFUSED as exc:
+            self.failures += 1
+            log.error("interaction log: batch refused (%s); writing it event by event", exc)
+            await self._isolate(events)
+
+    async def _write(self, b: _Batch) -> None:
         if self.pool is None:
             raise OSError("no database pool")
-        rows, events = self._rows, self._events
-        self._rows, self._events = {}, []
-        try:
-            await self._write(rows, events)
-        except BaseException:
-            # Put everything back in front of what arrived meanwhile; nothing is dropped.
-            for iid, p in self._rows.items():
-                if iid in rows:
-                    rows[iid].fields.update(p.fields)
-                else:
-                    rows[iid] = p
-            self._rows = rows
-            self._events = events + self._events
-            raise
-        self.written_events += len(events)
-
-    async def _write(self, rows: dict[uuid.UUID, _Pending], events: list[tuple[Any, ...]]) -> None:
-        assert self.pool is not None
         async with self.pool.acquire() as conn, conn.transaction():
-            # Queues are named in events and rows until written: a queue created a moment ago resolves too.
-            names = {e[3] for e in events if isinstance(e[3], str)}
-            names |= {q for p in rows.values() if isinstance(q := p.fields.get("queue_id"), str)}
-            if missing := names - self._queue_ids.keys():
+            # Queues are named in events until written: a queue created a moment ago resolves too.
+            if missing := b.queues() - self._queue_ids.keys():
                 found = await conn.fetch("SELECT name, id FROM queues WHERE name = ANY($1)", sorted(missing))
                 self._queue_ids.update((r["name"], r["id"]) for r in found)
-            inserts = [self._params(i, p.fields) for i, p in rows.items() if p.new]
-            updates = [self._params(i, p.fields) for i, p in rows.items() if not p.new]
-            events = [(*e[:3], self._queue_id(e[3]), *e[4:]) for e in events]
+            inserts = [self._params(i, p.fields) for i, p in b.rows.items() if p.new]
+            updates = [self._params(i, p.fields) for i, p in b.rows.items() if not p.new]
             if inserts:
                 await conn.executemany(_INSERT, inserts)
             if updates:
                 await conn.executemany(_UPDATE, updates)
-            if events:
-                await conn.copy_records_to_table(
-                    "interaction_events", records=events,
-                    columns=("interaction_id", "at", "event", "queue_id", "agent_id", "data"),
-                )
+            written = 0
+            if b.calls:
+                cols = list(zip(*[(*r[:3], self._queue_ids.get(r[3]) if r[3] else None, *r[4:]) for r in b.calls],
+                                strict=True))
+                written += int((await conn.execute(_EVENT_INSERT, *cols)).split()[-1])
+            if b.agents:
+                cols = list(zip(*[(*r[:3], self._queue_ids.get(r[3]) if r[3] else None, *r[4:]) for r in b.agents],
+                                strict=True))
+                written += int((await conn.execute(_AGENT_INSERT, *cols)).split()[-1])
+        self.written_events += written
 
-    async def _isolate(self, rows: dict[uuid.UUID, _Pending], events: list[tuple[Any, ...]]) -> None:
-        """Write rows and events one at a time; set aside each one that is refused, with the reason.
-        Items are removed from ``rows`` and ``events`` as they are dealt with, so that on an
-        interruption (the database went away) the caller still holds exactly what is left."""
-        rejected: list[dict[str, Any]] = []
+    async def _isolate(self, events: list[ev.Event]) -> None:
+        """Write the events one at a time; set aside each one that is refused, with the reason."""
+        rejected: list[str] = []
         try:
-            while rows:
-                iid, pending = next(iter(rows.items()))
+            for n, e in enumerate(events):
+                batch = _Batch()
+                batch.add(e)
                 try:
-                    await self._write({iid: pending}, [])
+                    await self._write(batch)
                 except REFUSED as exc:
-                    rejected.append({**_row_item(iid, pending), "reason": str(exc)[:500]})
-                del rows[iid]
-            while events:
-                try:
-                    await self._write({}, events[:1])
-                    self.written_events += 1
-                except REFUSED as exc:
-                    rejected.append({**_event_item(events[0]), "reason": str(exc)[:500]})
-                events.pop(0)
+                    rejected.append(json.dumps({"event": e.encode(), "reason": str(exc)[:500]}))
+                except UNREACHABLE:
+                    del events[:n]  # what is left is the caller's to spool
+                    raise
         finally:
             if rejected:
                 path = self._write_spool("rejected", rejected)
                 self.rejected += len(rejected)
-                log.error("interaction log: %d items refused by the database, kept with the reason in %s",
+                log.error("interaction log: %d events refused by the database, kept with the reason in %s",
                           len(rejected), path)
 
-    def _queue_id(self, queue: str | int | None) -> int | None:
-        return self._queue_ids.get(queue) if isinstance(queue, str) else queue
-
     def _params(self, iid: uuid.UUID, fields: dict[str, Any]) -> tuple[Any, ...]:
-        return (iid, *(self._queue_id(fields.get(c)) if c == "queue_id" else fields.get(c) for c in COLUMNS))
+        queue = fields.get("queue_id")
+        return (iid, *(self._queue_ids.get(queue) if c == "queue_id" and queue else fields.get(c) for c in COLUMNS))
 
     # ------------------------------------------------------------------ spool
-    def _spool(self, kind: str = "interactions") -> Path | None:
-        if not self._rows and not self._events:
-            return None
-        items = [_row_item(iid, p) for iid, p in self._rows.items()] + [_event_item(e) for e in self._events]
-        path = self._write_spool(kind, items)
-        log.warning("interaction log: spooled %d rows and %d events to %s", len(self._rows),
-                    len(self._events), path)
-        self._rows, self._events = {}, []
-        return path
+    def _spool_files(self, kind: str) -> list[Path]:
+        return sorted(self.spool_dir.glob(f"{kind}-*.jsonl")) if self.spool_dir.exists() else []
 
-    def _write_spool(self, kind: str, items: list[dict[str, Any]]) -> Path:
+    def _write_spool(self, kind: str, lines: list[str]) -> Path:
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         path = self.spool_dir / f"{kind}-{time.time_ns()}.jsonl"
-        with open(path, "w") as f:
-            for item in items:
-                f.write(json.dumps(item, default=_enc) + "\n")
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "w") as f:
+            f.writelines(line + "\n" for line in lines)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)  # whole or not at all
         return path
 
     async def _replay_spool(self) -> None:
-        if self.pool is None or not self.spool_dir.exists():
-            return
-        for path in sorted(self.spool_dir.glob("interactions-*.jsonl")):
-            await self._replay_file(path)
-            log.info("interaction log: replayed %s", path.name)
+        for path in self._spool_files("interactions"):
+            events = self._read_spool(path, lambda line: line)
+            await self._store(events)
+            path.unlink()
+            log.info("interaction log: wrote %d spooled events from %s", len(events), path.name)
 
-    async def _replay_file(self, path: Path) -> None:
-        rows, events = _read_spool(path)
-        try:
-            await self._write(rows, events)
-            self.written_events += len(events)
-        except REFUSED:
+    def _read_spool(self, path: Path, event_of: Any) -> list[ev.Event]:
+        events: list[ev.Event] = []
+        unreadable: list[str] = []
+        for line in path.read_text().splitlines():
             try:
-                await self._isolate(rows, events)
-            except UNREACHABLE:  # keep exactly what was not written yet
-                self._write_spool(path.name.split("-", 1)[0], [_row_item(i, p) for i, p in rows.items()]
-                                  + [_event_item(e) for e in events])
-                path.unlink()
-                raise
-        path.unlink()
+                events.append(ev.decode(event_of(line)))
+            except (ev.EventError, ValueError, KeyError, TypeError) as exc:
+                unreadable.append(json.dumps({"line": line, "reason": f"not an event: {exc}"[:500]}))
+        if unreadable:
+            self._write_spool("rejected", unreadable)
+            self.rejected += len(unreadable)
+        return events
 
     async def replay_rejected(self) -> tuple[int, int]:
-        """Try once more the items the database refused (after a fix); those still refused are
-        kept in a new file. Returns (items written, items still refused)."""
-        files = sorted(self.spool_dir.glob("rejected-*.jsonl")) if self.spool_dir.exists() else []
+        """Try once more the events the database refused (after a fix); those still refused are
+        kept in a new file. Returns (events written, events still refused)."""
         total, before = 0, self.rejected
-        for path in files:
+        for path in self._spool_files("rejected"):
+            events = self._read_spool(path, lambda line: json.loads(line)["event"])
             total += len(path.read_text().splitlines())
-            await self._replay_file(path)
+            await self._store(events)
+            path.unlink()
         still = self.rejected - before
         return total - still, still
-
-    async def close(self) -> None:
-        """Flush everything; if the database is gone, spool to disk. Loses nothing."""
-        self._stopping = True
-        self._closing.set()
-        self._wake.set()
-        if self._task is not None:
-            await asyncio.gather(self._task, return_exceptions=True)
-        try:
-            await asyncio.wait_for(self.flush(), 10)
-        except Exception as exc:  # noqa: BLE001 - whatever failed, keep the data
-            log.warning("interaction log: final flush failed (%s); spooling", exc)
-            self._spool()
-
-
-def _row_item(iid: uuid.UUID, p: _Pending) -> dict[str, Any]:
-    return {"row": str(iid), "new": p.new, "fields": p.fields}
-
-
-def _event_item(e: tuple[Any, ...]) -> dict[str, Any]:
-    return {"event": [str(e[0]), e[1].isoformat(), *e[2:]]}
-
-
-def _read_spool(path: Path) -> tuple[dict[uuid.UUID, _Pending], list[tuple[Any, ...]]]:
-    rows: dict[uuid.UUID, _Pending] = {}
-    events: list[tuple[Any, ...]] = []
-    for line in path.read_text().splitlines():
-        item = json.loads(line)
-        if "row" in item:
-            f = {k: (datetime.fromisoformat(v) if k in TIME_COLUMNS and v else v) for k, v in item["fields"].items()}
-            rows[uuid.UUID(item["row"])] = _Pending(item["new"], f)
-        else:
-            iid, at, *rest = item["event"]
-            events.append((uuid.UUID(iid), datetime.fromisoformat(at), *rest))
-    return rows, events
-
-
-def _enc(v: Any) -> Any:
-    if isinstance(v, datetime):
-        return v.isoformat()
-    return str(v)

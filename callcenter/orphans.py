@@ -1,13 +1,16 @@
 """Interactions left open by a control-plane node that died (killed, crashed, its machine lost):
 any live node — the restarted one included — closes them with the cause ``control_plane_lost``,
 ended when the dead node was last alive (its last heartbeat, or the call's last event if later),
-and a HANGUP event, so that no record stays open forever and reports keep true durations."""
+and a HANGUP event, so that no record stays open forever and reports keep true durations.
+
+The HANGUP goes out on the event stream like any other (subscribers learn that the call ended),
+and the interaction log closes the record from it. A claim in Redis makes one node, once, close
+each interaction: the record stays open until the log has written the event."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from datetime import UTC, datetime
 
@@ -15,18 +18,23 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from bus import events as ev
-from callcenter import nodes, records
+from bus.keys import ORPHAN_CLAIM_KEY
+from bus.notifier import Notifier
+from callcenter import nodes
 from callcenter.http_guard import UNAVAILABLE
 from callcenter.nodes import NodeHeartbeat
 
 log = logging.getLogger("callcenter.orphans")
 
 CAUSE = "control_plane_lost"
+CLAIM_TTL = 3600  # seconds: far longer than the log takes to write the HANGUP
 
 
 class OrphanCloser:
-    def __init__(self, pool: asyncpg.Pool, redis: aioredis.Redis, heartbeat: NodeHeartbeat, interval: float = 5.0):
+    def __init__(self, pool: asyncpg.Pool, redis: aioredis.Redis, heartbeat: NodeHeartbeat, notifier: Notifier,
+                 interval: float = 5.0):
         self.pool = pool
+        self.notifier = notifier
         self.redis = redis
         self.heartbeat = heartbeat
         self.interval = interval
@@ -48,22 +56,23 @@ class OrphanCloser:
         return done
 
     async def _close(self, node: str, last_seen: datetime | None) -> int:
-        async with self.pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(
-                "SELECT i.id, greatest(i.arrived_at, (SELECT max(e.at) FROM interaction_events e "
-                "WHERE e.interaction_id = i.id), $2::timestamptz) AS ended FROM interactions i "
-                "WHERE i.node = $1 AND i.ended_at IS NULL FOR UPDATE OF i SKIP LOCKED", node, last_seen)
-            if not rows:
-                return 0
-            await conn.executemany(
-                "UPDATE interactions SET ended_at = $2, disconnect_reason = $3, disconnect_side = 'system' "
-                "WHERE id = $1 AND ended_at IS NULL", [(r["id"], r["ended"], CAUSE) for r in rows])
-            ends = [ev.Hangup(interaction=str(r["id"]), at=r["ended"].timestamp(), cause=CAUSE, side="lost",
-                                 node=node) for r in rows]
-            await conn.copy_records_to_table(
-                "interaction_events", columns=("interaction_id", "at", "event", "data"),
-                records=[(r["id"], r["ended"], e.NAME, json.dumps(records.data(e)))
-                         for r, e in zip(rows, ends, strict=True)])
+        rows = await self.pool.fetch(
+            "SELECT i.id, greatest(i.arrived_at, (SELECT max(e.at) FROM interaction_events e "
+            "WHERE e.interaction_id = i.id), $2::timestamptz) AS ended FROM interactions i "
+            "WHERE i.node = $1 AND i.ended_at IS NULL", node, last_seen)
+        if not rows:
+            return 0
+        pipe = self.redis.pipeline(transaction=False)
+        for r in rows:
+            pipe.set(ORPHAN_CLAIM_KEY.format(interaction=r["id"]), self.heartbeat.node, nx=True, ex=CLAIM_TTL)
+        claimed = [r for r, mine in zip(rows, await pipe.execute(), strict=True) if mine]
+        for r in claimed:
+            # Emitted in the dead node's name: it is that node's call that ended.
+            self.notifier.emit(ev.Hangup(interaction=str(r["id"]), at=r["ended"].timestamp(), cause=CAUSE,
+                                         side="lost", node=node))
+        if not claimed:
+            return 0
+        rows = claimed
         log.warning("closed %d interactions left open by node %s (dead since %s)", len(rows), node,
                     last_seen.isoformat() if last_seen else "an unknown time")
         return len(rows)

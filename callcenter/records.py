@@ -4,7 +4,6 @@ every event it receives, so the record is derived from the events alone."""
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,7 +13,7 @@ from bus import events as ev
 SIDES = {"remote": "caller", "platform": "platform", "worker": "system", "lost": "system"}
 # Fields kept in the log's own columns rather than in the event's data (the queue is in both, as it
 # always was: the name survives a queue's deletion).
-_COLUMNS = {"at", "node", "interaction", "agent_id"}
+_COLUMNS = {"at", "node", "id", "interaction", "agent_id"}
 
 
 def ts(unix: float) -> datetime:
@@ -52,14 +51,6 @@ def changes(e: ev.CallEvent) -> dict[str, Any]:
     if isinstance(e, ev.Connect):
         return {"agent_id": e.agent_id, "agent_answered_at": ts(e.at)}
     return {}
-
-
-AGENT_EVENT_INSERT = "INSERT INTO agent_events (agent_id, event, queue_id, data) VALUES ($1, $2, $3, $4)"
-
-
-def agent_row(e: ev.AgentEvent, queue_id: int | None = None) -> tuple[int, str, int | None, str]:
-    """The ``agent_events`` row of an agent event: agent, name, queue, data."""
-    return (e.agent_id, e.NAME, queue_id, json.dumps(data(e), default=str))
 
 
 def data(e: ev.Event) -> dict[str, Any]:

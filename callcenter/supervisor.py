@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bus import keys
-from bus.keys import MEDIA_SUPERVISED
+from bus.keys import MEDIA_ALIVE_KEY, MEDIA_SUPERVISED, MEDIA_WORKERS
 from bus.redis import REDIS_DOWN, connect
 from callcenter.config import Config
 from callcenter.procs import die_with_parent
@@ -74,7 +73,7 @@ class Supervisor:
         self._trust_after = cfg.media.heartbeat_ttl + cfg.media.heartbeat_interval
         self._marked = False  # MEDIA_SUPERVISED written by this supervisor
         self._stopping = False
-        self._task: asyncio.Task[None] | None = None
+        self._checking = asyncio.Lock()  # held by the watch loop while it acts on one check
         client.listeners.append(self._on_event)
 
     def _on_event(self, ev: mp.Event, _handle: object) -> None:
@@ -123,7 +122,6 @@ class Supervisor:
         missing = [w for w, s in self.slots.items() if not s.up]
         if missing:
             log.error("workers not up after %.0f s: %s (see %s)", wait_up, missing, self.log_dir)
-        self._task = asyncio.create_task(self._watch())
 
     async def _beating(self) -> set[str] | None:
         """The workers whose heartbeat key exists, or None when heartbeats say nothing: Redis is
@@ -132,9 +130,9 @@ class Supervisor:
         try:
             pipe = self.redis.pipeline(transaction=False)
             pipe.set(MEDIA_SUPERVISED, "1", get=True)  # no TTL: its absence means Redis lost its data
-            keys = [keys.MEDIA_ALIVE_KEY.format(worker_id=wid) for wid in self.slots]
-            if keys:
-                pipe.mget(keys)  # one command for all the workers, not one each
+            alive = [MEDIA_ALIVE_KEY.format(worker_id=wid) for wid in self.slots]
+            if alive:
+                pipe.mget(alive)  # one command for all the workers, not one each
             kept, *rest = await pipe.execute()
             found = rest[0] if rest else []
         except REDIS_DOWN:
@@ -151,24 +149,31 @@ class Supervisor:
             return None
         return {wid for wid, pid in zip(self.slots, found, strict=True) if pid is not None}
 
-    async def _watch(self) -> None:
-        ttl = self.cfg.media.heartbeat_ttl
-        while not self._stopping:
+    async def watch(self, stop: asyncio.Event) -> None:
+        """Find dead workers and start them again: a supervised loop (callcenter/tasks.py), so that
+        an error here is logged and the loop restarted, never a silently dead supervisor."""
+        while not self._stopping and not stop.is_set():
             await asyncio.sleep(0.2)
-            now = time.monotonic()
-            beating = await self._beating()
-            for wid, slot in self.slots.items():
-                if slot.proc is None:
-                    if now >= slot.next_start and not self._stopping:
-                        await self._spawn(slot)
-                    continue
-                why = ""
-                if slot.proc.returncode is not None:
-                    why = f"exited with {slot.proc.returncode}"  # a dead process is known without Redis
-                elif beating is not None and wid not in beating and (slot.up or now - slot.started_at > max(ttl, 15.0)):
-                    why = "heartbeat lost"
-                if why:
-                    await self._dead(slot, why)
+            async with self._checking:
+                if not self._stopping:
+                    await self._check()
+
+    async def _check(self) -> None:
+        ttl = self.cfg.media.heartbeat_ttl
+        now = time.monotonic()
+        beating = await self._beating()
+        for wid, slot in self.slots.items():
+            if slot.proc is None:
+                if now >= slot.next_start and not self._stopping:
+                    await self._spawn(slot)
+                continue
+            why = ""
+            if slot.proc.returncode is not None:
+                why = f"exited with {slot.proc.returncode}"  # a dead process is known without Redis
+            elif beating is not None and wid not in beating and (slot.up or now - slot.started_at > max(ttl, 15.0)):
+                why = "heartbeat lost"
+            if why:
+                await self._dead(slot, why)
 
     async def _dead(self, slot: _Slot, why: str) -> None:
         wid = slot.spec.worker_id
@@ -188,7 +193,7 @@ class Supervisor:
         log.error("media worker %s %s: %d calls closed, %d dialogs ended with a BYE; restarting", wid, why,
                   closed, ended)
         try:
-            await self.redis.hdel(keys.MEDIA_WORKERS, wid)
+            await self.redis.hdel(MEDIA_WORKERS, wid)
         except REDIS_DOWN:
             pass
         slot.restarts += 1
@@ -198,7 +203,7 @@ class Supervisor:
 
     async def status(self) -> list[dict[str, object]]:
         try:
-            raw = await self.redis.hgetall(keys.MEDIA_WORKERS)
+            raw = await self.redis.hgetall(MEDIA_WORKERS)
         except REDIS_DOWN:
             raw = {}
         out = []
@@ -212,9 +217,8 @@ class Supervisor:
     async def stop(self, timeout: float = 8.0) -> None:
         """Ask every worker to hang up and exit; their final events still reach the log."""
         self._stopping = True
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        async with self._checking:  # a check in progress (a worker being started) ends first
+            pass
         procs = [s.proc for s in self.slots.values() if s.proc is not None and s.proc.returncode is None]
         for p in procs:
             try:

@@ -161,7 +161,7 @@ def test_the_command_line_block_is_what_the_cli_accepts() -> None:
         variants = [first] + [f"{command[0]} {alt}" for alt in alternatives]
         for variant in variants:
             names = [w for w in variant.split() if re.fullmatch(r"[a-z][a-z-]*", w)]
-            path = names[:2] if names[0] in ("api-key", "db", "spool") else names[:1]
+            path = names[:2] if names[0] in ("api-key", "db", "spool", "records") else names[:1]
             helped = subprocess.run([CALLCENTER, *path, "--help"], capture_output=True, text=True, timeout=30)
             assert helped.returncode == 0, (variant, helped.stderr)
             for option in re.findall(r"--[a-z][a-z-]*", variant):
@@ -173,6 +173,8 @@ def test_the_documented_commands_run_against_the_demo(demo: tuple[Platform, dict
     assert "schema is up to date" in cli(env, "db", "migrate").stdout
     assert cli(env, "spool", "list").returncode == 0
     assert cli(env, "spool", "replay").returncode == 0
+    rebuilt = cli(env, "records", "rebuild")
+    assert rebuilt.returncode == 0 and "events read from the stream" in rebuilt.stdout, rebuilt.stdout + rebuilt.stderr
     assert cli(env, "check-config").returncode == 0
     assert cli(env, "prompts").returncode == 0
     demo_data = re.search(r"callcenter (demo-data --customers \d+)", section("Command line"))

@@ -13,12 +13,18 @@ import pytest_asyncio
 
 from acd.agent_state import Activity, InvalidTransition, Params
 from acd.agent_store import AgentStore
+from bus import events as ev
+from bus.keys import EVENTS
+from bus.stream import FIELD
 from tests.conftest import ROOT, Stores, fresh_redis
 
 RACER = """
 import asyncio, json, sys
 import redis.asyncio as aioredis
 from acd.agent_store import AgentStore
+from bus import events as ev
+from bus.keys import EVENTS
+from bus.stream import FIELD
 async def main(url, name, n):
     store = AgentStore(aioredis.from_url(url))
     won = [a for a in range(1, n + 1) if await store.reserve(a, f"{name}-{a}", ring_timeout=30)]
@@ -70,3 +76,20 @@ async def test_concurrent_transitions_are_serialized(store: AgentStore) -> None:
                                      for i in range(10)))
     s = await store.get(901)
     assert s.version == 1 + 10 and s.reason in {r.reason for r in results}
+
+
+async def test_every_transition_is_on_the_event_stream_written_by_the_same_script(stores: Stores) -> None:
+    async with fresh_redis(stores, 4) as r:
+        store = AgentStore(r, node="node-x")
+        await store.transition(77, "login", now=10.5)
+        await store.transition(77, "not_ready", Params(reason="lunch"), now=11.25)
+        await store.transition(77, "available", now=12.0)
+        assert await store.reserve(77, "call-9", ring_timeout=15, now=13.0) is not None
+        got = [ev.decode(f[FIELD.encode()]) for _id, f in await r.xrange(EVENTS)]
+    assert all(isinstance(e, ev.AgentStateChanged) and e.agent_id == 77 and e.node == "node-x" for e in got)
+    assert [(e.transition, e.status, e.activity, e.reason, e.call, e.version, e.at) for e in got] == [  # type: ignore[attr-defined]
+        ("login", "available", "idle", "", "", 1, 10.5),
+        ("not_ready", "not_ready", "idle", "lunch", "", 2, 11.25),
+        ("available", "available", "idle", "", "", 3, 12.0),
+        ("reserve", "available", "reserved", "", "call-9", 4, 13.0)]
+    assert len({e.id for e in got}) == 4

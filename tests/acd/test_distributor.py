@@ -21,7 +21,9 @@ from acd.distributor import CallInfo, Distributor, Offer
 from acd.models import QueueSettings, RoutingStep
 from acd.strategies import Candidate, Strategy, rank
 from acd.waiting import Waiting
+from bus import events as ev
 from bus import keys
+from bus.stream import FIELD
 from tests.conftest import ROOT, Stores, fresh_redis
 
 DB = 9
@@ -33,7 +35,7 @@ class Acd:
         self.agents = AgentStore(r)
         self.directory = Directory(r)
         self.waiting = Waiting(r)
-        self.dist = Distributor(r, self.directory)
+        self.dist = Distributor(r, self.directory, node="node-t")
 
     async def queue(self, name: str, **settings: object) -> QueueSettings:
         s = QueueSettings.model_validate({"strategy": "longest_idle", **settings}, strict=False)
@@ -72,6 +74,11 @@ async def test_the_lua_reservation_is_the_tables_reserve(acd: Acd) -> None:
     assert await acd.agents.due(now=36.0) == [1]
     assert await acd.directory.idle("q") == [] and await acd.waiting.size("q") == 0
     assert await acd.dist.decide("q", "c1", {}, ring_timeout=15.0) is None  # offered once only
+    # The script that reserved the agent put the change on the event stream.
+    last = ev.decode((await acd.redis.xrevrange(keys.EVENTS, count=1))[0][1][FIELD.encode()])
+    assert isinstance(last, ev.AgentStateChanged)
+    assert (last.agent_id, last.transition, last.activity, last.call, last.node, last.at, last.version) == (
+        1, "reserve", "reserved", "c1", "node-t", 20.0, before.version + 1)
 
 
 # Agent: idle since (login time), calls, talk time, member order — the same data as test_strategies.
@@ -86,7 +93,7 @@ async def _people(acd: Acd, queue: str) -> None:
         await acd.directory.put_agent(AgentEntry(c.agent_id, {queue: c.order}, {}, ""))
         s = apply(AgentState(c.agent_id), "login", c.idle_since)
         s = replace(s, calls=c.calls, talk_time=c.talk_time)
-        assert await acd.agents._write(await acd.agents.get(c.agent_id), s)
+        assert await acd.agents._write(await acd.agents.get(c.agent_id), s, "login", c.idle_since)
 
 
 @pytest.mark.parametrize("strategy", [Strategy.LONGEST_IDLE, Strategy.FEWEST_CALLS, Strategy.LEAST_TALK_TIME,
@@ -138,6 +145,10 @@ async def test_ring_all_reserves_every_qualified_free_agent(acd: Acd) -> None:
     assert sorted(await acd.dist.decide("q", "c1", {}, 15.0, now=2000) or []) == [1, 2, 3, 4]
     for aid in (1, 2, 3, 4):
         assert (await acd.agents.get(aid)).call_id == "c1"
+    reserved = [ev.decode(f[FIELD.encode()]) for _id, f in await acd.redis.xrevrange(keys.EVENTS, count=4)]
+    assert sorted(e.agent_id for e in reserved
+                  if isinstance(e, ev.AgentStateChanged) and e.call == "c1") == [1, 2, 3, 4]
+    assert len({e.id for e in reserved}) == 4
 
 
 async def test_routing_steps_widen_over_the_callers_wait(acd: Acd) -> None:

@@ -3,10 +3,12 @@ request gets a 4xx naming the problem and changes nothing."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
+import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
@@ -17,23 +19,31 @@ from acd.directory import Directory
 from bus import keys
 from callcenter import api
 from callcenter.auth import ApiKeys
+from callcenter.event_bus import EventBus
 from callcenter.prompts import load_prompts
+from callcenter.tasks import Loops
 from tests.conftest import ROOT, Stores, fresh_redis
 
 PROMPTS = frozenset(load_prompts(ROOT / "sip_config" / "prompts.toml", ROOT / "var" / "prompts").texts)
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def client(stores: Stores, pool: asyncpg.Pool) -> AsyncIterator[TestClient]:
+async def client(stores: Stores, pool: asyncpg.Pool, tmp_path_factory: pytest.TempPathFactory
+                 ) -> AsyncIterator[TestClient]:
     async with pool.acquire() as conn:
         await conn.execute("TRUNCATE queue_members, agent_skills, agent_events")
         await conn.execute("DELETE FROM agents; DELETE FROM queues; DELETE FROM skills")
     async with fresh_redis(stores, 8) as r:
-        app = api.make_app(api.Services(pool, r, None, None, prompts=PROMPTS), [ApiKeys(pool)])
+        bus = EventBus("acd-api-test", r, pool, tmp_path_factory.mktemp("spool"), pause=0.0)
+        loops = Loops()
+        bus.start(loops)  # agent events reach agent_events through the stream, as in production
+        app = api.make_app(api.Services(pool, r, None, None, prompts=PROMPTS, notifier=bus.notifier), [ApiKeys(pool)])
         c = TestClient(TestServer(app), headers={"Authorization": f"Bearer {stores.api_key}"})
         await c.start_server()
         yield c
         await c.close()
+        await loops.stop()
+        await bus.close()
 
 
 async def call(c: TestClient, method: str, path: str, body: Any = None) -> tuple[int, Any]:
@@ -65,8 +75,14 @@ async def test_queue_agent_skills_members_and_status(client: TestClient, pool: a
         "logged_out"
     st, a = await call(client, "GET", "/api/agents/ann")
     assert a["skills"] == {"billing": 5, "es": 2} and a["queues"] == [{"queue": "billing", "penalty": 0}]
-    events = [r["event"] for r in await pool.fetch(
-        "SELECT e.event FROM agent_events e JOIN agents a ON a.id = e.agent_id WHERE a.login = 'ann' ORDER BY e.id")]
+    events: list[str] = []
+    for _ in range(100):
+        events = [r["event"] for r in await pool.fetch(
+            "SELECT e.event FROM agent_events e JOIN agents a ON a.id = e.agent_id WHERE a.login = 'ann' "
+            "ORDER BY e.id")]
+        if len(events) >= 4:
+            break
+        await asyncio.sleep(0.05)
     assert events == ["ADDMEMBER", "LOGIN", "PAUSE", "LOGOFF"]
 
 

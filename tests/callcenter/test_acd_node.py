@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
+import pytest
 import pytest_asyncio
 
 from acd.agent_state import Params
@@ -17,21 +18,29 @@ from acd.directory import AgentEntry
 from acd.distributor import CallInfo
 from bus.keys import NODE_ALIVE_KEY
 from callcenter.acd_node import AcdNode
+from callcenter.event_bus import EventBus
 from callcenter.prompts import load_prompts
+from callcenter.tasks import Loops
 from tests.conftest import ROOT, Stores, fresh_redis
 
 DB = 13
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def node(stores: Stores, pool: asyncpg.Pool, tmp_path_factory: object) -> AsyncIterator[tuple[AcdNode, set[str]]]:
+async def node(stores: Stores, pool: asyncpg.Pool,
+               tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[AcdNode, set[str]]]:
     local: set[str] = set()
     prompts = load_prompts(ROOT / "sip_config" / "prompts.toml", Path("/nonexistent"))
     async with fresh_redis(stores, DB) as r:
+        bus = EventBus("acd-node-test", r, pool, tmp_path_factory.mktemp("spool"), pause=0.0)
+        loops = Loops()
+        bus.start(loops)
         n = AcdNode(r, stores.redis_db(DB), pool, prompts, is_local_call=lambda cid: cid in local,
-                    registrar="127.0.0.1:5060")
+                    registrar="127.0.0.1:5060", notifier=bus.notifier)
         yield n, local
         await n.offers.aclose()
+        await loops.stop()
+        await bus.close()
 
 
 async def test_call_alive_asks_the_node_that_holds_the_call(node: tuple[AcdNode, set[str]]) -> None:

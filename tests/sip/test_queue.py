@@ -4,8 +4,11 @@ and the events in PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -414,3 +417,49 @@ async def test_callers_leave_a_queue_whose_last_agent_logs_out(platform: Platfor
     assert names(events) == ["ENTERQUEUE", "EXITEMPTY", "OVERFLOW", "HANGUP"]
     empty = next(e for e in events if e["event"] == "EXITEMPTY")
     assert empty["cause"] == "no_agents" and 2 < empty["wait"] < 9
+
+
+async def test_the_record_of_real_calls_is_rebuilt_from_the_stream_alone(platform: Platform, pool: asyncpg.Pool,
+                                                                        tmp_path: Path) -> None:
+    """The interaction log is derived from the stream, not written beside it: the records of this
+    test's calls, deleted, come back the same from ``callcenter records rebuild``."""
+    since = time.time()
+    for login in ("ann", "bob"):
+        status(platform, login, "not_ready", "break")
+    cid = agent_phone(2, "--tone", "1000", "--talk", "1", "--seconds", "20")
+    status(platform, "cid", "available")
+    served = sipp_start("queue_call.xml", f"127.0.0.1:{platform.sip_port}", service="500",
+                        keys={"caller": "+15550108888"}, timeout=30, cwd=tmp_path)
+    assert served.wait(30) == 0, served.stderr.read() if served.stderr else ""
+    assert [x["answered"] for x in result(cid)["calls"]] == [True]
+    platform.wait(lambda: agent(platform, "cid")["activity"] == "idle", 10, "cid's wrap-up to end")
+    status(platform, "cid", "not_ready", "break")
+    left = sipp("abandon_call.xml", f"127.0.0.1:{platform.sip_port}", service="500",
+                keys={"caller": "+15550109999"}, extra=["-d", "2000"], cwd=tmp_path)
+    assert left.returncode == 0, left.stderr[-2000:]
+    assert names(await events_of(pool, "+15550108888", platform)) == [
+        "ENTERQUEUE", "OFFER", "CONNECT", "COMPLETEAGENT", "HANGUP"]
+    assert "ABANDON" in names(await events_of(pool, "+15550109999", platform, until="ABANDON"))
+
+    ids = [r["id"] for r in await pool.fetch(
+        "SELECT id FROM interactions WHERE caller_number = ANY($1) AND arrived_at > to_timestamp($2)",
+        ["+15550108888", "+15550109999"], since)]
+    events_sql = ("SELECT interaction_id, at, event, queue_id, agent_id, data, event_id FROM interaction_events "
+                  "WHERE interaction_id = ANY($1) ORDER BY id")
+    agents_sql = ("SELECT e.agent_id, e.at, e.event, e.queue_id, e.data, e.event_id FROM agent_events e "
+                  "JOIN agents a ON a.id = e.agent_id WHERE a.login = 'cid' AND e.at > to_timestamp($1) ORDER BY e.id")
+    rows = await pool.fetch("SELECT * FROM interactions WHERE id = ANY($1) ORDER BY id", ids)
+    events, agent_log = await pool.fetch(events_sql, ids), await pool.fetch(agents_sql, since)
+    assert len(ids) == 2 and len(events) >= 10 and [r["event"] for r in agent_log][-1] == "PAUSE"
+    await pool.execute("DELETE FROM agent_events WHERE event_id = ANY($1)", [r["event_id"] for r in agent_log])
+    await pool.execute("DELETE FROM interactions WHERE id = ANY($1)", ids)  # their events go with them
+
+    out = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "callcenter.cli", "--config", str(platform.config), "records",
+                         "rebuild"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "DATABASE_URL": platform.database_url, "REDIS_URL": platform.redis_url})
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"written: {len(events) + len(agent_log)} " in out.stdout, out.stdout
+    assert await pool.fetch("SELECT * FROM interactions WHERE id = ANY($1) ORDER BY id", ids) == rows
+    assert await pool.fetch(events_sql, ids) == events
+    assert await pool.fetch(agents_sql, since) == agent_log

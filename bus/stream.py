@@ -1,0 +1,162 @@
+"""The event stream's writer: a notifier sink that appends every event to the Redis stream
+``cc:events`` (bus/keys.py) in emission order, without ever making the emitter wait.
+
+``add`` only appends to memory. A writer loop sends what is pending in one pipeline per wake-up,
+so a burst costs one round trip. While Redis is unreachable the events stay in memory; past
+``memory_bound`` they are spooled to ``<spool_dir>/events-<ns>.jsonl``. Spooled events are older
+than those in memory, so the spool is always sent first, and a node that stopped while Redis was
+away sends its spool at its next start. Delivery is at least once (a pipeline cut off mid-way is
+sent again); every event carries a unique ``id`` by which subscribers recognise a repeat.
+
+The stream is trimmed by length on every append (approximately, which costs Redis nothing) and by
+age once a minute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import time
+from collections import deque
+from pathlib import Path
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from bus.events import Event
+from bus.keys import EVENTS
+from bus.redis import REDIS_DOWN
+
+log = logging.getLogger("bus.stream")
+
+MAXLEN = 1_000_000  # entries (about 300 MB of Redis memory at the longest)
+RETENTION = 24 * 3600.0  # seconds an event stays in the stream at most
+BATCH = 500  # events per pipeline
+MEMORY_BOUND = 20_000  # events held in memory while Redis is away, before they are spooled
+TRIM_EVERY = 60.0
+FIELD = "e"  # the one field of a stream entry: the event's JSON (bus.events.Event.encode)
+
+
+class StreamWriter:
+    def __init__(self, redis: aioredis.Redis, spool_dir: Path, *, memory_bound: int = MEMORY_BOUND,
+                 maxlen: int = MAXLEN, retention: float = RETENTION):
+        self.redis = redis
+        self.spool_dir = spool_dir
+        self.memory_bound = memory_bound
+        self.maxlen = maxlen
+        self.retention = retention
+        self._pending: deque[str] = deque()
+        self._wake = asyncio.Event()
+        self._trimmed_at = 0.0
+        self.sent = 0
+        self.spooled = 0
+        self.failures = 0
+        self.failing = False  # the last send failed: events are held
+
+    @property
+    def backlog(self) -> int:
+        """Events not in the stream yet: in memory and in the spool."""
+        return len(self._pending) + sum(len(p.read_text().splitlines()) for p in self._spool_files())
+
+    def status(self) -> dict[str, object]:
+        return {"ok": not self.failing, "sent": self.sent, "held": len(self._pending), "spooled": self.spooled}
+
+    def add(self, event: Event) -> None:
+        self._pending.append(event.encode())
+        self._wake.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        backoff = 0.0
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                # After a failure, wait out the back-off whatever is added meanwhile; else until
+                # something is added (looking at ``stop`` twice a second).
+                await asyncio.wait_for(stop.wait() if backoff else self._wake.wait(), backoff or 0.5)
+            self._wake.clear()
+            try:
+                await self.send()
+                if backoff:
+                    log.info("event stream: Redis is back; the backlog is sent")
+                backoff, self.failing = 0.0, False
+                await self._trim()
+            except REDIS_DOWN as exc:
+                self.failures += 1
+                self.failing = True
+                if not backoff:
+                    log.warning("event stream: Redis unreachable (%s); %d events held", exc, len(self._pending))
+                if len(self._pending) > self.memory_bound:
+                    self._spool()
+                backoff = min(max(backoff * 2, 0.1), 2.0)
+
+    async def send(self) -> None:
+        """Everything pending, spool first; raises a REDIS_DOWN error with what is left kept."""
+        for path in self._spool_files():
+            await self._send_file(path)
+        while self._pending:
+            chunk = list(itertools.islice(self._pending, BATCH))
+            await self._xadd(chunk)
+            for _ in chunk:
+                self._pending.popleft()
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Send what is left; if Redis does not take it in time, spool it for the next start."""
+        try:
+            await asyncio.wait_for(self.send(), timeout)
+        except (TimeoutError, RedisError, OSError) as exc:
+            log.warning("event stream: final send failed (%s); spooling %d events", exc, len(self._pending))
+            self._spool()
+
+    async def _xadd(self, lines: list[str]) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        for line in lines:
+            pipe.xadd(EVENTS, {FIELD: line}, maxlen=self.maxlen, approximate=True)
+        await pipe.execute()
+        self.sent += len(lines)
+
+    async def _trim(self) -> None:
+        now = time.time()
+        if now - self._trimmed_at < TRIM_EVERY:
+            return
+        self._trimmed_at = now
+        await self.redis.xtrim(EVENTS, minid=f"{int((now - self.retention) * 1000)}-0", approximate=True)
+
+    # ------------------------------------------------------------------ spool
+    def _spool_files(self) -> list[Path]:
+        return sorted(self.spool_dir.glob("events-*.jsonl")) if self.spool_dir.exists() else []
+
+    def _spool(self) -> None:
+        if not self._pending:
+            return
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        path = self.spool_dir / f"events-{time.time_ns()}.jsonl"
+        _write_lines(path, self._pending)
+        self.spooled += len(self._pending)
+        log.warning("event stream: spooled %d events to %s", len(self._pending), path)
+        self._pending.clear()
+
+    async def _send_file(self, path: Path) -> None:
+        lines = path.read_text().splitlines()
+        sent = 0
+        try:
+            while sent < len(lines):
+                await self._xadd(lines[sent:sent + BATCH])
+                sent += BATCH
+        except BaseException:
+            if sent:  # keep exactly what is not sent yet, under the same name (its place in the order)
+                _write_lines(path, lines[sent:])
+            raise
+        path.unlink()
+        log.info("event stream: sent %d spooled events from %s", len(lines), path.name)
+
+
+def _write_lines(path: Path, lines: deque[str] | list[str]) -> None:
+    """Write whole or not at all: a crash mid-write must not leave half an event."""
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as f:
+        f.writelines(line + "\n" for line in lines)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
