@@ -17,18 +17,18 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from acd.agent_state import InvalidTransition, Params
+from acd.agent_state import InvalidTransition
 from acd.agent_store import AgentStore, Conflict
+from acd.conversation import Record, aht, converse
 from acd.directory import Directory
 from acd.distributor import CallInfo, Distributor, Offer
-from acd.ewt import announce_minutes, ewt, update_aht
+from acd.ewt import announce_minutes, ewt
 from acd.models import Overflow, QueueSettings
 from acd.offers import OfferBus
 from acd.waiting import Waiting
 from bus import events as ev
-from bus.keys import AHT_KEY
 from bus.redis import REDIS_DOWN
-from media.client import CallEnded, CallHandle, MediaError, OriginateFailed, first_ended
+from media.client import CallEnded, CallHandle, OriginateFailed
 
 log = logging.getLogger("acd.queue_call")
 
@@ -37,15 +37,6 @@ CLAIMED_OFFER_WAIT = 3.0
 CALLBACK_CONFIRM_PROMPT = "callback_confirm"
 # How often a waiting caller's flow checks that someone is still logged in to the queue.
 EMPTY_CHECK = 5.0
-
-
-class Record(Protocol):
-    """The interaction this call belongs to: its events go to the notifier (callcenter/ keeps the
-    record, derived from them)."""
-
-    interaction: str
-
-    def emit(self, event: ev.Event) -> None: ...
 
 
 class Prompts(Protocol):
@@ -252,7 +243,7 @@ async def _announce(w: _Wait) -> None:
     if position is None:
         return
     staff = await w.svc.directory.staffing(w.queue)
-    minutes = announce_minutes(ewt(position, await _aht(w.svc, w.queue), staff.staffed, staff.idle))
+    minutes = announce_minutes(ewt(position, await aht(w.svc.waiting.redis, w.queue), staff.staffed, staff.idle))
     text = f"You are caller number {position} in line."
     if minutes == 0:
         text += " Your expected wait is less than a minute."
@@ -360,33 +351,6 @@ async def _connected(w: _Wait, leg: CallHandle, agent_id: int, offered_at: float
                              agent_call=leg.call_id))
     with contextlib.suppress(CallEnded):
         await w.call.stop_play()
-    await converse(w.svc, w.record, w.queue, w.settings, w.call, leg, agent_id, now - w.enqueued_at,
-                   agent_call_id=w.call.call_id)
+    await converse(w.svc.agents, w.svc.waiting.redis, w.record, w.queue, w.settings, w.call, leg, agent_id,
+                   now - w.enqueued_at, agent_call_id=w.call.call_id, prompts=w.svc.prompts)
     return QueueResult("connected", agent_id=agent_id)
-
-
-async def converse(svc: QueueServices, record: Record, queue: str, settings: QueueSettings, customer: CallHandle,
-                   agent_leg: CallHandle, agent_id: int, wait: float, agent_call_id: str) -> None:
-    """Bridge the customer with the connected agent until one hangs up; log who ended it, start the
-    agent's wrap-up, and feed the queue's handle time into the EWT average.
-    ``agent_call_id``: the call the agent's state names (the expected call for its transitions)."""
-    started = time.time()
-    with contextlib.suppress(CallEnded, MediaError):
-        await customer.bridge(agent_leg)
-    await first_ended(customer, agent_leg)
-    talk = time.time() - started
-    agent_first = agent_leg.ended.is_set() and not customer.ended.is_set()
-    complete = ev.CompleteAgent if agent_first else ev.CompleteCaller
-    record.emit(complete(interaction=record.interaction, queue=queue, agent_id=agent_id, wait=round(wait, 3),
-                         talk=round(talk, 3)))
-    await agent_leg.hangup()
-    await customer.hangup()
-    with contextlib.suppress(InvalidTransition, Conflict):
-        await svc.agents.transition(agent_id, "end_call", Params(wrap_up=settings.wrap_up), expect_call=agent_call_id)
-    await svc.waiting.redis.hset(AHT_KEY, queue, repr(update_aht(await _aht(svc, queue), talk + settings.wrap_up)))
-
-
-async def _aht(svc: QueueServices, queue: str) -> float | None:
-    """The queue's average handle time (docs/metrics.md), None before its first completed call."""
-    raw = await svc.waiting.redis.hget(AHT_KEY, queue)
-    return float(raw) if raw is not None else None

@@ -261,6 +261,35 @@ class Hangup(CallEvent):
     side: str = ""  # remote (the caller), platform, worker, lost
 
 
+@event
+@dataclass(frozen=True, kw_only=True)
+class CallStateChanged(CallEvent):
+    """The call's session changed state (the table in bus/call_session.py), by the event just before
+    it: what the call is doing now, and with whom."""
+
+    NAME = "CALLSTATE"
+    transition: str  # answer, enqueue, offer, no_answer, connect, leave, complete, hold, resume, hangup
+    state: str  # arriving, ivr, queued, offering, connected, held, ended
+    queue: str = ""  # the queue it waits in or was connected from
+    agent_id: int | None = None  # the agent offered or connected
+    holds: int = 0  # so far: times on hold, seconds on hold (ended holds), the longest hold
+    held_total: float = 0.0
+    held_longest: float = 0.0
+    data: dict[str, str] = field(default_factory=dict)  # the call data attached so far
+
+
+@event
+@dataclass(frozen=True, kw_only=True)
+class CommandApplied(CallEvent):
+    """A third-party call-control command (bus/commands.py) was applied to the call by the node
+    that owns it."""
+
+    NAME = "COMMAND"
+    command: str  # hangup, hold, resume, reject, attach
+    by: str = ""  # who sent it: the API key's name
+    args: dict[str, Any] = field(default_factory=dict)  # the command's own fields (leg, data …)
+
+
 # ---------------------------------------------------------------- queues
 
 

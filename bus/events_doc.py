@@ -16,7 +16,8 @@ from bus import events as ev
 # Example values by field name (an example of every event is built from them).
 SAMPLES: dict[str, Any] = {
     "at": 1764590400.125, "node": "cc1-4711", "id": "9c1f4e2ab7d04c55a0e3f6b81d2c7e90",
-    "transition": "reserve", "status": "available", "activity": "reserved", "version": 42,
+    "transition": "reserve", "state": "queued", "status": "available", "activity": "reserved", "version": 42,
+    "holds": 1, "held_total": 12.5, "held_longest": 12.5, "data": {"order": "A-17"}, "args": {"leg": "agent"},
     "interaction": "0b9f6a52-3c1e-4f7e-9d3a-2c8e5f1a7b40",
     "call": "", "queue": "support", "agent_id": 7, "caller_number": "+15551230001",
     "caller_name": "Ada Lovelace", "caller_uri": "sip:+15551230001@trunk.example",
@@ -92,6 +93,11 @@ def render() -> str:
         "(a lease in Redis), so a subscriber sees the stream in order; another node takes over within",
         f"{consumer.LEASE_TTL:g} seconds of the reader's death and gets the entries it had not acknowledged.",
         "An entry is acknowledged once handled; a subscriber that is slow or down never slows a call.",
+        "",
+        "Each node keeps the sessions of its calls (`bus/call_session.py`: a table of named transitions",
+        "driven by the call's events) and mirrors them in Redis (`cc:call:<interaction>`, and `cc:calls`",
+        "for the live ones) in the stream writer's pipeline; `GET /api/calls` reads them from any node.",
+        "Every change of a session is a `CALLSTATE` event right after the event that caused it.",
     ]
     section = ""
     for cls in sorted(ev.catalogue(), key=lambda c: ORDER.index(_section(c))):

@@ -50,11 +50,17 @@ MEDIA_SUPERVISED = Key("cc:media:supervised", "string", "set by every supervisor
 # ---------------------------------------------------------------- control-plane nodes
 NODE_ALIVE_KEY = Key("cc:node:alive:{node}", "string", "a node's heartbeat, with a TTL")
 NODE_LAST_SEEN = Key("cc:node:last_seen", "hash", "node -> Unix time of its last heartbeat")
+NODE_COMMANDS_KEY = Key("cc:node:commands:{node}", "list", "call-control commands for the calls a node runs")
+COMMAND_REPLY_KEY = Key("cc:node:reply:{id}", "list", "the answer to one call-control command (expires)")
 ORPHAN_CLAIM_KEY = Key("cc:node:orphan:{interaction}", "string", "the node that closes a dead node's interaction")
 
 # ---------------------------------------------------------------- the event stream (docs/events.md)
 EVENTS = Key("cc:events", "stream", "every call, queue and agent event (field e: the JSON event)")
 EVENTS_LEASE_KEY = Key("cc:events:lease:{group}", "string", "the consumer that reads for a group now, with a TTL")
+
+# ---------------------------------------------------------------- call sessions (callcenter/sessions.py)
+SESSION_KEY = Key("cc:call:{interaction}", "string", "a call's session as JSON, mirrored by its owning node")
+LIVE_CALLS = Key("cc:calls", "zset", "live interactions -> start time")
 
 # ---------------------------------------------------------------- ACD: agents (acd/agent_store.py)
 AGENT_KEY = Key("cc:acd:agent:{agent_id}", "hash", "the agent's state (acd.agent_state.AgentState)")

@@ -22,8 +22,10 @@ import os
 import time
 from collections import deque
 from pathlib import Path
+from typing import Protocol
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 from bus.events import Event
@@ -40,6 +42,14 @@ TRIM_EVERY = 60.0
 FIELD = "e"  # the one field of a stream entry: the event's JSON (bus.events.Event.encode)
 
 
+class Piggyback(Protocol):
+    """Writes that ride along in the writer's pipeline (the call sessions' mirror)."""
+
+    def stage(self, pipe: Pipeline) -> object: ...  # add commands; the token is given back to sent()
+
+    def sent(self, token: object) -> None: ...
+
+
 class StreamWriter:
     def __init__(self, redis: aioredis.Redis, spool_dir: Path, *, memory_bound: int = MEMORY_BOUND,
                  maxlen: int = MAXLEN, retention: float = RETENTION):
@@ -51,6 +61,7 @@ class StreamWriter:
         self._pending: deque[str] = deque()
         self._wake = asyncio.Event()
         self._trimmed_at = 0.0
+        self.piggyback: list[Piggyback] = []
         self.sent = 0
         self.spooled = 0
         self.failures = 0
@@ -113,8 +124,11 @@ class StreamWriter:
         pipe = self.redis.pipeline(transaction=False)
         for line in lines:
             pipe.xadd(EVENTS, {FIELD: line}, maxlen=self.maxlen, approximate=True)
+        tokens = [(p, p.stage(pipe)) for p in self.piggyback]
         await pipe.execute()
         self.sent += len(lines)
+        for p, token in tokens:
+            p.sent(token)
 
     async def _trim(self) -> None:
         now = time.time()

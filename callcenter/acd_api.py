@@ -10,11 +10,10 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import asyncpg
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
 
 from acd.agent_state import InvalidTransition, Params, Status
 from acd.agent_store import AgentStore, Conflict
@@ -24,11 +23,9 @@ from bus import events as ev
 from bus.notifier import Notifier
 from callcenter.acd_sync import sync_agents, sync_queue
 from callcenter.auth import requires
-from callcenter.http_guard import http_error
+from callcenter.http_guard import http_error, read_body
 from callcenter.notices import SIP_CREDENTIALS, notify
 from callcenter.sip_credentials import CredentialError, set_password
-
-M = TypeVar("M", bound=BaseModel)
 
 
 async def _check_references(conn: asyncpg.Connection, q: QueueIn, prompts: frozenset[str]) -> None:
@@ -67,19 +64,6 @@ DIRECTORY: web.AppKey[Directory] = web.AppKey("acd_directory", Directory)
 NOTIFIER: web.AppKey[Notifier] = web.AppKey("acd_notifier", Notifier)
 
 
-async def _body(request: web.Request, model: type[M]) -> M:
-    # JSON mode: strict types, but enum values may be given as their strings
-    try:
-        return model.model_validate_json(await request.read())
-    except ValidationError as exc:
-        if any(e["type"] == "json_invalid" for e in exc.errors()):
-            raise http_error(400, "body is not valid JSON") from None
-        problems = [{"field": ".".join(str(p) for p in e["loc"]) or "(body)",
-                     "problem": "unknown field" if e["type"] == "extra_forbidden" else e["msg"]}
-                    for e in exc.errors()]
-        raise http_error(422, "invalid request", problems=problems) from None
-
-
 def _json(data: Any, status: int = 200) -> web.Response:
     return web.json_response(data, status=status, dumps=lambda o: json.dumps(o, default=str))
 
@@ -107,7 +91,7 @@ async def list_queues(request: web.Request) -> web.Response:
 
 @requires("configure")
 async def create_queue(request: web.Request) -> web.Response:
-    q = await _body(request, QueueIn)
+    q = await read_body(request, QueueIn)
     async with request.app[POOL].acquire() as conn:
         await _check_references(conn, q, request.app[PROMPTS])
         try:
@@ -135,7 +119,7 @@ async def get_queue(request: web.Request) -> web.Response:
 @requires("configure")
 async def update_queue(request: web.Request) -> web.Response:
     name = request.match_info["name"]
-    q = await _body(request, QueueIn)
+    q = await read_body(request, QueueIn)
     if q.name != name:
         raise http_error(422, "the name in the body must match the URL (queues are renamed by re-creating)")
     async with request.app[POOL].acquire() as conn:
@@ -169,7 +153,7 @@ async def delete_queue(request: web.Request) -> web.Response:
 
 @requires("configure")
 async def set_members(request: web.Request) -> web.Response:
-    body = await _body(request, MembersIn)
+    body = await read_body(request, MembersIn)
     logins = [m.agent for m in body.members]
     if len(set(logins)) != len(logins):
         raise http_error(422, "an agent is listed twice")
@@ -206,7 +190,7 @@ async def list_agents(request: web.Request) -> web.Response:
 
 @requires("configure")
 async def create_agent(request: web.Request) -> web.Response:
-    a = await _body(request, AgentIn)
+    a = await read_body(request, AgentIn)
     async with request.app[POOL].acquire() as conn:
         try:
             aid = await conn.fetchval("INSERT INTO agents (login, name, extension, sip_uri) VALUES ($1, $2, $3, $4) "
@@ -252,7 +236,7 @@ async def delete_agent(request: web.Request) -> web.Response:
 @requires("configure")
 async def set_sip_password(request: web.Request) -> web.Response:
     """A new password for the agent's phone (made here unless the body gives one); shown once."""
-    body = await _body(request, SipPasswordIn)
+    body = await read_body(request, SipPasswordIn)
     phones = request.app[PHONES]
     async with request.app[POOL].acquire() as conn:
         await _agent_id(conn, request.match_info["login"])
@@ -284,7 +268,7 @@ async def create_skill(request: web.Request) -> web.Response:
 
 @requires("configure")
 async def set_skills(request: web.Request) -> web.Response:
-    body = await _body(request, SkillsIn)
+    body = await read_body(request, SkillsIn)
     async with request.app[POOL].acquire() as conn, conn.transaction():
         aid = await _agent_id(conn, request.match_info["login"])
         ids = {r["name"]: r["id"] for r in await conn.fetch("SELECT id, name FROM skills WHERE name = ANY($1)",
@@ -302,7 +286,7 @@ async def set_skills(request: web.Request) -> web.Response:
 
 @requires("control")
 async def set_status(request: web.Request) -> web.Response:
-    body = await _body(request, StatusIn)
+    body = await read_body(request, StatusIn)
     pool, agents = request.app[POOL], request.app[AGENTS]
     async with pool.acquire() as conn:
         aid = await _agent_id(conn, request.match_info["login"])
@@ -338,7 +322,7 @@ async def set_status(request: web.Request) -> web.Response:
 @requires("control")
 async def wrap_up(request: web.Request) -> web.Response:
     """The agent ends wrap-up early, or extends it within the limit of the agent's queues."""
-    body = await _body(request, WrapUpIn)
+    body = await read_body(request, WrapUpIn)
     async with request.app[POOL].acquire() as conn:
         aid = await _agent_id(conn, request.match_info["login"])
     directory = request.app[DIRECTORY]

@@ -17,10 +17,11 @@ import redis.asyncio as aioredis
 from acd.agent_state import AgentState
 from acd.agent_store import AgentStore
 from acd.callback import CallbackRunner
+from acd.conversation import Record
 from acd.directory import Directory
 from acd.distributor import Distributor
 from acd.offers import OfferBus
-from acd.queue_call import QueueServices, Record
+from acd.queue_call import QueueServices
 from acd.reconciler import Reconciler
 from acd.waiting import Waiting
 from bus import events as ev

@@ -17,8 +17,9 @@ from aiohttp import web
 from acd.agent_store import AgentStore
 from acd.directory import Directory
 from bus.notifier import Notifier
-from callcenter import acd_api
+from callcenter import acd_api, cti_api
 from callcenter.auth import PUBLIC, Authenticator, requires
+from callcenter.commands import CallControl
 from callcenter.embedded import EmbeddedRedis
 from callcenter.frontdoor import FrontDoor
 from callcenter.http_guard import PRINCIPAL, access, check_routes, error, errors, http_error, time_limit
@@ -42,6 +43,7 @@ class Services:
     redis_server: EmbeddedRedis | None = None  # the embedded one, when this node runs it
     notifier: Notifier = field(default_factory=Notifier)  # where the API's changes are announced (docs/events.md)
     events: Callable[[], dict[str, object]] | None = None  # the node's event bus status
+    control: CallControl | None = None  # third-party call control (callcenter/commands.py)
 
 
 SERVICES: web.AppKey[Services] = web.AppKey("services", Services)
@@ -194,5 +196,6 @@ def make_app(services: Services, authenticators: list[Authenticator], request_ti
                        services.directory or Directory(services.redis),
                        acd_api.Phones(services.realm, services.credentials_changed or (lambda: None)),
                        services.prompts, services.notifier)
+    cti_api.add_routes(app, services.redis, services.control)
     check_routes(app)
     return app

@@ -17,6 +17,7 @@ from bus.redis import connect
 from callcenter import api, auth, demo_data
 from callcenter.acd_node import AcdNode
 from callcenter.calls import CallRouter
+from callcenter.commands import CallControl
 from callcenter.config import Config, ConfigError
 from callcenter.db import create_pool, migrate
 from callcenter.dialplan import load_dialplan
@@ -145,8 +146,10 @@ async def run(cfg: Config, *, demo_customers: int = 200, ready: asyncio.Event | 
         acd = AcdNode(redis, ends.redis_url, pool, prompts, is_local_call=lambda cid: cid in client.calls,
                       registrar=f"{cfg.sip.host}:{cfg.sip.port}" if front else "", originate=originate,
                       record_for=lambda iid: router.record_for(iid), notifier=events.notifier)
-        router = CallRouter(client, events.notifier, plan, prompts, pool, cfg.crm.default_region, acd=acd,
-                            voicemail_dir=cfg.var_dir / "voicemail", callback_uri=cfg.acd.callback_uri)
+        router = CallRouter(client, events.notifier, events.sessions, plan, prompts, pool, cfg.crm.default_region,
+                            acd=acd, voicemail_dir=cfg.var_dir / "voicemail", callback_uri=cfg.acd.callback_uri)
+        control = CallControl(redis, events.sessions, client, events.notifier)
+        loops.start("calls.commands", control.run)
         await client.start()
         transport = Loops()  # the event reader: it stops last, after the workers' final events
         reader = transport.start("media.events", lambda _stop: client.run())
@@ -194,7 +197,7 @@ async def run(cfg: Config, *, demo_customers: int = 200, ready: asyncio.Event | 
         services = api.Services(pool, redis, supervisor, frontdoor, acd.agents, acd.directory, cfg.sip.realm,
                                 credentials.changed if credentials is not None else None, frozenset(prompts.texts),
                                 loops=lambda: [*transport.status(), *loops.status()], redis_server=ends.redis_server,
-                                notifier=events.notifier, events=events.status)
+                                notifier=events.notifier, events=events.status, control=control)
         keys = auth.ApiKeys(pool)
         notices = Notices(pool)  # a revoked key or a new phone password, from any node or the CLI
         notices.on(API_KEYS, keys.forget)

@@ -18,6 +18,7 @@ from bus.notifier import Notifier
 from callcenter.dialplan import BridgeRoute, DialPlan, GreetingRoute, LoopRoute, QueueRoute
 from callcenter.phones import to_e164
 from callcenter.prompts import PromptSet
+from callcenter.sessions import SessionTracker
 from ivr import flows
 from media import protocol as mp
 from media.client import CallHandle, MediaClient
@@ -31,10 +32,11 @@ LOOKUP_TIMEOUT = 1.5  # seconds a database read on a call's path may take (acqui
 
 
 class CallRouter:
-    def __init__(self, client: MediaClient, notifier: Notifier, plan: DialPlan, prompts: PromptSet,
-                 pool: asyncpg.Pool | None, default_region: str = "US", acd: AcdNode | None = None,
+    def __init__(self, client: MediaClient, notifier: Notifier, sessions: SessionTracker, plan: DialPlan,
+                 prompts: PromptSet, pool: asyncpg.Pool | None, default_region: str = "US", acd: AcdNode | None = None,
                  voicemail_dir: Path = Path("var/voicemail"), callback_uri: str = ""):
         self.client = client
+        self.sessions = sessions  # the session of each call this node runs, by its media call too
         self.acd = acd
         self.voicemail_dir = voicemail_dir
         self.callback_uri = callback_uri  # template with {number}; "" = the caller's From URI
@@ -43,7 +45,6 @@ class CallRouter:
         self.prompts = prompts
         self.pool = pool
         self.default_region = default_region
-        self.active: dict[uuid.UUID, CallHandle] = {}
         client.listeners.append(self.on_event)
         client.originate_listeners.append(self.on_originate)
 
@@ -55,11 +56,11 @@ class CallRouter:
         if isinstance(me, mp.CallArrived):
             self._arrived(me, handle)
             return
-        iid: uuid.UUID | None = handle.root.data.get("interaction_id")
-        if iid is None:
+        session = self.sessions.for_call(handle.root.call_id)
+        if session is None:
             return
         leg = handle is not handle.root
-        base: dict[str, Any] = {"interaction": str(iid), "at": me.at, "call": me.call_id if leg else ""}
+        base: dict[str, Any] = {"interaction": session.interaction, "at": me.at, "call": me.call_id if leg else ""}
         e: ev.CallEvent | None = None
         if isinstance(me, mp.Answered):
             e = ev.DialAnswered(**base) if leg else ev.CallAnswered(**base)
@@ -84,22 +85,18 @@ class CallRouter:
                 e = ev.DialEnded(cause=me.cause, code=me.code, side=me.side, **base)
             else:
                 e = ev.Hangup(cause=me.cause, code=me.code, side=me.side, **base)
-                self.active.pop(iid, None)
         if e is not None:
             self.notifier.emit(e)
 
     def on_originate(self, leg: CallHandle) -> None:
-        iid = leg.root.data.get("interaction_id")
-        if iid is not None:
-            self.notifier.emit(ev.Dial(interaction=str(iid), call=leg.call_id, uri=leg.data.get("uri", "")))
+        session = self.sessions.for_call(leg.root.call_id)
+        if session is not None:
+            self.notifier.emit(ev.Dial(interaction=session.interaction, call=leg.call_id, uri=leg.uri))
 
     def _arrived(self, me: mp.CallArrived, handle: CallHandle) -> None:
         iid = uuid.uuid4()
-        handle.data["interaction_id"] = iid
         route = self.plan.match(me.dialed_number)
-        handle.data["route"] = route
-        self.active[iid] = handle
-        self.notifier.emit(ev.CallArrived(
+        self.notifier.emit(ev.CallArrived(  # opens the call's session (SessionTracker)
             interaction=str(iid), at=me.at, caller_number=me.caller_number, caller_name=me.caller_name,
             caller_uri=me.caller_uri, dialed_number=me.dialed_number, dialed_uri=me.dialed_uri,
             sip_call_id=me.sip_call_id, worker=me.worker_id, media_call=me.call_id,
@@ -119,16 +116,16 @@ class CallRouter:
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning("caller lookup failed: %s", exc)
             return None
-        if row is None:
+        session = self.sessions.for_call(handle.call_id)
+        if row is None or session is None:
             return None
-        iid = handle.data["interaction_id"]
-        handle.data["customer_id"] = row["customer_id"]
-        self.notifier.emit(ev.CustomerIdentified(interaction=str(iid), customer_id=row["customer_id"]))
+        self.notifier.emit(ev.CustomerIdentified(interaction=session.interaction, customer_id=row["customer_id"]))
         return str(row["value_tier"])
 
     # ------------------------------------------------------------------ flows
     async def on_call(self, handle: CallHandle) -> None:
-        route = handle.data.get("route")
+        session = self.sessions.for_call(handle.call_id)
+        route = self.plan.match(handle.arrival.dialed_number) if handle.arrival and session else None
         lookup = asyncio.create_task(self._identify(handle))
         try:
             if route is None:
@@ -143,11 +140,13 @@ class CallRouter:
             elif isinstance(route, LoopRoute):
                 await flows.loop_prompt(handle, self.prompts.path, prompt_name=route.prompt)
             elif isinstance(route, QueueRoute):
-                await self._queue(handle, route, lookup)
+                assert session is not None
+                await self._queue(handle, session.interaction, route, lookup)
         finally:
             await lookup
 
-    async def _queue(self, handle: CallHandle, route: QueueRoute, lookup: asyncio.Task[str | None]) -> None:
+    async def _queue(self, handle: CallHandle, interaction: str, route: QueueRoute,
+                     lookup: asyncio.Task[str | None]) -> None:
         if self.acd is None:
             raise RuntimeError("queue route without an ACD")
         await handle.start_play(self.prompts.path(route.prompt), loop=False, answer=True)
@@ -157,10 +156,10 @@ class CallRouter:
             tier = None
         priority = min(99, route.priority + route.tier_priority.get(tier or "", 0))
         assert handle.arrival is not None
-        await queue_flow(handle, self.acd.services, route.queue, _Record(self, handle.data["interaction_id"]),
+        await queue_flow(handle, self.acd.services, route.queue, _Record(self, uuid.UUID(interaction)),
                          priority=priority, skills=route.skills, caller_id=handle.arrival.caller_number,
                          callback_uri=self._callback_uri(handle.arrival),
-                         interaction=str(handle.data["interaction_id"]),
+                         interaction=interaction,
                          voicemail_dir=self.voicemail_dir, voicemail_seconds=route.voicemail_seconds,
                          goodbye_prompt=route.goodbye_prompt, voicemail_prompt=route.voicemail_prompt)
 
@@ -179,6 +178,7 @@ class _Record:
     def __init__(self, router: CallRouter, iid: uuid.UUID):
         self.notifier = router.notifier
         self.interaction = str(iid)
+        self.inbox = router.sessions.inbox(self.interaction)  # None for a callback's own call
 
     def emit(self, event: ev.Event) -> None:
         self.notifier.emit(event)

@@ -1,5 +1,6 @@
-"""A node's side of the event bus (docs/events.md): the notifier whose one sink is the stream
-writer, and the interaction log as the stream's subscriber ``interactions``.
+"""A node's side of the event bus (docs/events.md): the notifier, whose sinks are the stream writer
+and the node's call sessions (mirrored through the writer), and the interaction log as the stream's
+subscriber ``interactions``.
 
 Events reach PostgreSQL only through the stream, so the record can be rebuilt from it; the log
 reads in batches (a pause after each), so a busy node writes one transaction per ``pause``.
@@ -20,6 +21,7 @@ from bus.notifier import Notifier
 from bus.stream import FIELD, StreamWriter
 from callcenter import interactions
 from callcenter.interactions import InteractionLog
+from callcenter.sessions import SessionTracker
 from callcenter.tasks import Loops
 
 
@@ -29,6 +31,9 @@ class EventBus:
         self.notifier = Notifier(node)
         self.writer = StreamWriter(redis, spool_dir)
         self.notifier.sinks.append(self.writer.add)
+        self.sessions = SessionTracker(self.notifier)  # after the writer: CALLSTATE follows its cause
+        self.notifier.sinks.append(self.sessions.on_event)
+        self.writer.piggyback.append(self.sessions)
         self.log = InteractionLog(pool, spool_dir)
         self.record = StreamConsumer(redis, interactions.GROUP, node, self.log.write, pause=pause)
 

@@ -11,12 +11,13 @@ import asyncio
 import json
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from aiohttp.web_urldispatcher import SystemRoute
+from pydantic import BaseModel, ValidationError
 from yarl import URL
 
 from bus.redis import REDIS_DOWN
@@ -155,3 +156,20 @@ def check_routes(app: web.Application) -> None:
                if r.method != "HEAD" and required_scope(r.handler) is None]
     if missing:
         raise RuntimeError(f"routes without a declared scope: {missing}")
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+async def read_body(request: web.Request, model: type[M]) -> M:
+    """The request's JSON body as ``model``, or the JSON 400/422 naming each field at fault."""
+    # JSON mode: strict types, but enum values may be given as their strings
+    try:
+        return model.model_validate_json(await request.read())
+    except ValidationError as exc:
+        if any(e["type"] == "json_invalid" for e in exc.errors()):
+            raise http_error(400, "body is not valid JSON") from None
+        problems = [{"field": ".".join(str(p) for p in e["loc"]) or "(body)",
+                     "problem": "unknown field" if e["type"] == "extra_forbidden" else e["msg"]}
+                    for e in exc.errors()]
+        raise http_error(422, "invalid request", problems=problems) from None

@@ -35,7 +35,8 @@ COLUMNS = (
     "direction", "caller_number", "caller_name", "caller_uri", "dialed_number", "dialed_uri",
     "sip_call_id", "customer_id", "route", "worker_id", "media_call_id", "arrived_at", "answered_at",
     "queued_at", "queue_id", "agent_offered_at", "agent_answered_at", "agent_id", "ended_at",
-    "disconnect_reason", "disconnect_side", "sip_code", "digits", "node",
+    "disconnect_reason", "disconnect_side", "sip_code", "digits", "node", "hold_count", "hold_seconds",
+    "hold_longest", "call_data",
 )
 TIME_COLUMNS = {c for c in COLUMNS if c.endswith("_at")}
 # The database is away (retry later) as opposed to refusing the data (REFUSED).
@@ -99,6 +100,8 @@ class _Batch:
         elif changed := records.changes(e):
             pending = self.rows.setdefault(iid, _Pending(new=False))
             pending.fields.update((k, v) for k, v in changed.items() if v is not None)
+        if isinstance(e, ev.CallStateChanged):
+            return  # its totals are on the record; the change itself follows from the event before it
         queue, agent_id = (e.queue, e.agent_id) if isinstance(e, ev.QueueEvent) else (None, None)
         self.calls.append((iid, ts(e.at), e.NAME, queue, agent_id, json.dumps(records.data(e), default=str), e.id))
 

@@ -4,6 +4,7 @@ every event it receives, so the record is derived from the events alone."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -50,6 +51,11 @@ def changes(e: ev.CallEvent) -> dict[str, Any]:
         return {"agent_offered_at": ts(e.at)}
     if isinstance(e, ev.Connect):
         return {"agent_id": e.agent_id, "agent_answered_at": ts(e.at)}
+    if isinstance(e, ev.CallStateChanged):  # the session's running totals: the latest is the truth
+        out: dict[str, Any] = {"call_data": json.dumps(e.data)} if e.data else {}
+        if e.holds:
+            out.update(hold_count=e.holds, hold_seconds=e.held_total, hold_longest=e.held_longest)
+        return out
     return {}
 
 

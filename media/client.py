@@ -12,7 +12,7 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from typing import cast
 
 import redis.asyncio as aioredis
 
@@ -48,17 +48,17 @@ class CallHandle:
     """One call leg on one worker. ``root`` is the inbound call an originated leg belongs to."""
 
     def __init__(self, client: "MediaClient", worker_id: str, call_id: str,
-                 arrival: mp.CallArrived | None = None, root: "CallHandle | None" = None):
+                 arrival: mp.CallArrived | None = None, root: "CallHandle | None" = None, uri: str = ""):
         self.client = client
         self.worker_id = worker_id
         self.call_id = call_id
         self.arrival = arrival
         self.root = root or self
+        self.uri = uri  # what an originated leg dials
         self.answered = False
         self._answer_sent = False
         self.hangup_event: mp.HungUp | None = None
         self.ended = asyncio.Event()
-        self.data: dict[str, Any] = {}  # owner's annotations (interaction id, route …)
         self._waiters: list[tuple[Callable[[mp.Event], bool], asyncio.Future[mp.Event]]] = []
 
     # -------------------------------------------------------------- event intake
@@ -247,9 +247,8 @@ class MediaClient:
 
     async def originate(self, worker_id: str, uri: str, timeout: float = 30.0, caller_id: str = "",
                         root: CallHandle | None = None) -> CallHandle:
-        leg = CallHandle(self, worker_id, "o-" + uuid.uuid4().hex[:16], root=root)
+        leg = CallHandle(self, worker_id, "o-" + uuid.uuid4().hex[:16], root=root, uri=uri)
         self.calls[leg.call_id] = leg
-        leg.data["uri"] = uri
         for hook in self.originate_listeners:
             hook(leg)
         try:

@@ -4,6 +4,7 @@ request gets a 4xx naming the problem and changes nothing."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -75,15 +76,17 @@ async def test_queue_agent_skills_members_and_status(client: TestClient, pool: a
         "logged_out"
     st, a = await call(client, "GET", "/api/agents/ann")
     assert a["skills"] == {"billing": 5, "es": 2} and a["queues"] == [{"queue": "billing", "penalty": 0}]
-    events: list[str] = []
+    rows: list[asyncpg.Record] = []
     for _ in range(100):
-        events = [r["event"] for r in await pool.fetch(
-            "SELECT e.event FROM agent_events e JOIN agents a ON a.id = e.agent_id WHERE a.login = 'ann' "
-            "ORDER BY e.id")]
-        if len(events) >= 4:
+        rows = await pool.fetch("SELECT e.event, e.data FROM agent_events e JOIN agents a ON a.id = e.agent_id "
+                                "WHERE a.login = 'ann' ORDER BY e.id")
+        if len(rows) >= 7:
             break
         await asyncio.sleep(0.05)
-    assert events == ["ADDMEMBER", "LOGIN", "PAUSE", "LOGOFF"]
+    assert [r["event"] for r in rows if r["event"] != "AGENTSTATE"] == ["ADDMEMBER", "LOGIN", "PAUSE", "LOGOFF"]
+    # Every state change too, written by the Redis script that made it (bus/events.py AGENTSTATE).
+    assert [json.loads(r["data"])["transition"] for r in rows if r["event"] == "AGENTSTATE"] == [
+        "login", "not_ready", "logout"]
 
 
 async def test_bad_requests_are_refused_and_change_nothing(client: TestClient, pool: asyncpg.Pool) -> None:

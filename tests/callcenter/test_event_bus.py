@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 
 from bus import events as ev
 from bus.keys import EVENTS
+from callcenter import sessions
 from callcenter.event_bus import EventBus, rebuild
 from callcenter.interactions import InteractionLog
 from callcenter.tasks import Loops
@@ -100,9 +101,46 @@ async def test_the_record_is_rebuilt_from_the_stream(r: aioredis.Redis, pool: as
 
     log = InteractionLog(pool, tmp_path / "spool")
     read, bad = await rebuild(r, log, chunk=5)  # several chunks
-    assert (read, bad) == (12, 0) and log.written_events == 12
+    assert (read, bad) == (18, 0) and log.written_events == 12  # CALLSTATE is derived: read, not written
     assert await pool.fetch("SELECT * FROM interactions WHERE id = ANY($1) ORDER BY id", ids) == live_rows
     assert await pool.fetch("SELECT interaction_id, at, event, queue_id, agent_id, data, event_id "
                             "FROM interaction_events WHERE interaction_id = ANY($1) ORDER BY id", ids) == live_events
     await rebuild(r, log)  # again: everything is there already
     assert log.written_events == 12
+
+
+async def test_sessions_follow_their_calls_events_and_any_node_reads_them(r: aioredis.Redis, pool: asyncpg.Pool,
+                                                                         tmp_path: Path) -> None:
+    await r.delete(EVENTS)
+    bus = EventBus("node-3", r, pool, tmp_path / "spool", pause=0.0)
+    loops = Loops()
+    bus.start(loops)
+    a, b, gone = (str(uuid.uuid4()) for _ in range(3))
+    try:
+        for i, n in ((a, "+15550031"), (b, "+15550032")):
+            bus.notifier.emit(ev.CallArrived(interaction=i, at=100.0, caller_number=n, media_call=f"m-{n}"))
+            bus.notifier.emit(ev.CallAnswered(interaction=i, at=100.5))
+        bus.notifier.emit(ev.EnterQueue(interaction=a, at=101.0, queue="support", position=1))
+        bus.notifier.emit(ev.Offer(interaction=a, at=102.0, queue="support", agents=[7]))
+        bus.notifier.emit(ev.Hangup(interaction=b, at=103.0, cause="normal_clearing"))
+        bus.notifier.emit(ev.Hangup(interaction=gone, at=104.0, cause="control_plane_lost", node="dead-node"))
+        for _ in range(200):
+            if await sessions.read(r, gone):
+                break
+            await asyncio.sleep(0.01)
+        live = await sessions.live(r)  # what any node sees
+        assert [(s["interaction"], s["state"], s["queue"], s["agent_id"], s["node"]) for s in live] == [
+            (a, "offering", "support", 7, "node-3")]
+        assert (await sessions.read(r, b))["state"] == "ended"  # type: ignore[index]
+        assert (await sessions.read(r, gone))["state"] == "ended"  # type: ignore[index]  # another node's call
+        assert list(bus.sessions.live) == [a]
+        # An ended call's later events (its agent leg's, a late lookup) still find their interaction.
+        late = bus.sessions.for_call("m-+15550032")
+        assert late is not None and (late.interaction, late.state) == (b, "ended")
+    finally:
+        await loops.stop()
+        await bus.close()
+    names = [(e.NAME, getattr(e, "state", "")) for e in (
+        ev.decode(f[b"e"]) for _id, f in await r.xrange(EVENTS)) if e.interaction == a]  # type: ignore[attr-defined]
+    assert names == [("DID", ""), ("ANSWER", ""), ("CALLSTATE", "ivr"), ("ENTERQUEUE", ""), ("CALLSTATE", "queued"),
+                     ("OFFER", ""), ("CALLSTATE", "offering")]

@@ -243,6 +243,14 @@ async def test_callers_are_served_in_order_and_vip_first(platform: Platform, poo
                                      keys={"caller": number}, timeout=45, cwd=tmp_path)
         time.sleep(0.7)
     time.sleep(1.0)
+    # Any node can see what each call is doing (its session, mirrored in Redis by the owning node).
+    st, out = platform.get("/api/calls")
+    waiting = {c["caller_number"]: c for c in out["items"] if c["state"] == "queued"}  # type: ignore[index]
+    assert st == 200 and set(waiting) == set(callers), out
+    assert all(c["queue"] == "support" and c["agent_id"] is None for c in waiting.values())
+    assert waiting["+15550107777"]["customer_id"] == vip
+    st, one = platform.get(f"/api/calls/{waiting['+15550101111']['interaction']}")
+    assert st == 200 and one["state"] == "queued"  # type: ignore[index]
     status(platform, "cid", "available")
     for number, proc in callers.items():
         assert proc.wait(45) == 0, (number, proc.stderr.read() if proc.stderr else "")
