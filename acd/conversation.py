@@ -70,7 +70,8 @@ async def _talk(inbox: cmd.Inbox | None, customer: CallHandle, agent: CallHandle
                 break
             command, answer = nxt.result()
             if ended.done():
-                answer.set_result(cmd.refused("gone", "the call has ended"))
+                if not answer.done():
+                    answer.set_result(cmd.refused("gone", "the call has ended"))
                 break
             try:
                 result, held = await _control(command, held, customer, agent, hold_music)

@@ -26,6 +26,7 @@ from acd.ewt import announce_minutes, ewt
 from acd.models import Overflow, QueueSettings
 from acd.offers import OfferBus
 from acd.waiting import Waiting
+from bus import commands as cmd
 from bus import events as ev
 from bus.redis import REDIS_DOWN
 from media.client import CallEnded, CallHandle, OriginateFailed
@@ -282,12 +283,24 @@ async def _offer(w: _Wait, offer: Offer) -> QueueResult | None:
     agent_id: int | None = None
     ended: asyncio.Task[Any] = asyncio.create_task(w.call.ended.wait())
     pending: set[asyncio.Task[Any]] = set(legs)
+    inbox = w.record.inbox
+    nxt: asyncio.Task[Any] | None = None
     try:
         while pending and leg is None:
-            done, pending = await asyncio.wait(pending | {ended}, return_when=asyncio.FIRST_COMPLETED)
-            pending.discard(ended)
+            if inbox is not None and nxt is None:
+                nxt = asyncio.create_task(inbox.next())
+            done, pending = await asyncio.wait(pending | {ended} | ({nxt} if nxt else set()),
+                                               return_when=asyncio.FIRST_COMPLETED)
+            pending -= {ended, nxt}
             for t in done:
                 if t is ended:
+                    continue
+                if t is nxt:
+                    nxt = None
+                    command, answer = t.result()
+                    result = await _rejected(w, command, legs, pending, offered_at)
+                    if not answer.done():  # its sender may have stopped waiting
+                        answer.set_result(result)
                     continue
                 aid = legs[t]
                 try:
@@ -307,6 +320,8 @@ async def _offer(w: _Wait, offer: Offer) -> QueueResult | None:
                 break
     finally:
         ended.cancel()
+        if nxt is not None:
+            nxt.cancel()
         for t in pending:
             t.cancel()  # stops those phones ringing (MediaClient hangs the leg up)
         for t in pending:
@@ -327,6 +342,30 @@ async def _offer(w: _Wait, offer: Offer) -> QueueResult | None:
         await svc.distributor.decide_for(w.queue, w.call.call_id, s)
         return None
     return await _connected(w, leg, agent_id, offered_at)
+
+
+async def _rejected(w: _Wait, command: cmd.Command, legs: dict[asyncio.Task[Any], int],
+                    pending: set[asyncio.Task[Any]], offered_at: float) -> cmd.Result:
+    """A command while agents' phones ring: RejectOffer stops the ringing of the agent named (all of
+    them if none is), as a missed offer; the call is offered again at once, at its place."""
+    if not isinstance(command, cmd.RejectOffer):
+        return cmd.refused("state", f"{command.NAME} is not possible while the call is offered", "offering")
+    targets = [t for t in pending if command.agent_id in (None, legs[t])]
+    if not targets:
+        return cmd.refused("state", f"agent {command.agent_id} is not being offered this call", "offering")
+    for t in targets:
+        pending.discard(t)
+        t.cancel()
+        try:
+            late: CallHandle | None = await t
+        except (asyncio.CancelledError, OriginateFailed):
+            late = None
+        if late is not None:  # answered as it was being rejected
+            await late.hangup()
+        w.record.emit(ev.RingNoAnswer(interaction=w.record.interaction, queue=w.queue, agent_id=legs[t],
+                                      ring=round(time.time() - offered_at, 3), cause="rejected"))
+        await _missed(w, legs[t])
+    return cmd.DONE
 
 
 async def _missed(w: _Wait, aid: int) -> None:

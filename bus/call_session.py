@@ -161,5 +161,6 @@ FLOW_COMMANDS: dict[str, frozenset[CallState]] = {
     "hold": frozenset({CallState.CONNECTED}),
     "resume": frozenset({CallState.HELD}),
     "hangup_agent": frozenset({CallState.CONNECTED, CallState.HELD}),
+    "reject": frozenset({CallState.OFFERING}),
 }
 

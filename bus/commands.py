@@ -59,6 +59,7 @@ class RejectOffer(Command):
     """The offered agent declines: the call is offered again at once, without the ring timeout."""
 
     NAME = "reject"
+    agent_id: int | None = None  # the agent who declines (ring-all: the others still ring); None: all
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -139,13 +139,11 @@ class StreamConsumer:
         events: list[ev.Event] = []
         for entry_id, fields in entries:
             raw = (fields or {}).get(FIELD.encode())
-            try:
-                if raw is None:
-                    raise ev.EventError("trimmed from the stream before it was read")
-                events.append(ev.decode(raw))
-            except ev.EventError as exc:
+            got, problems = ev.decode_all(raw) if raw is not None else ([], ["trimmed before it was read"])
+            events += got
+            for problem in problems:
                 self.skipped += 1
-                log.error("%s: entry %s skipped: %s", self.group, entry_id.decode(), exc)
+                log.error("%s: entry %s: skipped: %s", self.group, entry_id.decode(), problem)
         if events:
             await self.handler(events)
         if entries:

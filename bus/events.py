@@ -91,10 +91,36 @@ def catalogue() -> list[type[Event]]:
 def decode(raw: str | bytes) -> Event:
     try:
         body = json.loads(raw)
+    except ValueError as exc:
+        raise EventError(f"not an event: {raw[:200]!r}") from exc
+    return from_body(body)
+
+
+def decode_all(raw: str | bytes) -> tuple[list[Event], list[str]]:
+    """One event, or a JSON array of them (a stream entry holds a batch): the events, and the
+    problems of the elements that are not events."""
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return [], [f"not JSON: {raw[:200]!r}"]
+    events: list[Event] = []
+    problems: list[str] = []
+    for item in body if isinstance(body, list) else [body]:
+        try:
+            events.append(from_body(item))
+        except EventError as exc:
+            problems.append(str(exc))
+    return events, problems
+
+
+def from_body(body: Any) -> Event:
+    """The event a decoded JSON object describes."""
+    try:
+        body = dict(body)
         version, name = body.pop("v"), body.pop("name")
         cls = _REGISTRY[name]
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise EventError(f"not an event: {raw[:200]!r}") from exc
+        raise EventError(f"not an event: {str(body)[:200]!r}") from exc
     known = _ORDER[cls]
     unknown = body.keys() - set(known)
     if unknown:

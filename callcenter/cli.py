@@ -45,6 +45,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_api(args: argparse.Namespace) -> int:
+    from callcenter.api_node import run_api_node
+
+    cfg = _load(args, **{"http.port": args.http_port})
+    logging.getLogger().setLevel(cfg.log.level)
+    asyncio.run(run_api_node(cfg))
+    return 0
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     from callcenter.db import migrate
 
@@ -211,6 +220,12 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--demo-customers", type=int, default=200,
                    help="customers to create when the database is empty (0: none)")
     r.set_defaults(fn=cmd_run)
+
+    an = sub.add_parser("api", parents=[common],
+                        help="run another node of a platform: the HTTP API and CTI, no media "
+                             "(DATABASE_URL and REDIS_URL: the platform's)")
+    an.add_argument("--http-port", type=int)
+    an.set_defaults(fn=cmd_api)
 
     db = sub.add_parser("db", parents=[common], help="database maintenance")
     dbsub = db.add_subparsers(dest="db_command", required=True)

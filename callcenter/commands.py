@@ -41,8 +41,9 @@ REPLY_TTL = 30
 
 
 class CallControl:
-    def __init__(self, redis: aioredis.Redis, tracker: SessionTracker, client: MediaClient, notifier: Notifier,
-                 timeout: float = TIMEOUT):
+    def __init__(self, redis: aioredis.Redis, tracker: SessionTracker, client: MediaClient | None,
+                 notifier: Notifier, timeout: float = TIMEOUT):
+        """``client``: the node's media client (None on a node without media: it runs no calls)."""
         self.redis = redis
         self.tracker = tracker
         self.client = client
@@ -84,7 +85,7 @@ class CallControl:
             self.notifier.emit(applied)
             return cmd.DONE
         if isinstance(command, cmd.Hangup) and command.leg == "caller":
-            handle = self.client.calls.get(session.media_call)
+            handle = self.client.calls.get(session.media_call) if self.client is not None else None
             if handle is None:
                 return cmd.refused("gone", "the call has ended", session.state)
             self.notifier.emit(applied)

@@ -39,6 +39,10 @@ class HangupIn(_Strict):
     leg: Literal["caller", "agent"] = "caller"
 
 
+class RejectIn(_Strict):
+    agent_id: int | None = Field(None, ge=1)  # the agent who declines; none: every agent offered
+
+
 class AttachIn(_Strict):
     data: dict[str, str] = Field(min_length=1, max_length=50)
 
@@ -104,6 +108,13 @@ async def hangup(request: web.Request) -> web.Response:
 
 
 @requires("control")
+async def reject(request: web.Request) -> web.Response:
+    iid = _interaction(request)
+    body = await read_body(request, RejectIn)
+    return await _command(request, cmd.RejectOffer(interaction=iid, agent_id=body.agent_id))
+
+
+@requires("control")
 async def attach(request: web.Request) -> web.Response:
     iid = _interaction(request)
     body = await read_body(request, AttachIn)
@@ -122,4 +133,5 @@ def add_routes(app: web.Application, redis: aioredis.Redis, control: CallControl
     r.add_post("/api/calls/{id}/hold", hold)
     r.add_post("/api/calls/{id}/resume", resume)
     r.add_post("/api/calls/{id}/hangup", hangup)
+    r.add_post("/api/calls/{id}/reject", reject)
     r.add_post("/api/calls/{id}/data", attach)

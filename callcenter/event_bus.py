@@ -67,10 +67,9 @@ async def rebuild(redis: aioredis.Redis, log: InteractionLog, chunk: int = 1000)
             return read, bad
         batch: list[ev.Event] = []
         for _entry_id, fields in entries:
-            try:
-                batch.append(ev.decode(fields[FIELD.encode()]))
-            except (ev.EventError, KeyError):
-                bad += 1
+            got, problems = ev.decode_all(fields.get(FIELD.encode(), b"null"))
+            batch += got
+            bad += len(problems)
         await log.write(batch)
         read += len(batch)
         start = "(" + entries[-1][0].decode()

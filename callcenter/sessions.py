@@ -45,6 +45,7 @@ class SessionTracker:
         # caller lookup come after the caller's HANGUP and belong to the same interaction.
         self._ended: OrderedDict[str, tuple[float, cs.CallSession]] = OrderedDict()
         self._dirty: dict[str, cs.CallSession] = {}  # mirror writes not taken by Redis yet
+        self._listed: set[str] = set()  # live sessions Redis has in LIVE_CALLS already
 
     def on_event(self, e: ev.Event) -> None:
         if not isinstance(e, ev.CallEvent) or isinstance(e, ev.CallStateChanged):
@@ -116,11 +117,16 @@ class SessionTracker:
                 pipe.zrem(LIVE_CALLS, iid)
             else:
                 pipe.set(key, json.dumps(s.snapshot()), ex=SESSION_TTL)
-                pipe.zadd(LIVE_CALLS, {iid: s.started_at})
+                if iid not in self._listed:  # once per call, not per change
+                    pipe.zadd(LIVE_CALLS, {iid: s.started_at})
         return staged
 
     def sent(self, token: object) -> None:
         for iid, s in cast(dict[str, cs.CallSession], token).items():
+            if s.state is cs.CallState.ENDED:
+                self._listed.discard(iid)
+            else:
+                self._listed.add(iid)
             if self._dirty.get(iid) is s:  # not changed again meanwhile
                 del self._dirty[iid]
 

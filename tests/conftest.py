@@ -15,7 +15,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -292,3 +292,24 @@ def sipp_start(scenario: str, target: str, *, keys: dict[str, str] | None = None
 def dtmf_keys(digits: str) -> dict[str, str]:
     names = {"*": "star", "#": "pound"}
     return {f"d{i + 1}": str(SIPP_SHARE / f"dtmf_2833_{names.get(d, d)}.pcap") for i, d in enumerate(digits)}
+
+
+@contextmanager
+def api_node(p: Platform, tmp: Path) -> Iterator[Platform]:
+    """A second control-plane process for ``p`` (``callcenter api``): its own HTTP port, the same
+    PostgreSQL and Redis, none of the calls. Yields a Platform whose ``http`` is that node's."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    http_port = free_port()
+    cfg = tmp / "api-node.toml"
+    cfg.write_text(f'[http]\nhost = "127.0.0.1"\nport = {http_port}\n[paths]\nvar_dir = "{tmp / "var"}"\n'
+                   f'prompts = "{ROOT / "sip_config" / "prompts.toml"}"\n')
+    env = {**os.environ, "DATABASE_URL": p.database_url, "REDIS_URL": p.redis_url, "PYTHONPATH": str(ROOT)}
+    log = tmp / "api-node.log"
+    proc = subprocess.Popen([sys.executable, "-m", "callcenter.cli", "--config", str(cfg), "api"], cwd=ROOT, env=env,
+                            stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
+    node = Platform(proc, f"http://127.0.0.1:{http_port}", 0, 0, tmp / "var", cfg, log, p.api_key, p.redis_url,
+                    p.database_url)
+    try:
+        yield wait_healthy(node, 30)
+    finally:
+        assert node.stop() == 0, log.read_text()[-3000:]

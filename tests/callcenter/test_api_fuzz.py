@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
+import pytest
 import pytest_asyncio
 from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, given, settings
@@ -19,6 +20,8 @@ from hypothesis import strategies as st
 
 from callcenter import api
 from callcenter.auth import ApiKeys
+from callcenter.commands import CallControl
+from callcenter.event_bus import EventBus
 from tests.conftest import Stores, fresh_redis
 
 ROUTES = [
@@ -28,11 +31,14 @@ ROUTES = [
     ("GET", "/api/agents"), ("POST", "/api/agents"), ("GET", "/api/agents/{}"), ("DELETE", "/api/agents/{}"),
     ("PUT", "/api/agents/{}/skills"), ("POST", "/api/agents/{}/status"), ("POST", "/api/agents/{}/wrapup"),
     ("POST", "/api/agents/{}/sip-password"), ("POST", "/api/skills"),
+    ("GET", "/api/calls"), ("GET", "/api/calls/{}"), ("POST", "/api/calls/{}/hold"), ("POST", "/api/calls/{}/resume"),
+    ("POST", "/api/calls/{}/hangup"), ("POST", "/api/calls/{}/reject"), ("POST", "/api/calls/{}/data"),
 ]
 # Field names of the request models, so that many bodies get past the first check.
 FIELDS = ["name", "settings", "members", "agent", "penalty", "login", "extension", "sip_uri", "status", "reason",
           "skills", "skill", "proficiency", "wrap_up", "strategy", "routing", "overflow", "hold_prompt",
-          "after", "target", "queue", "ring_timeout", "max_wait", "seconds", "password", "active"]
+          "after", "target", "queue", "ring_timeout", "max_wait", "seconds", "password", "active", "leg", "data",
+          "agent_id"]
 
 scalars = (st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70) | st.floats()
            | st.text(max_size=40) | st.sampled_from(["support", "sipx", "available", "not_ready", "100", "", "\x00"]))
@@ -47,9 +53,13 @@ queries = st.dictionaries(st.sampled_from(["limit", "before", "queue", "agent", 
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def client(stores: Stores, pool: asyncpg.Pool) -> AsyncIterator[TestClient]:
+async def client(stores: Stores, pool: asyncpg.Pool, tmp_path_factory: pytest.TempPathFactory
+                 ) -> AsyncIterator[TestClient]:
     async with fresh_redis(stores, 8) as r:
-        app = api.make_app(api.Services(pool, r, None, None), [ApiKeys(pool)], request_timeout=5)
+        bus = EventBus("fuzz-node", r, pool, tmp_path_factory.mktemp("spool"), pause=0.0)
+        control = CallControl(r, bus.sessions, None, bus.notifier, timeout=1.0)
+        app = api.make_app(api.Services(pool, r, None, None, notifier=bus.notifier, control=control),
+                           [ApiKeys(pool)], request_timeout=5)
         c = TestClient(TestServer(app))
         await c.start_server()
         yield c

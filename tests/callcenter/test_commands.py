@@ -100,4 +100,4 @@ async def _mirrored(r: aioredis.Redis, iid: str) -> None:
 
 
 async def _events(r: aioredis.Redis) -> list[ev.Event]:
-    return [ev.decode(f[b"e"]) for _id, f in await r.xrange(EVENTS)]
+    return [e for _id, f in await r.xrange(EVENTS) for e in ev.decode_all(f[b"e"])[0]]

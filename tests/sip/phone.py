@@ -75,6 +75,7 @@ class Phone:
         self.disconnected = False
         self.code = 0
         self.ended_at = 0.0  # unix time the call ended (the far end's BYE, or our own hang-up)
+        self.record_started = 0.0
         self.tone_path = ""
         self.record_path = ""
         self.player: pj.AudioMediaPlayer | None = None
@@ -98,6 +99,9 @@ class Phone:
         if self.recorder is None and self.record_path:
             self.recorder = pj.AudioMediaRecorder()
             self.recorder.createRecorder(self.record_path)
+            self.record_started = time.time()  # to find a moment of the call in the recording
+            if self.agent and self.calls:
+                self.calls[-1]["record_started"] = self.record_started
             am.startTransmit(self.recorder)
 
     def ended(self, code: int) -> None:
@@ -255,7 +259,8 @@ def main() -> None:
         phone.hangup()
     print(json.dumps({"answered": phone.answered, "disconnected": phone.disconnected, "code": phone.code,
                       "far_end_hung_up": far_end, "ended_at": ended_at if far_end else 0.0,
-                      "record": a.record, "calls": phone.calls}), flush=True)
+                      "record": a.record, "record_started": phone.record_started, "calls": phone.calls}),
+          flush=True)
     phone.destroy()
 
 

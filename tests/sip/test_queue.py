@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,8 @@ import asyncpg
 import pytest
 
 from callcenter.embedded import free_port
-from tests.conftest import ROOT, Platform, Stores, sipp, sipp_start, start_platform
-from tests.sip.audio import read_wav, tone_power
+from tests.conftest import ROOT, Platform, Stores, api_node, sipp, sipp_start, start_platform
+from tests.sip.audio import read_wav, rms, tone_power
 from tests.sip.phones import phone, result
 
 PHONE_BASE = 17300 + (hash(ROOT) % 40) * 12  # agent phones at +0, +2 … +8, RTP at +1000
@@ -471,3 +472,122 @@ async def test_the_record_of_real_calls_is_rebuilt_from_the_stream_alone(platfor
     assert await pool.fetch("SELECT * FROM interactions WHERE id = ANY($1) ORDER BY id", ids) == rows
     assert await pool.fetch(events_sql, ids) == events
     assert await pool.fetch(agents_sql, since) == agent_log
+
+
+def _window(rec: str, started: float, start: float, end: float) -> tuple[list[int], int]:
+    """The recording between two wall-clock times."""
+    samples, rate = read_wav(rec)
+    a, b = int((start - started) * rate), int((end - started) * rate)
+    assert 0 <= a < b <= len(samples), (a, b, len(samples))
+    return samples[a:b], rate
+
+
+async def test_hold_and_resume_through_the_api(platform: Platform, pool: asyncpg.Pool, tmp_path: Path) -> None:
+    """Hold: the caller hears the queue's hold music and the agent silence; resume: they talk again.
+    The commands go to a second control-plane process that does not run the call, naming it by its
+    interaction id; the record counts the hold."""
+    for login in ("ann", "bob"):
+        status(platform, login, "not_ready", "break")
+    heard = str(tmp_path / "caller.wav")
+    with api_node(platform, tmp_path / "node2") as other:
+        cid = agent_phone(2, "--tone", "1000", "--talk", "9", "--record", str(tmp_path / "cid"), "--seconds", "16")
+        status(platform, "cid", "available")
+        caller = phone("--port", str(free_port()), "--call", f"sip:500@127.0.0.1:{platform.sip_port}",
+                       "--tone", "440", "--record", heard, "--seconds", "16")
+        iid, held_at, resumed_at = _hold_and_resume(other)
+    c, a = result(caller), result(cid)
+    assert c["answered"] and [x["answered"] for x in a["calls"]] == [True]
+
+    # Resumed: each hears the other's tone.
+    talk_c, rate = _window(heard, c["record_started"], resumed_at + 0.7, resumed_at + 2.5)
+    assert tone_power(talk_c, rate, 1000) > 20 * tone_power(talk_c, rate, 440)
+    agent_rec, agent_started = a["calls"][0]["record"], a["calls"][0]["record_started"]
+    talk_a, rate = _window(agent_rec, agent_started, resumed_at + 0.7, resumed_at + 2.5)
+    assert tone_power(talk_a, rate, 440) > 20 * tone_power(talk_a, rate, 1000)
+    # On hold the caller hears the hold music, not the agent; the agent hears nothing at all.
+    hold_c, rate = _window(heard, c["record_started"], held_at + 0.7, resumed_at - 0.2)
+    assert rms(hold_c) > 300, f"the caller heard no hold music: rms {rms(hold_c):.0f}"
+    assert tone_power(hold_c, rate, 1000) * 20 < tone_power(talk_c, rate, 1000), "the caller heard the agent"
+    hold_a, rate = _window(agent_rec, agent_started, held_at + 0.7, resumed_at - 0.2)
+    assert rms(hold_a) < 100, f"the agent heard something while the caller was on hold: rms {rms(hold_a):.0f}"
+
+    row = None
+    for _ in range(50):
+        row = await pool.fetchrow("SELECT hold_count, hold_seconds, hold_longest, ended_at FROM interactions "
+                                  "WHERE id = $1", uuid.UUID(iid))
+        if row and row["ended_at"]:
+            break
+        time.sleep(0.2)
+    assert row is not None and row["hold_count"] == 1 and 2.5 < row["hold_seconds"] < 4.0, row
+    commands = [(r["event"], json.loads(r["data"]).get("command")) for r in await pool.fetch(
+        "SELECT event, data FROM interaction_events WHERE interaction_id = $1 AND event = 'COMMAND' ORDER BY id",
+        uuid.UUID(iid))]
+    assert commands == [("COMMAND", "hold"), ("COMMAND", "resume")]
+    platform.wait(lambda: agent(platform, "cid")["activity"] == "idle", 10, "cid's wrap-up to end")
+    status(platform, "cid", "not_ready", "break")
+
+
+def _hold_and_resume(node: Platform) -> tuple[str, float, float]:
+    """Through ``node``: find the connected call, hold it 3 s, resume it. Returns (interaction, when
+    held, when resumed)."""
+    iid = ""
+    for _ in range(100):
+        live = [c for c in node.get("/api/calls")[1]["items"]  # type: ignore[index]
+                if c["caller_number"] == "test-phone" and c["state"] == "connected"]
+        if live:
+            iid = live[0]["interaction"]
+            break
+        time.sleep(0.1)
+    assert iid, node.get("/api/calls")
+    time.sleep(1.5)
+    held_at = time.time()
+    st, out = node.send("POST", f"/api/calls/{iid}/hold", {})
+    assert (st, out) == (200, {"ok": True, "command": "hold"})
+    node.wait(lambda: node.get(f"/api/calls/{iid}")[1]["state"] == "held", 2, "the session to be held")  # type: ignore[index]
+    st, out = node.send("POST", f"/api/calls/{iid}/hold", {})
+    assert st == 409 and out["reason"] == "state" and out["state"] == "held", out  # type: ignore[index]
+    time.sleep(3.0)
+    resumed_at = time.time()
+    st, out = node.send("POST", f"/api/calls/{iid}/resume", {})
+    assert (st, out) == (200, {"ok": True, "command": "resume"})
+    return iid, held_at, resumed_at
+
+
+async def test_a_rejected_offer_goes_to_the_next_agent_at_once(platform: Platform, pool: asyncpg.Pool,
+                                                               tmp_path: Path) -> None:
+    for login in ("ann", "bob", "cid"):
+        status(platform, login, "not_ready", "break")
+    ann = agent_phone(0, "--ring-only", "--seconds", "12")
+    bob = agent_phone(1, "--tone", "1000", "--talk", "2", "--seconds", "12")
+    status(platform, "ann", "available")  # idle longest: offered first
+    time.sleep(0.05)
+    status(platform, "bob", "available")
+    since = time.time()
+    caller = sipp_start("queue_call.xml", f"127.0.0.1:{platform.sip_port}", service="500",
+                        keys={"caller": "+15550106666"}, timeout=30, cwd=tmp_path)
+    iid = ""
+    for _ in range(100):
+        offered = [c for c in platform.get("/api/calls")[1]["items"]  # type: ignore[index]
+                   if c["caller_number"] == "+15550106666" and c["state"] == "offering"]
+        if offered:
+            iid = offered[0]["interaction"]
+            break
+        time.sleep(0.05)
+    assert iid, platform.get("/api/calls")
+    time.sleep(0.5)
+    aid = await pool.fetchval("SELECT id FROM agents WHERE login = 'ann'")
+    st, out = platform.send("POST", f"/api/calls/{iid}/reject", {"agent_id": aid})
+    assert (st, out) == (200, {"ok": True, "command": "reject"})
+    assert caller.wait(30) == 0, caller.stderr.read() if caller.stderr else ""
+    result(ann), result(bob)
+    events = await events_of(pool, "+15550106666", platform, since=since)
+    # COMMAND is written once the flow has acted on it: after the RINGNOANSWER it caused.
+    assert [n for n in names(events) if n != "COMMAND"] == [
+        "ENTERQUEUE", "OFFER", "RINGNOANSWER", "OFFER", "CONNECT", "COMPLETEAGENT", "HANGUP"], names(events)
+    assert names(events).count("COMMAND") == 1
+    rna = next(e for e in events if e["event"] == "RINGNOANSWER")
+    assert rna["agent"] == "ann" and rna["cause"] == "rejected" and rna["ring"] < 2.5  # not the 4 s ring timeout
+    assert next(e for e in events if e["event"] == "CONNECT")["agent"] == "bob"
+    assert (agent(platform, "ann")["status"], agent(platform, "ann")["reason"]) == ("not_ready", "no_answer")
+    platform.wait(lambda: agent(platform, "bob")["activity"] == "idle", 10, "bob's wrap-up to end")
+    status(platform, "bob", "not_ready", "break")
