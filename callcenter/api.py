@@ -20,6 +20,7 @@ from bus.notifier import Notifier
 from callcenter import acd_api, cti_api
 from callcenter.auth import PUBLIC, Authenticator, requires
 from callcenter.commands import CallControl
+from callcenter.cti_socket import CtiSocket
 from callcenter.embedded import EmbeddedRedis
 from callcenter.frontdoor import FrontDoor
 from callcenter.http_guard import PRINCIPAL, access, check_routes, error, errors, http_error, time_limit
@@ -44,6 +45,7 @@ class Services:
     notifier: Notifier = field(default_factory=Notifier)  # where the API's changes are announced (docs/events.md)
     events: Callable[[], dict[str, object]] | None = None  # the node's event bus status
     control: CallControl | None = None  # third-party call control (callcenter/commands.py)
+    socket: CtiSocket | None = None  # live events over socket.io (callcenter/cti_socket.py)
 
 
 SERVICES: web.AppKey[Services] = web.AppKey("services", Services)
@@ -197,5 +199,7 @@ def make_app(services: Services, authenticators: list[Authenticator], request_ti
                        acd_api.Phones(services.realm, services.credentials_changed or (lambda: None)),
                        services.prompts, services.notifier)
     cti_api.add_routes(app, services.redis, services.control)
+    if services.socket is not None:
+        services.socket.add_routes(app)
     check_routes(app)
     return app

@@ -17,6 +17,7 @@ from bus.redis import connect
 from callcenter import api, auth
 from callcenter.commands import CallControl
 from callcenter.config import Config, ConfigError
+from callcenter.cti_socket import CtiSocket
 from callcenter.db import create_pool
 from callcenter.event_bus import EventBus
 from callcenter.nodes import node_id
@@ -43,12 +44,14 @@ async def run_api_node(cfg: Config, *, ready: asyncio.Event | None = None, stop:
     events.start(loops)
     control = CallControl(redis, events.sessions, None, events.notifier)
     keys = auth.ApiKeys(pool)
+    socket = CtiSocket(cfg.redis.url, redis, keys, node)
+    loops.start("events.socketio", socket.reader.run)
     notices = Notices(pool)
     notices.on(API_KEYS, keys.forget)
     loops.start("postgres.notices", notices.run)
     services = api.Services(pool, redis, None, None, AgentStore(redis, node), Directory(redis), cfg.sip.realm,
                             prompts=frozenset(prompts.texts), loops=loops.status, notifier=events.notifier,
-                            events=events.status, control=control)
+                            events=events.status, control=control, socket=socket)
     app = api.make_app(services, [keys], cfg.http.request_timeout, tuple(cfg.http.allowed_origins))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

@@ -19,6 +19,7 @@ from callcenter.acd_node import AcdNode
 from callcenter.calls import CallRouter
 from callcenter.commands import CallControl
 from callcenter.config import Config, ConfigError
+from callcenter.cti_socket import CtiSocket
 from callcenter.db import create_pool, migrate
 from callcenter.dialplan import load_dialplan
 from callcenter.embedded import EmbeddedPostgres, EmbeddedRedis
@@ -199,6 +200,9 @@ async def run(cfg: Config, *, demo_customers: int = 200, ready: asyncio.Event | 
                                 loops=lambda: [*transport.status(), *loops.status()], redis_server=ends.redis_server,
                                 notifier=events.notifier, events=events.status, control=control)
         keys = auth.ApiKeys(pool)
+        socket = CtiSocket(ends.redis_url, redis, keys, acd.node)
+        loops.start("events.socketio", socket.reader.run)
+        services.socket = socket
         notices = Notices(pool)  # a revoked key or a new phone password, from any node or the CLI
         notices.on(API_KEYS, keys.forget)
         if credentials is not None:

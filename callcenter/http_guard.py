@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
@@ -69,6 +69,12 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return error(500, "internal error")
 
 
+def long_lived(handler: H) -> H:
+    """Mark a handler that holds its connection open (a WebSocket): no time limit applies to it."""
+    setattr(handler, "long_lived", True)  # noqa: B010 - an attribute time_limit reads
+    return handler
+
+
 def time_limit(seconds: float) -> Any:
     """A request that is not answered in ``seconds`` (frozen database, Redis reconnecting) gets a 503."""
 
@@ -81,6 +87,8 @@ def time_limit(seconds: float) -> Any:
 
     @web.middleware
     async def limit(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if getattr(request.match_info.handler, "long_lived", False):
+            return await handler(request)
         # The handler runs as its own task and the 503 does not wait for its cancellation: asyncpg
         # cancels a query by calling the server, and a frozen server held that for 10 s more.
         task = asyncio.ensure_future(handler(request))
@@ -159,6 +167,7 @@ def check_routes(app: web.Application) -> None:
 
 
 M = TypeVar("M", bound=BaseModel)
+H = TypeVar("H", bound=Callable[..., Any])
 
 
 async def read_body(request: web.Request, model: type[M]) -> M:

@@ -1,0 +1,108 @@
+"""The CTI socket against a real Redis and PostgreSQL, with python-socketio's own client: a key with
+the read scope gets the events of the rooms it subscribed to, in order, each once; others are
+refused at the door."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+import pytest_asyncio
+import redis.asyncio as aioredis
+import socketio
+from aiohttp.test_utils import TestServer
+
+from bus import events as ev
+from callcenter import api
+from callcenter.auth import ApiKeys, create_key
+from callcenter.cti_socket import NAMESPACE, CtiSocket
+from callcenter.event_bus import EventBus
+from callcenter.tasks import Loops
+from tests.conftest import Stores, fresh_redis
+
+DB = 11
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def r(stores: Stores) -> AsyncIterator[aioredis.Redis]:
+    async with fresh_redis(stores, DB) as client:
+        yield client
+
+
+async def client(url: str, token: str, events: list[dict[str, Any]]) -> socketio.AsyncClient:
+    sio = socketio.AsyncClient(reconnection=False)
+    sio.on("event", lambda data: events.append(data), namespace=NAMESPACE)
+    await sio.connect(url, auth={"token": token}, namespaces=[NAMESPACE], transports=["websocket"],
+                      wait_timeout=5)
+    return sio
+
+
+async def test_clients_get_their_rooms_events_in_order_once(r: aioredis.Redis, pool: asyncpg.Pool, stores: Stores,
+                                                            tmp_path: Path) -> None:
+    bus = EventBus("sock-node", r, pool, tmp_path / "spool", pause=0.0)
+    keys = ApiKeys(pool)
+    socket = CtiSocket(stores.redis_db(DB), r, keys, "sock-node")
+    loops = Loops()
+    bus.start(loops)
+    loops.start("socketio", socket.reader.run)
+    app = api.make_app(api.Services(pool, r, None, None, notifier=bus.notifier, socket=socket), [keys])
+    server = TestServer(app)
+    await server.start_server()
+    url = str(server.make_url("/"))
+    async with pool.acquire() as conn:
+        control_only = await create_key(conn, "cti-control-only", ["control"])
+    mine, other, everything = str(uuid.uuid4()), str(uuid.uuid4()), []
+    got: list[dict[str, Any]] = []
+    clients: list[socketio.AsyncClient] = []
+    try:
+        watcher = await client(url, stores.api_key, got)
+        clients.append(watcher)
+        assert await watcher.call("subscribe", {"call": mine}, namespace=NAMESPACE) == {"ok": True,
+                                                                                      "room": f"call:{mine}"}
+        assert await watcher.call("subscribe", {"queue": "support"}, namespace=NAMESPACE)  # also a room of mine
+        refused = await watcher.call("subscribe", {"call": "not-a-uuid"}, namespace=NAMESPACE)
+        assert refused["ok"] is False
+        supervisor = await client(url, stores.api_key, everything)
+        clients.append(supervisor)
+        await supervisor.call("subscribe", {"all": True}, namespace=NAMESPACE)
+        for _ in range(200):
+            if socket.reader.reading:
+                break
+            await asyncio.sleep(0.01)
+
+        sent = [ev.CallArrived(interaction=mine, caller_number="+15550041"), ev.CallAnswered(interaction=mine),
+                ev.EnterQueue(interaction=mine, queue="support", position=1),
+                ev.Offer(interaction=mine, queue="support", agents=[4]),
+                ev.CallArrived(interaction=other, caller_number="+15550042"),
+                ev.Hangup(interaction=mine, cause="normal_clearing")]
+        for e in sent:
+            bus.notifier.emit(e)
+        for _ in range(300):
+            if any(g["name"] == "CALLSTATE" and g["state"] == "ended" for g in got):  # the last one
+                break
+            await asyncio.sleep(0.01)
+        mine_ids = [e.id for e in sent if e.interaction == mine]  # type: ignore[attr-defined]
+        assert [g["id"] for g in got if g["name"] != "CALLSTATE"] == mine_ids  # in order, once, not the other call
+        assert [g["state"] for g in got if g["name"] == "CALLSTATE"] == ["ivr", "queued", "offering", "ended"]
+        assert (got[0]["v"], got[0]["name"], got[0]["caller_number"], got[0]["node"]) == (1, "DID", "+15550041",
+                                                                                         "sock-node")
+        for _ in range(100):
+            if len([e for e in everything if e["name"] != "CALLSTATE"]) >= len(sent):
+                break
+            await asyncio.sleep(0.01)
+        assert [e["id"] for e in everything if e["name"] != "CALLSTATE"] == [e.id for e in sent]
+
+        for token in ("cc_nope_nope", "", control_only):  # wrong key, no key, a key without the read scope
+            with pytest.raises(socketio.exceptions.ConnectionError):
+                await client(url, token, [])
+    finally:
+        for c in clients:
+            await c.disconnect()
+        await loops.stop()
+        await bus.close()
+        await server.close()
