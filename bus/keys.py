@@ -59,6 +59,8 @@ EVENTS = Key("cc:events", "stream", "every call, queue and agent event (field e:
 EVENTS_LEASE_KEY = Key("cc:events:lease:{group}", "string", "the consumer that reads for a group now, with a TTL")
 
 SOCKETIO_CHANNEL = Key("cc:socketio", "channel", "pub/sub: python-socketio's fan-out to every node's clients")
+SOCKET_ROOMS_KEY = Key("cc:socketio:rooms:{node}", "hash", "room -> clients of one node subscribed to it (expires)")
+SOCKET_NODES = Key("cc:socketio:nodes", "zset", "nodes with socket.io clients -> when they last said so")
 
 # ---------------------------------------------------------------- call sessions (callcenter/sessions.py)
 SESSION_KEY = Key("cc:call:{interaction}", "string", "a call's session as JSON, mirrored by its owning node")

@@ -9,15 +9,22 @@ client in several of them gets it once.
 
 The events come from the stream through the subscriber group ``socketio`` (bus/consumer.py): one
 node at a time reads it and emits through python-socketio's ``AsyncRedisManager``, which delivers
-to the clients connected to every node.
+to the clients connected to every node. An emit costs about 0.2 ms of CPU (a Redis PUBLISH, then
+every node's listener), so the reader emits only to rooms that some node has a client in: each node
+keeps its rooms' client counts in Redis (SOCKET_ROOMS_KEY, expiring unless renewed), and the reader
+reads them once a second.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
+import time
 import uuid
-from typing import Any
+from collections import Counter
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 import socketio
@@ -25,7 +32,8 @@ from aiohttp import web
 
 from bus import events as ev
 from bus.consumer import StreamConsumer
-from bus.keys import SOCKETIO_CHANNEL
+from bus.keys import SOCKET_NODES, SOCKET_ROOMS_KEY, SOCKETIO_CHANNEL
+from bus.redis import REDIS_DOWN
 from callcenter.auth import PUBLIC, ApiKeys, BadCredentials, requires
 from callcenter.http_guard import long_lived
 
@@ -34,6 +42,7 @@ log = logging.getLogger("callcenter.cti_socket")
 NAMESPACE = "/cti"
 GROUP = "socketio"  # its subscriber group on the event stream
 PATH = "/socket.io/"
+ROOMS_TTL = 30  # seconds a node's room counts live in Redis unless renewed
 
 
 def rooms_of(e: ev.Event) -> list[str]:
@@ -60,8 +69,14 @@ class CtiSocket:
                                         cors_allowed_origins=[])
         self.sio.on("connect", self._connect, namespace=NAMESPACE)
         self.sio.on("subscribe", self._subscribe, namespace=NAMESPACE)
+        self.sio.on("disconnect", self._disconnect, namespace=NAMESPACE)
+        self.redis = redis
+        self.node = node
         self.reader = StreamConsumer(redis, GROUP, node, self._deliver, start="$")
         self.emitted = 0
+        self._rooms: dict[str, set[str]] = {}  # this node's clients' rooms, by client
+        self._wanted: set[str] = set()  # rooms some node has a client in (read once a second)
+        self._wanted_at = 0.0
 
     def add_routes(self, app: web.Application) -> None:
         """The socket.io endpoint: open at the HTTP level (the key is checked on connecting to the
@@ -95,12 +110,56 @@ class CtiSocket:
             return {"ok": False, "error": 'subscribe to {"all": true}, {"call": "<interaction id>"}, '
                                           '{"queue": "<name>"} or {"agent": <id>}'}
         await self.sio.enter_room(sid, room, namespace=NAMESPACE)
+        self._rooms.setdefault(sid, set()).add(room)
+        await self._publish_rooms()
+        self._wanted.add(room)
         return {"ok": True, "room": room}
 
+    async def _disconnect(self, sid: str, *_: Any) -> None:
+        if self._rooms.pop(sid, None):
+            with contextlib.suppress(*REDIS_DOWN):
+                await self._publish_rooms()
+
+    async def _publish_rooms(self) -> None:
+        """This node's rooms and their client counts, for the reader on whichever node it runs."""
+        counts = Counter(room for rooms in self._rooms.values() for room in rooms)
+        key = SOCKET_ROOMS_KEY.format(node=self.node)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(key)
+        if counts:
+            pipe.hset(key, mapping=dict(counts))  # type: ignore[arg-type]  # redis-py's Mapping is invariant
+            pipe.expire(key, ROOMS_TTL)
+            pipe.zadd(SOCKET_NODES, {self.node: time.time()})
+        await pipe.execute()
+
+    async def keep_rooms(self, stop: asyncio.Event) -> None:
+        """Renew this node's rooms before they expire (a dead node's go by themselves)."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), ROOMS_TTL / 3)
+            if self._rooms and not stop.is_set():
+                with contextlib.suppress(*REDIS_DOWN):
+                    await self._publish_rooms()
+
+    async def _wanted_rooms(self) -> set[str]:
+        now = time.monotonic()
+        if now - self._wanted_at >= 1.0:
+            live = cast(list[bytes], await self.redis.zrangebyscore(SOCKET_NODES, time.time() - ROOMS_TTL, "+inf"))
+            nodes = [n.decode() for n in live]
+            pipe = self.redis.pipeline(transaction=False)
+            for n in nodes:
+                pipe.hkeys(SOCKET_ROOMS_KEY.format(node=n))
+            self._wanted = {r.decode() for keys in await pipe.execute() for r in keys}
+            self._wanted_at = now
+        return self._wanted
+
     async def _deliver(self, events: list[ev.Event]) -> None:
+        wanted = await self._wanted_rooms()
         for e in events:
-            await self.sio.emit("event", json.loads(e.encode()), to=rooms_of(e), namespace=NAMESPACE)
-            self.emitted += 1
+            rooms = [r for r in rooms_of(e) if r in wanted]
+            if rooms:
+                await self.sio.emit("event", json.loads(e.encode()), to=rooms, namespace=NAMESPACE)
+                self.emitted += 1
 
 
 def _room(data: Any) -> str | None:

@@ -60,6 +60,16 @@ async def test_clients_get_their_rooms_events_in_order_once(r: aioredis.Redis, p
     got: list[dict[str, Any]] = []
     clients: list[socketio.AsyncClient] = []
     try:
+        for _ in range(200):
+            if socket.reader.reading:
+                break
+            await asyncio.sleep(0.01)
+        bus.notifier.emit(ev.CallArrived(interaction=str(uuid.uuid4()), caller_number="+15550040"))
+        for _ in range(300):
+            if socket.reader.handled:
+                break
+            await asyncio.sleep(0.01)
+        assert socket.reader.handled and socket.emitted == 0  # nobody listens: nothing is published
         watcher = await client(url, stores.api_key, got)
         clients.append(watcher)
         assert await watcher.call("subscribe", {"call": mine}, namespace=NAMESPACE) == {"ok": True,
@@ -70,10 +80,6 @@ async def test_clients_get_their_rooms_events_in_order_once(r: aioredis.Redis, p
         supervisor = await client(url, stores.api_key, everything)
         clients.append(supervisor)
         await supervisor.call("subscribe", {"all": True}, namespace=NAMESPACE)
-        for _ in range(200):
-            if socket.reader.reading:
-                break
-            await asyncio.sleep(0.01)
 
         sent = [ev.CallArrived(interaction=mine, caller_number="+15550041"), ev.CallAnswered(interaction=mine),
                 ev.EnterQueue(interaction=mine, queue="support", position=1),
