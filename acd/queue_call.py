@@ -325,12 +325,7 @@ async def _offer(w: _Wait, offer: Offer) -> QueueResult | None:
         for t in pending:
             t.cancel()  # stops those phones ringing (MediaClient hangs the leg up)
         for t in pending:
-            try:
-                late: CallHandle | None = await t
-            except (asyncio.CancelledError, OriginateFailed):
-                late = None
-            if late is not None:  # answered as it was being cancelled
-                await late.hangup()
+            await _stop_ringing(t)
             await _release(w, legs[t])
     if w.call.ended.is_set():
         if leg is not None and agent_id is not None:
@@ -355,17 +350,22 @@ async def _rejected(w: _Wait, command: cmd.Command, legs: dict[asyncio.Task[Any]
         return cmd.refused("state", f"agent {command.agent_id} is not being offered this call", "offering")
     for t in targets:
         pending.discard(t)
-        t.cancel()
-        try:
-            late: CallHandle | None = await t
-        except (asyncio.CancelledError, OriginateFailed):
-            late = None
-        if late is not None:  # answered as it was being rejected
-            await late.hangup()
+        await _stop_ringing(t)
         w.record.emit(ev.RingNoAnswer(interaction=w.record.interaction, queue=w.queue, agent_id=legs[t],
                                       ring=round(time.time() - offered_at, 3), cause="rejected"))
         await _missed(w, legs[t])
     return cmd.DONE
+
+
+async def _stop_ringing(ringing: asyncio.Task[Any]) -> None:
+    """Cancel an agent leg's originate (its phone stops ringing); hang up one answered meanwhile."""
+    ringing.cancel()
+    try:
+        late: CallHandle | None = await ringing
+    except (asyncio.CancelledError, OriginateFailed):
+        late = None
+    if late is not None:
+        await late.hangup()
 
 
 async def _missed(w: _Wait, aid: int) -> None:

@@ -19,6 +19,7 @@ import json
 import logging
 import time
 import uuid
+from dataclasses import fields
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -141,4 +142,4 @@ class CallControl:
 
 
 def _args(command: cmd.Command) -> dict[str, Any]:
-    return {k: v for k, v in json.loads(command.encode()).items() if k not in ("name", "interaction")}
+    return {f.name: getattr(command, f.name) for f in fields(command) if f.name != "interaction"}
