@@ -20,9 +20,9 @@ from typing import cast
 
 from acd.agent_state import InvalidTransition, Params
 from acd.agent_store import Conflict
-from acd.conversation import Record, converse
+from acd.conversation import Party, Record, converse
 from acd.distributor import CallInfo, Offer
-from acd.queue_call import QueueServices
+from acd.services import QueueServices
 from bus import events as ev
 from bus.keys import CALLBACK_CLAIM_KEY, CALLBACKS_DUE, WAITING_KEY
 from media.client import OriginateFailed
@@ -104,8 +104,8 @@ class CallbackRunner:
         wait = now - info.enqueued_at
         record.emit(ev.Connect(interaction=record.interaction, queue=queue, agent_id=agent_id, at=now,
                                wait=round(wait, 3), callback=True, attempt=attempt, agent_call=agent_leg.call_id))
-        await converse(svc.agents, svc.waiting.redis, record, queue, settings, customer, agent_leg, agent_id, wait,
-                       agent_call_id=offer.call_id, prompts=svc.prompts)
+        await converse(svc, record, queue, settings, customer, Party(agent_leg, agent_id, now), wait,
+                       expect_call=offer.call_id)
         await svc.distributor.drop_call(offer.call_id)
 
     async def _agent(self, agent_id: int, event: str, call_id: str) -> None:

@@ -1,24 +1,35 @@
-"""A caller connected to an agent: the bridge, the call-control commands the two can be given while
-they talk (bus/commands.py: hold, resume, hang up the agent's leg), and the end — who ended it, the
-agent's wrap-up, and the queue's handle time for the EWT average (docs/metrics.md)."""
+"""A caller connected to an agent (or, after a transfer, to an outside party) until the call is over
+for the queue: the bridge, the call-control commands that come meanwhile (bus/commands.py: hold,
+mute, blind and attended transfers, three-way conference, DTMF), and the end — who ended it, each
+agent's wrap-up, the queue's handle time for the EWT average (docs/metrics.md).
+
+``converse`` returns None when the call is over, or a Handoff: the caller goes into a queue (a blind
+transfer to a queue, or back to their own when a transfer's target did not answer). The caller's
+state while talking is the session's (bus/call_session.py): connected, held, consulting (the caller
+on hold, the agent with the target), conferenced, transferring.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 
-from acd.agent_state import InvalidTransition, Params
-from acd.agent_store import AgentStore, Conflict
+from acd import transfer
 from acd.ewt import update_aht
 from acd.models import QueueSettings
+from acd.services import QueueServices
+from acd.transfer import Refused, Target, agent_step
 from bus import commands as cmd
 from bus import events as ev
 from bus.keys import AHT_KEY
-from media.client import CallEnded, CallHandle, MediaError, first_ended
+from media.client import CallEnded, CallHandle, MediaError, OriginateFailed
+
+TRANSFER_RING = 30.0  # seconds an extension or outside number may ring
 
 
 class Record(Protocol):
@@ -31,81 +42,379 @@ class Record(Protocol):
     def emit(self, event: ev.Event) -> None: ...
 
 
-class HoldPrompts(Protocol):
-    def path(self, name: str) -> str: ...
+@dataclass(frozen=True)
+class Handoff:
+    queue: str  # the caller goes (back) into this queue
 
 
-async def converse(agents: AgentStore, redis: aioredis.Redis, record: Record, queue: str, settings: QueueSettings,
-                   customer: CallHandle, agent_leg: CallHandle, agent_id: int, wait: float, agent_call_id: str,
-                   prompts: HoldPrompts | None = None) -> None:
-    """Bridge the customer with the connected agent until one hangs up, acting on the commands that
-    come meanwhile. ``agent_call_id``: the call the agent's state names (the expected call for its
-    transitions). ``prompts``: where the queue's hold music is (no hold without it)."""
-    started = time.time()
-    with contextlib.suppress(CallEnded, MediaError):
-        await customer.bridge(agent_leg)
-    await _talk(record.inbox, customer, agent_leg, prompts.path(settings.hold_prompt) if prompts else "")
-    talk = time.time() - started
-    agent_first = agent_leg.ended.is_set() and not customer.ended.is_set()
-    complete = ev.CompleteAgent if agent_first else ev.CompleteCaller
-    record.emit(complete(interaction=record.interaction, queue=queue, agent_id=agent_id, wait=round(wait, 3),
-                         talk=round(talk, 3)))
-    await agent_leg.hangup()
-    await customer.hangup()
-    with contextlib.suppress(InvalidTransition, Conflict):
-        await agents.transition(agent_id, "end_call", Params(wrap_up=settings.wrap_up), expect_call=agent_call_id)
-    await redis.hset(AHT_KEY, queue, repr(update_aht(await aht(redis, queue), talk + settings.wrap_up)))
+@dataclass
+class Party:
+    """Whom the caller talks to: an agent's leg, or an outside party's (``agent_id`` None)."""
+
+    leg: CallHandle
+    agent_id: int | None
+    connected_at: float
+    kind: str = "agent"
+    target: str = ""
 
 
-async def _talk(inbox: cmd.Inbox | None, customer: CallHandle, agent: CallHandle, hold_music: str) -> None:
-    """Until either leg ends; every command taken from the inbox meanwhile gets its answer."""
-    ended = asyncio.create_task(first_ended(customer, agent))
-    held = False
-    try:
-        while inbox is not None:
-            nxt = asyncio.create_task(inbox.next())
-            await asyncio.wait({ended, nxt}, return_when=asyncio.FIRST_COMPLETED)
-            if not nxt.done():
-                nxt.cancel()
-                break
-            command, answer = nxt.result()
-            if ended.done():
+@dataclass
+class _Consultation:
+    target: Target
+    ringing: asyncio.Task[CallHandle] | None  # until the target answers
+    leg: CallHandle | None = None
+    started: float = 0.0
+    conference_at: float = 0.0  # when the three began to talk (0: not yet)
+
+
+async def converse(svc: QueueServices, record: Record, queue: str, settings: QueueSettings, customer: CallHandle,
+                   party: Party, wait: float, expect_call: str, caller_id: str = "") -> Handoff | None:
+    """Bridge the customer with ``party`` and act on commands until the call is over for the queue.
+    ``expect_call``: the call the agents' states name (their transitions' expected call)."""
+    return await _Talk(svc, record, queue, settings, customer, party, wait, expect_call, caller_id).run()
+
+
+class _Talk:
+    def __init__(self, svc: QueueServices, record: Record, queue: str, settings: QueueSettings,
+                 customer: CallHandle, party: Party, wait: float, expect_call: str, caller_id: str):
+        self.svc, self.record, self.queue, self.settings = svc, record, queue, settings
+        self.customer, self.party, self.wait, self.expect_call = customer, party, wait, expect_call
+        self.caller_id = caller_id
+        self.hold_music = svc.prompts.path(settings.hold_prompt)
+        self.held = False
+        self.muted = False
+        self.consult: _Consultation | None = None
+        self.blind: Target | None = None  # a blind transfer to ring, once its command is answered
+        self.handoff: Handoff | None = None  # a blind transfer to a queue
+
+    def emit(self, event: ev.Event) -> None:
+        self.record.emit(event)
+
+    # ------------------------------------------------------------------ the loop
+    async def run(self) -> Handoff | None:
+        with contextlib.suppress(CallEnded, MediaError):
+            await self.customer.bridge(self.party.leg)
+        inbox = self.record.inbox
+        nxt: asyncio.Task[tuple[cmd.Command, asyncio.Future[cmd.Result]]] | None = None
+        try:
+            while True:
+                watch: dict[asyncio.Future[Any], str] = {
+                    asyncio.create_task(self.customer.ended.wait()): "customer",
+                    asyncio.create_task(self.party.leg.ended.wait()): "party",
+                }
+                c = self.consult
+                if c is not None and c.ringing is not None:
+                    watch[c.ringing] = "ringing"
+                if c is not None and c.leg is not None:
+                    watch[asyncio.create_task(c.leg.ended.wait())] = "target"
+                if inbox is not None:
+                    nxt = nxt or asyncio.create_task(inbox.next())
+                    watch[nxt] = "command"
+                done, _ = await asyncio.wait(watch, return_when=asyncio.FIRST_COMPLETED)
+                for t, what in watch.items():
+                    if what in ("customer", "party", "target") and t not in done:
+                        t.cancel()
+                fired = {watch[t] for t in done}
+                if "customer" in fired:
+                    await self._finish(agent_first=False)
+                    return None
+                if "party" in fired:
+                    if self.consult is None or self.consult.leg is None:
+                        await self._finish(agent_first=True)
+                        return None
+                    await self._complete()  # the agent hung up on a consultation: the transfer completes
+                    continue
+                if "ringing" in fired:
+                    await self._target_rang()
+                if "target" in fired:
+                    await self._target_left()
+                if "command" in fired and nxt is not None:
+                    command, answer = nxt.result()
+                    nxt = None
+                    try:
+                        result = await self._command(command)
+                    except (CallEnded, MediaError) as exc:
+                        result = cmd.refused("gone", f"the call ended while acting on {command.NAME}: {exc}")
+                    if not answer.done():  # its sender may have stopped waiting
+                        answer.set_result(result)
+                    if self.blind is not None:
+                        return await self._blind_transfer(self.blind)
+                    if self.handoff is not None:
+                        return self.handoff
+        finally:
+            if nxt is not None and nxt.done() and not nxt.cancelled():  # taken, never acted on
+                _command, answer = nxt.result()
                 if not answer.done():
                     answer.set_result(cmd.refused("gone", "the call has ended"))
-                break
-            try:
-                result, held = await _control(command, held, customer, agent, hold_music)
-            except (CallEnded, MediaError) as exc:
-                result = cmd.refused("gone", f"the call ended while acting on {command.NAME}: {exc}")
-            if not answer.done():
-                answer.set_result(result)
-        await ended
-    finally:
-        ended.cancel()
+            elif nxt is not None:
+                nxt.cancel()
+            await self._drop_consultation()
 
+    # ------------------------------------------------------------------ commands
+    async def _command(self, c: cmd.Command) -> cmd.Result:
+        state = self._state()
+        if isinstance(c, cmd.Hold) and state == "connected":
+            await self.customer.unbridge(self.party.leg)  # the agent hears silence
+            await self.customer.start_play(self.hold_music, loop=True)
+            self.held = True
+            return cmd.DONE
+        if isinstance(c, cmd.Resume) and state == "held":
+            await self.customer.stop_play()
+            await self.customer.bridge(self.party.leg)
+            self.held = False
+            return cmd.DONE
+        if isinstance(c, cmd.Hangup) and c.leg == "agent":
+            await self.party.leg.hangup()
+            return cmd.DONE
+        if isinstance(c, cmd.Mute | cmd.Unmute):
+            on = isinstance(c, cmd.Mute)
+            if self.muted == on:
+                return cmd.refused("state", f"the agent is {'already' if on else 'not'} muted", state)
+            await self.party.leg.mute(on)
+            self.muted = on
+            return cmd.DONE
+        if isinstance(c, cmd.Transfer) and state in ("connected", "held"):
+            return await self._start_blind(c)
+        if isinstance(c, cmd.Consult) and state in ("connected", "held"):
+            return await self._start_consult(c)
+        if isinstance(c, cmd.CancelConsult) and state == "consulting":
+            await self._cancel()
+            return cmd.DONE
+        if isinstance(c, cmd.CompleteTransfer | cmd.Conference) and state in ("consulting", "conferenced"):
+            if self.consult is None or self.consult.leg is None:
+                return cmd.refused("state", "the target has not answered yet", state)
+            if isinstance(c, cmd.Conference):
+                if state == "conferenced":
+                    return cmd.refused("state", "the call is a conference already", state)
+                await self._conference()
+            else:
+                await self._complete()
+            return cmd.DONE
+        if isinstance(c, cmd.LeaveConference) and state == "conferenced":
+            if c.leg == "agent":
+                await self._complete()
+            else:
+                await self._drop_target()
+            return cmd.DONE
+        if isinstance(c, cmd.SendDtmf):
+            return await self._dtmf(c, state)
+        return cmd.refused("state", f"{c.NAME} is not possible while the call is {state}", state)
 
-async def _control(command: cmd.Command, held: bool, customer: CallHandle, agent: CallHandle,
-                   hold_music: str) -> tuple[cmd.Result, bool]:
-    """Apply one command to the two legs; returns its answer and whether the caller is now held."""
-    state = "held" if held else "connected"
-    if isinstance(command, cmd.Hold):
-        if held:
-            return cmd.refused("state", "the caller is already on hold", state), held
-        if not hold_music:
-            return cmd.refused("state", "this call has no hold music", state), held
-        await customer.unbridge(agent)  # the agent hears silence
-        await customer.start_play(hold_music, loop=True)
-        return cmd.DONE, True
-    if isinstance(command, cmd.Resume):
-        if not held:
-            return cmd.refused("state", "the caller is not on hold", state), held
-        await customer.stop_play()
-        await customer.bridge(agent)
-        return cmd.DONE, False
-    if isinstance(command, cmd.Hangup) and command.leg == "agent":
-        await agent.hangup()
-        return cmd.DONE, held
-    return cmd.refused("state", f"{command.NAME} is not possible while the call is {state}", state), held
+    def _state(self) -> str:
+        if self.consult is not None:
+            return "conferenced" if self.consult.conference_at else "consulting"
+        return "held" if self.held else "connected"
+
+    async def _dtmf(self, c: cmd.SendDtmf, state: str) -> cmd.Result:
+        leg: CallHandle | None = self.customer
+        if c.leg == "target":
+            leg = self.consult.leg if self.consult is not None else (
+                self.party.leg if self.party.agent_id is None else None)
+        if leg is None:
+            return cmd.refused("state", "there is no outside party on the call to send keys to", state, "leg")
+        try:
+            await leg.send_dtmf(c.digits)
+        except MediaError as exc:
+            return cmd.refused("invalid", str(exc), state, "digits")
+        return cmd.DONE
+
+    # ------------------------------------------------------------------ blind transfer
+    async def _start_blind(self, c: cmd.Transfer) -> cmd.Result:
+        try:
+            target = await transfer.resolve(self.svc, c.kind, c.target, call_id=self.expect_call,
+                                            ring_timeout=self.settings.ring_timeout + 5,
+                                            current_agent=self.party.agent_id)
+        except Refused as exc:
+            return exc.result
+        now = time.time()
+        talk = now - self.party.connected_at
+        self.emit(ev.BlindTransfer(interaction=self.record.interaction, queue=self.queue,
+                                   agent_id=self.party.agent_id, kind=c.kind, target=c.target,
+                                   to_agent_id=target.agent_id, talk=round(talk, 3)))
+        await self.customer.start_play(self.hold_music, loop=True)  # until the target answers
+        await self._end_party(self.party, talk)
+        if target.kind == "queue":
+            self.handoff = Handoff(target.name)
+        else:
+            self.blind = target
+        return cmd.DONE
+
+    async def _blind_transfer(self, target: Target) -> Handoff | None:
+        """Ring the target; the caller hears the hold music meanwhile, and goes back to their queue
+        if it does not answer."""
+        offered = time.time()
+        if target.agent_id is not None:
+            self.emit(ev.Offer(interaction=self.record.interaction, queue=self.queue, agents=[target.agent_id]))
+        try:
+            leg = await self._ring(target, self.settings.ring_timeout if target.agent_id else TRANSFER_RING)
+        except CallEnded:  # the caller hung up while the target rang
+            await agent_step(self.svc, target.agent_id, "release", self.expect_call)
+            return None
+        except OriginateFailed as exc:
+            if target.agent_id is not None:
+                self.emit(ev.RingNoAnswer(interaction=self.record.interaction, queue=self.queue,
+                                          agent_id=target.agent_id, ring=round(time.time() - offered, 3),
+                                          cause=exc.cause, code=exc.code))
+                await agent_step(self.svc, target.agent_id, "ring_no_answer", self.expect_call)
+            return Handoff(self.queue)
+        now = time.time()
+        if target.agent_id is not None:
+            await agent_step(self.svc, target.agent_id, "connect", self.expect_call)
+            self.emit(ev.Connect(interaction=self.record.interaction, queue=self.queue, agent_id=target.agent_id,
+                                 at=now, wait=round(self.wait, 3), ring=round(now - offered, 3),
+                                 agent_call=leg.call_id))
+        else:
+            self.emit(ev.PartyConnect(interaction=self.record.interaction, queue=self.queue, kind=target.kind,
+                                      target=target.name, party_call=leg.call_id))
+        return await converse(self.svc, self.record, self.queue, self.settings, self.customer,
+                              Party(leg, target.agent_id, now, target.kind, target.name), self.wait,
+                              self.expect_call, self.caller_id)
+
+    async def _ring(self, target: Target, timeout: float) -> CallHandle:
+        """The target's leg once answered; OriginateFailed if it is not, or if the caller hangs up."""
+        ringing = asyncio.create_task(self.customer.originate(target.uri, timeout=timeout, caller_id=self.caller_id))
+        gone = asyncio.create_task(self.customer.ended.wait())
+        try:
+            await asyncio.wait({ringing, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+        if not ringing.done():
+            ringing.cancel()
+            with contextlib.suppress(asyncio.CancelledError, OriginateFailed):
+                late = await ringing
+                await late.hangup()
+            raise CallEnded(self.customer.hangup_event)  # type: ignore[arg-type]
+        return ringing.result()
+
+    # ------------------------------------------------------------------ consultation
+    async def _start_consult(self, c: cmd.Consult) -> cmd.Result:
+        try:
+            target = await transfer.resolve(self.svc, c.kind, c.target, call_id=self.expect_call,
+                                            ring_timeout=TRANSFER_RING + 5, current_agent=self.party.agent_id,
+                                            queues=False)
+        except Refused as exc:
+            return exc.result
+        if not self.held:
+            await self.customer.unbridge(self.party.leg)
+            await self.customer.start_play(self.hold_music, loop=True)
+            self.held = True
+        timeout = self.settings.ring_timeout if target.agent_id else TRANSFER_RING
+        ringing = asyncio.create_task(self.customer.originate(target.uri, timeout=timeout, caller_id=self.caller_id))
+        self.consult = _Consultation(target, ringing, started=time.time())
+        self.emit(ev.Consult(interaction=self.record.interaction, queue=self.queue, agent_id=self.party.agent_id,
+                             kind=c.kind, target=c.target, to_agent_id=target.agent_id))
+        return cmd.DONE
+
+    async def _target_rang(self) -> None:
+        c = self.consult
+        assert c is not None and c.ringing is not None
+        try:
+            c.leg = c.ringing.result()
+        except OriginateFailed as exc:
+            self.consult = None
+            await agent_step(self.svc, c.target.agent_id, "release", self.expect_call)
+            self.emit(ev.ConsultEnd(interaction=self.record.interaction, queue=self.queue,
+                                    agent_id=self.party.agent_id, result="failed", cause=exc.cause))
+            return
+        finally:
+            c.ringing = None
+        await agent_step(self.svc, c.target.agent_id, "connect", self.expect_call)
+        with contextlib.suppress(CallEnded, MediaError):
+            await self.party.leg.bridge(c.leg)
+
+    async def _target_left(self) -> None:
+        """The consulted target hung up: back to the caller on hold, or, from a conference, to the
+        caller and the agent."""
+        c = self.consult
+        assert c is not None and c.leg is not None
+        self.consult = None
+        await agent_step(self.svc, c.target.agent_id, "end_call", self.expect_call, self.settings.wrap_up)
+        cause = c.leg.hangup_event.cause if c.leg.hangup_event else ""
+        if c.conference_at:
+            self.emit(ev.ConferenceEnd(interaction=self.record.interaction, queue=self.queue,
+                                       agent_id=self.party.agent_id, left="target",
+                                       seconds=round(time.time() - c.conference_at, 3)))
+        else:
+            self.emit(ev.ConsultEnd(interaction=self.record.interaction, queue=self.queue,
+                                    agent_id=self.party.agent_id, result="ended", cause=cause))
+
+    async def _cancel(self) -> None:
+        await self._drop_consultation()
+        self.emit(ev.ConsultEnd(interaction=self.record.interaction, queue=self.queue, agent_id=self.party.agent_id,
+                                result="cancelled"))
+        await self.customer.stop_play()
+        await self.customer.bridge(self.party.leg)
+        self.held = False
+
+    async def _conference(self) -> None:
+        c = self.consult
+        assert c is not None and c.leg is not None
+        await self.customer.bridge(self.party.leg)  # stops the hold music
+        await self.customer.bridge(c.leg)
+        self.held = False
+        c.conference_at = time.time()
+        self.emit(ev.Conference(interaction=self.record.interaction, queue=self.queue, agent_id=self.party.agent_id,
+                                to_agent_id=c.target.agent_id, target=c.target.name))
+
+    async def _drop_target(self) -> None:
+        c = self.consult
+        assert c is not None and c.leg is not None
+        await c.leg.hangup()
+        await self._target_left()
+
+    async def _complete(self) -> None:
+        """The agent leaves the caller with the consulted target."""
+        c = self.consult
+        assert c is not None and c.leg is not None
+        now = time.time()
+        old = self.party
+        talk = now - old.connected_at
+        self.emit(ev.AttendedTransfer(interaction=self.record.interaction, queue=self.queue, agent_id=old.agent_id,
+                                      kind=c.target.kind, target=c.target.name, to_agent_id=c.target.agent_id,
+                                      talk=round(talk, 3),
+                                      conference=round(now - c.conference_at, 3) if c.conference_at else 0.0))
+        self.party = Party(c.leg, c.target.agent_id, now, c.target.kind, c.target.name)
+        self.consult = None
+        self.muted = False
+        await self._end_party(old, talk)
+        if not c.conference_at:
+            await self.customer.bridge(c.leg)  # stops the hold music
+        self.held = False
+
+    async def _drop_consultation(self) -> None:
+        """End a consultation still going (a cancel, or the call's end)."""
+        c, self.consult = self.consult, None
+        if c is None:
+            return
+        if c.ringing is not None:
+            c.ringing.cancel()  # the originate hangs its leg up
+            with contextlib.suppress(asyncio.CancelledError, OriginateFailed):
+                c.leg = await c.ringing
+        if c.leg is not None:
+            await c.leg.hangup()
+            await agent_step(self.svc, c.target.agent_id, "end_call", self.expect_call, self.settings.wrap_up)
+        else:
+            await agent_step(self.svc, c.target.agent_id, "release", self.expect_call)
+
+    # ------------------------------------------------------------------ the end
+    async def _finish(self, agent_first: bool) -> None:
+        talk = time.time() - self.party.connected_at
+        complete = ev.CompleteAgent if agent_first else ev.CompleteCaller
+        self.emit(complete(interaction=self.record.interaction, queue=self.queue, agent_id=self.party.agent_id,
+                           wait=round(self.wait, 3), talk=round(talk, 3)))
+        await self._drop_consultation()
+        await self.customer.hangup()
+        await self._end_party(self.party, talk)
+
+    async def _end_party(self, party: Party, talk: float) -> None:
+        """Hang up a party's leg; an agent goes to wrap-up and their time counts in the queue's AHT."""
+        await party.leg.hangup()
+        if party.agent_id is None:
+            return
+        await agent_step(self.svc, party.agent_id, "end_call", self.expect_call, self.settings.wrap_up)
+        redis = self.svc.waiting.redis
+        await redis.hset(AHT_KEY, self.queue,
+                         repr(update_aht(await aht(redis, self.queue), talk + self.settings.wrap_up)))
 
 
 async def aht(redis: aioredis.Redis, queue: str) -> float | None:

@@ -8,11 +8,13 @@ import contextlib
 import time
 from pathlib import Path
 
-from acd.queue_call import QueueResult, QueueServices, Record, run_queue
+from acd.queue_call import QueueResult, Record, run_queue
+from acd.services import QueueServices
 from bus import events as ev
 from media.client import CallEnded, CallHandle
 
 MAX_HOPS = 3  # queue -> queue overflow chain, so that two queues overflowing into each other end
+MAX_TRANSFERS = 20  # transfers of one call to a queue (two agents passing a caller back and forth end)
 
 
 async def queue_flow(call: CallHandle, svc: QueueServices, queue: str, record: Record, *, priority: int = 0,
@@ -21,9 +23,13 @@ async def queue_flow(call: CallHandle, svc: QueueServices, queue: str, record: R
                      voicemail_seconds: float = 60.0, goodbye_prompt: str = "unavailable",
                      voicemail_prompt: str = "leave_message") -> QueueResult:
     visited = [queue]
+    transfers = 0
     while True:
         result = await run_queue(call, svc, queue, record, priority=priority, skills=skills, caller_id=caller_id,
                                  callback_uri=callback_uri, interaction=interaction)
+        if result.outcome == "transferred" and transfers < MAX_TRANSFERS:
+            queue, visited, transfers = result.transfer_to, [result.transfer_to], transfers + 1
+            continue  # the same interaction and priority, in the next queue
         ov = result.overflow
         if result.outcome != "exited" or ov is None:
             return result

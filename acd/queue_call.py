@@ -13,19 +13,16 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any
 
 from acd.agent_state import InvalidTransition
-from acd.agent_store import AgentStore, Conflict
-from acd.conversation import Record, aht, converse
-from acd.directory import Directory
-from acd.distributor import CallInfo, Distributor, Offer
+from acd.agent_store import Conflict
+from acd.conversation import Handoff, Party, Record, aht, converse
+from acd.distributor import CallInfo, Offer
 from acd.ewt import announce_minutes, ewt
 from acd.models import Overflow, QueueSettings
-from acd.offers import OfferBus
-from acd.waiting import Waiting
+from acd.services import QueueServices
 from bus import commands as cmd
 from bus import events as ev
 from bus.redis import REDIS_DOWN
@@ -40,34 +37,13 @@ CALLBACK_CONFIRM_PROMPT = "callback_confirm"
 EMPTY_CHECK = 5.0
 
 
-class Prompts(Protocol):
-    def path(self, name: str) -> str: ...
-
-    def spoken(self, text: str) -> str: ...
-
-
-@dataclass
-class QueueServices:
-    distributor: Distributor
-    agents: AgentStore
-    waiting: Waiting
-    directory: Directory
-    offers: OfferBus
-    prompts: Prompts
-    device_uri: Callable[[int], Awaitable[str | None]]  # where to ring an agent, None if nowhere
-    node: str = "node"
-    # For callbacks, which run without an inbound call: place a call from a worker with room
-    # (uri, ring timeout, caller id), and the record of an interaction by its id.
-    originate: Callable[[str, float, str], Awaitable[CallHandle]] | None = None
-    record_for: Callable[[str], Record] | None = None
-
-
 @dataclass(frozen=True)
 class QueueResult:
-    outcome: str  # connected | abandoned | exited | callback
+    outcome: str  # connected | abandoned | exited | callback | transferred
     cause: str = ""  # exits: timeout | no_agents | full | key | no_queue
     agent_id: int | None = None
     overflow: Overflow | None = None
+    transfer_to: str = ""  # transferred: the queue the caller goes to next
 
 
 @dataclass
@@ -390,6 +366,8 @@ async def _connected(w: _Wait, leg: CallHandle, agent_id: int, offered_at: float
                              agent_call=leg.call_id))
     with contextlib.suppress(CallEnded):
         await w.call.stop_play()
-    await converse(w.svc.agents, w.svc.waiting.redis, w.record, w.queue, w.settings, w.call, leg, agent_id,
-                   now - w.enqueued_at, agent_call_id=w.call.call_id, prompts=w.svc.prompts)
+    handoff = await converse(w.svc, w.record, w.queue, w.settings, w.call, Party(leg, agent_id, now),
+                             now - w.enqueued_at, expect_call=w.call.call_id, caller_id=w.caller_id)
+    if isinstance(handoff, Handoff):
+        return QueueResult("transferred", agent_id=agent_id, transfer_to=handoff.queue)
     return QueueResult("connected", agent_id=agent_id)

@@ -70,7 +70,96 @@ class AttachData(Command):
     data: dict[str, str] = field(default_factory=dict)
 
 
-COMMANDS: dict[str, type[Command]] = {c.NAME: c for c in (Hangup, Hold, Resume, RejectOffer, AttachData)}
+@dataclass(frozen=True, kw_only=True)
+class Mute(Command):
+    """The caller (and a conference's target) stop hearing the agent; the agent still hears them."""
+
+    NAME = "mute"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Unmute(Command):
+    NAME = "unmute"
+
+
+TARGET_KINDS = ("queue", "agent", "extension", "number")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Transfer(Command):
+    """Blind transfer: the agent leaves, the caller goes to ``target`` (a queue's name, an agent's
+    id, an extension, an outside number). A queue keeps the interaction, its customer, its call data
+    and the caller's priority; a target that does not answer sends the caller back to their queue."""
+
+    NAME = "transfer"
+    kind: str  # queue | agent | extension | number
+    target: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Consult(Command):
+    """Attended transfer, first step: the caller is held, the agent calls ``target`` (an agent, an
+    extension or a number) and talks to it. Then ``complete``, ``conference`` or ``cancel``."""
+
+    NAME = "consult"
+    kind: str  # agent | extension | number
+    target: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class CompleteTransfer(Command):
+    """The agent leaves; the caller talks to the consulted target (from a conference too)."""
+
+    NAME = "complete"
+
+
+@dataclass(frozen=True, kw_only=True)
+class CancelConsult(Command):
+    """Hang up the consulted target; the agent is back with the caller."""
+
+    NAME = "cancel"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Conference(Command):
+    """Caller, agent and the consulted target all hear each other."""
+
+    NAME = "conference"
+
+
+@dataclass(frozen=True, kw_only=True)
+class LeaveConference(Command):
+    """``leg`` agent: the agent leaves (the caller stays with the target, an attended transfer);
+    ``target``: the target is hung up, the agent and caller talk on."""
+
+    NAME = "leave"
+    leg: str = "agent"  # agent | target
+
+
+@dataclass(frozen=True, kw_only=True)
+class SendDtmf(Command):
+    """Send keys to an outside party: the consulted target, or the caller's far end (``leg``)."""
+
+    NAME = "dtmf"
+    digits: str
+    leg: str = "target"  # target | caller
+
+
+@dataclass(frozen=True, kw_only=True)
+class StartRecording(Command):
+    """Record the call: the caller and every leg bridged with them, to one WAV file."""
+
+    NAME = "record"
+
+
+@dataclass(frozen=True, kw_only=True)
+class StopRecording(Command):
+    NAME = "stop_record"
+
+
+COMMANDS: dict[str, type[Command]] = {c.NAME: c for c in (
+    Hangup, Hold, Resume, RejectOffer, AttachData, Mute, Unmute, Transfer, Consult, CompleteTransfer, CancelConsult,
+    Conference, LeaveConference, SendDtmf, StartRecording, StopRecording)}
 
 
 def decode(raw: str | bytes | dict[str, Any]) -> Command:
@@ -85,15 +174,17 @@ def decode(raw: str | bytes | dict[str, Any]) -> Command:
 @dataclass(frozen=True)
 class Result:
     """The answer to one command: ``ok``, or ``error`` (state | gone | busy | unreachable | invalid
-    | timeout) with a message that says why."""
+    | timeout) with a message that says why; ``field``: the command's field at fault."""
 
     ok: bool
     error: str = ""
     message: str = ""
     state: str = ""  # the call's state when it was refused
+    field: str = ""
 
     def encode(self) -> str:
-        return json.dumps({"ok": self.ok, "error": self.error, "message": self.message, "state": self.state})
+        return json.dumps({"ok": self.ok, "error": self.error, "message": self.message, "state": self.state,
+                           "field": self.field})
 
     @classmethod
     def decode(cls, raw: str | bytes) -> Result:
@@ -103,8 +194,8 @@ class Result:
 DONE = Result(True)
 
 
-def refused(error: str, message: str, state: str = "") -> Result:
-    return Result(False, error, message, state)
+def refused(error: str, message: str, state: str = "", field: str = "") -> Result:
+    return Result(False, error, message, state, field)
 
 
 class Inbox:

@@ -55,9 +55,13 @@ _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL
 
 class StreamConsumer:
     def __init__(self, redis: aioredis.Redis, group: str, consumer: str, handler: Handler, *,
-                 start: str = "0", count: int = 500, pause: float = 0.0, lease_ttl: float = LEASE_TTL):
+                 start: str = "0", count: int = 500, pause: float = 0.0, lease_ttl: float = LEASE_TTL,
+                 hold_for: float = 0.0):
         """``start``: where a new group begins ("0": everything still in the stream, "$": what comes
-        next). ``pause``: seconds to wait after a batch, so that a busy stream is read in larger ones."""
+        next). ``pause``: seconds to wait after a batch, so that a busy stream is read in larger ones.
+        ``hold_for``: seconds the lease is renewed while one batch's handler runs (webhook retries
+        take long); past that, or by default, a handler that does not return loses the lease within
+        ``lease_ttl`` and another node takes the batch over (a frozen node's)."""
         self.redis = redis
         self.group = group
         self.consumer = consumer
@@ -66,6 +70,7 @@ class StreamConsumer:
         self.count = count
         self.pause = pause
         self.lease_ttl = lease_ttl
+        self.hold_for = hold_for
         self._lease_key = EVENTS_LEASE_KEY.format(group=group)
         self._lease = redis.register_script(_LEASE)
         self._release = redis.register_script(_RELEASE)
@@ -144,7 +149,13 @@ class StreamConsumer:
             for problem in problems:
                 self.skipped += 1
                 log.error("%s: entry %s: skipped: %s", self.group, entry_id.decode(), problem)
-        if events:
+        if events and self.hold_for:
+            keeper = asyncio.create_task(self._keep_lease())
+            try:
+                await self.handler(events)
+            finally:
+                keeper.cancel()
+        elif events:
             await self.handler(events)
         if entries:
             await self.redis.xack(EVENTS, self.group, *[e[0] for e in entries])
@@ -164,6 +175,16 @@ class StreamConsumer:
             await self._adopt()
         self._renewed = now
         return True
+
+    async def _keep_lease(self) -> None:
+        """Renew the lease while the handler runs (``hold_for`` at most), so that no other node
+        takes the group over meanwhile."""
+        until = time.monotonic() + self.hold_for
+        while time.monotonic() < until:
+            await asyncio.sleep(self.lease_ttl / 3)
+            with contextlib.suppress(*REDIS_DOWN):
+                if await self._lease(keys=[self._lease_key], args=[self.consumer, int(self.lease_ttl * 1000)]):
+                    self._renewed = time.monotonic()
 
     async def _create_group(self) -> None:
         try:

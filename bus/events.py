@@ -88,6 +88,11 @@ def catalogue() -> list[type[Event]]:
     return list(_REGISTRY.values())
 
 
+def names() -> list[str]:
+    """Every event's name, sorted."""
+    return sorted(_REGISTRY)
+
+
 def decode(raw: str | bytes) -> Event:
     try:
         body = json.loads(raw)
@@ -294,13 +299,18 @@ class CallStateChanged(CallEvent):
     it: what the call is doing now, and with whom."""
 
     NAME = "CALLSTATE"
-    transition: str  # answer, enqueue, offer, no_answer, connect, leave, complete, hold, resume, hangup
-    state: str  # arriving, ivr, queued, offering, connected, held, ended
+    transition: str  # the named transition of bus/call_session.TABLE: answer, enqueue, connect, hold …
+    state: str  # arriving, ivr, queued, offering, connected, held, consulting, conferenced, transferring, ended
     queue: str = ""  # the queue it waits in or was connected from
     agent_id: int | None = None  # the agent offered or connected
-    holds: int = 0  # so far: times on hold, seconds on hold (ended holds), the longest hold
+    party: str = ""  # the outside party the caller talks to (a transfer to an extension or a number)
+    muted: bool = False  # the agent's leg is muted
+    recording: str = ""  # the file the call is being recorded to ("" when not)
+    holds: int = 0  # so far: times on hold (a consultation included), seconds on hold, the longest hold
     held_total: float = 0.0
     held_longest: float = 0.0
+    conference_seconds: float = 0.0  # seconds in three-way conferences, ended ones
+    transfers: list[dict[str, Any]] = field(default_factory=list)  # each: mode, kind, target, from_agent, to_agent, at
     data: dict[str, str] = field(default_factory=dict)  # the call data attached so far
 
 
@@ -311,7 +321,7 @@ class CommandApplied(CallEvent):
     that owns it."""
 
     NAME = "COMMAND"
-    command: str  # hangup, hold, resume, reject, attach
+    command: str  # a name of bus/commands.COMMANDS: hold, resume, transfer, consult, mute, record …
     by: str = ""  # who sent it: the API key's name
     args: dict[str, Any] = field(default_factory=dict)  # the command's own fields (leg, data …)
 
@@ -511,6 +521,104 @@ class CallbackFailed(QueueEvent):
     attempt: int = 1
     cause: str = ""
     code: int = 0
+
+
+# ---------------------------------------------------------------- transfers and conferences
+
+
+@event
+@dataclass(frozen=True, kw_only=True)
+class BlindTransfer(QueueEvent):
+    """The agent (``agent_id``) handed the caller on without talking to the target first: to a queue
+    (the same interaction, its priority kept), an agent (OFFER and CONNECT follow), an extension or
+    an outside number (PARTYCONNECT follows). A target that does not answer sends the caller back to
+    the queue they came from."""
+
+    NAME = "BLINDTRANSFER"
+    kind: str  # queue, agent, extension, number
+    target: str  # the queue's name, the agent's id, the extension, the number
+    to_agent_id: int | None = None  # the agent transferred to
+    talk: float = 0.0  # seconds the transferring agent talked to the caller
+
+
+@event
+@dataclass(frozen=True, kw_only=True)
+class Consult(QueueEvent):
+    """The agent put the caller on hold and calls a target to talk first (an attended transfer or a
+    conference may follow)."""
+
+    NAME = "CONSULT"
+    kind: str  # agent, extension, number
+    target: str
+    to_agent_id: int | None = None
+    leg: str = ""  # the media call id of the consultation leg
+
+
+@event
+@dataclass(frozen=True, kw_only=True)
+class ConsultEnd(QueueEvent):
+    """The consultation ended without a transfer: ``failed`` (the target did not answer) or ``ended``
+    (the target hung up): the caller stays on hold; ``cancelled``: the agent is back with the caller."""
+
+    NAME = "CONSULTEND"
+    result: str  # failed, ended, cancelled
+    cause: str = ""  # why the target's leg ended: no_answer, busy, normal_clearing …
+
+
+@event
+@dataclass(frozen=True, kw_only=True)
+class Conference(QueueEvent):
+    """Caller, agent and consulted target now all hear each other."""
+
+    NAME = "CONFERENCE"
+    to_agent_id: int | None = None
+    target: str = ""
+
+
+@event
+@dataclass(frozen=True, kw_only=True)
+class ConferenceEnd(QueueEvent):
+    """The consulted target left the conference (``left`` = target): caller and agent talk on. When
+    the agent leaves, ATTENDEDTRANSFER says so instead."""
+
+    NAME = "CONFERENCEEND"
+    left: str  # target
+    seconds: float = 0.0  # how long the conference lasted
+
+
+@event
+@dataclass(frozen=True, kw_only=True)
+class AttendedTransfer(QueueEvent):
+    """The agent left the caller with the consulted target: by completing the transfer, by leaving
+    a conference, or by hanging up during the consultation."""
+
+    NAME = "ATTENDEDTRANSFER"
+    kind: str  # agent, extension, number
+    target: str
+    to_agent_id: int | None = None
+    talk: float = 0.0  # seconds the transferring agent was connected
+    conference: float = 0.0  # seconds of conference before it (0: none)
+
+
+@event
+@dataclass(frozen=True, kw_only=True)
+class PartyConnect(QueueEvent):
+    """A caller transferred to an extension or an outside number is connected to it."""
+
+    NAME = "PARTYCONNECT"
+    kind: str  # extension, number
+    target: str
+    party_call: str = ""  # the media call id of the party's leg
+
+
+@event
+@dataclass(frozen=True, kw_only=True)
+class Recording(CallEvent):
+    """Recording of the call started or stopped (caller and every leg bridged with them)."""
+
+    NAME = "RECORDING"
+    action: str  # start, stop
+    path: str = ""  # the WAV file, under the recordings directory
 
 
 # ---------------------------------------------------------------- agents

@@ -29,7 +29,11 @@ SAMPLES: dict[str, Any] = {
     "wait": 12.4, "key": "9", "to": "callback", "max_callers": 50, "kind": "queue", "target": "billing",
     "ewt_minutes": 3, "agents": [7], "ring": 4.2, "agent_call": "o-5c2f0a9d1e3b4a67", "callback": False,
     "attempt": 1, "talk": 184.0, "path": "var/voicemail/w3-17.wav", "seconds": 21.5, "retry_in": 300.0,
-    "how": "caller_id", "by": "system",
+    "how": "caller_id", "by": "system", "party": "", "muted": False, "conference_seconds": 0.0,
+    "transfers": [{"mode": "blind", "kind": "queue", "target": "billing", "from_agent": 7, "to_agent": None,
+                   "at": 1764590400.125}],
+    "to_agent_id": 9, "leg": "o-77aa0b1c2d3e4f50", "result": "cancelled", "left": "target", "conference": 0.0,
+    "party_call": "o-77aa0b1c2d3e4f50", "action": "start", "recording": "",
 }
 # Most derived first: a queue event is a call event too.
 SECTIONS = ((ev.QueueEvent, "Queue events"), (ev.CallEvent, "Call events"), (ev.AgentEvent, "Agent events"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -21,8 +22,8 @@ from acd.conversation import Record
 from acd.directory import Directory
 from acd.distributor import Distributor
 from acd.offers import OfferBus
-from acd.queue_call import QueueServices
 from acd.reconciler import Reconciler
+from acd.services import QueueServices
 from acd.waiting import Waiting
 from bus import events as ev
 from bus.notifier import Notifier
@@ -36,18 +37,23 @@ from media.client import CallHandle
 
 log = logging.getLogger("callcenter.acd")
 
+EXTENSION = re.compile(r"[0-9]{1,15}")
+NUMBER = re.compile(r"\+?[0-9]{3,20}")
+
 
 class AcdNode:
     def __init__(self, redis: aioredis.Redis, redis_url: str, pool: asyncpg.Pool, prompts: PromptSet,
                  is_local_call: Callable[[str], bool], registrar: str = "",
                  originate: Callable[[str, float, str], Awaitable[CallHandle]] | None = None,
-                 record_for: Callable[[str], Record] | None = None, notifier: Notifier | None = None):
+                 record_for: Callable[[str], Record] | None = None, notifier: Notifier | None = None,
+                 outside_uri: str = ""):
         self.notifier = notifier or Notifier(node_id())
         self.node = self.notifier.node
         self.heartbeat = NodeHeartbeat(redis, self.node)
         self.redis = redis
         self.pool = pool
         self.registrar = registrar  # host:port of the front door where agent phones register
+        self.outside_uri = outside_uri  # how outside numbers are called: a SIP URI with {number}
         self.agents = AgentStore(redis, self.node)
         self.directory = Directory(redis)
         self.waiting = Waiting(redis)
@@ -56,7 +62,7 @@ class AcdNode:
         self.is_local_call = is_local_call
         self.reconciler = Reconciler(self.agents, self.call_alive, on_change=self._reconciled)
         self.services = QueueServices(self.distributor, self.agents, self.waiting, self.directory, self.offers,
-                                      prompts, self.device_uri, self.node, originate, record_for)
+                                      prompts, self.device_uri, self.node, originate, record_for, self.dial_uri)
         self.callbacks = CallbackRunner(self.services)
         self.offers.on_unclaimed = lambda offer: self._spawn(self.callbacks.handle(offer))
         self.agents.on_transition.append(self._changed)
@@ -150,3 +156,12 @@ class AcdNode:
         if device.startswith("ext:"):
             return f"sip:{device[4:]}@{self.registrar}" if self.registrar else None
         return device or None
+
+    def dial_uri(self, kind: str, target: str) -> str | None:
+        """Where to call an extension (a phone registered at the front door) or an outside number
+        (through the trunk: ``acd.callback_uri``, the way callbacks reach customers)."""
+        if kind == "extension" and EXTENSION.fullmatch(target) and self.registrar:
+            return f"sip:{target}@{self.registrar}"
+        if kind == "number" and NUMBER.fullmatch(target) and self.outside_uri:
+            return self.outside_uri.format(number=target)
+        return None

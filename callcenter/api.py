@@ -17,7 +17,7 @@ from aiohttp import web
 from acd.agent_store import AgentStore
 from acd.directory import Directory
 from bus.notifier import Notifier
-from callcenter import acd_api, cti_api
+from callcenter import acd_api, cti_api, webhook_api
 from callcenter.auth import PUBLIC, Authenticator, requires
 from callcenter.commands import CallControl
 from callcenter.cti_socket import CtiSocket
@@ -25,6 +25,7 @@ from callcenter.embedded import EmbeddedRedis
 from callcenter.frontdoor import FrontDoor
 from callcenter.http_guard import PRINCIPAL, access, check_routes, error, errors, http_error, time_limit
 from callcenter.supervisor import Supervisor
+from callcenter.webhooks import WebhookSender
 
 MAX_LIMIT = 1000
 
@@ -46,6 +47,7 @@ class Services:
     events: Callable[[], dict[str, object]] | None = None  # the node's event bus status
     control: CallControl | None = None  # third-party call control (callcenter/commands.py)
     socket: CtiSocket | None = None  # live events over socket.io (callcenter/cti_socket.py)
+    webhooks: WebhookSender | None = None  # webhook deliveries (callcenter/webhooks.py)
 
 
 SERVICES: web.AppKey[Services] = web.AppKey("services", Services)
@@ -110,6 +112,8 @@ async def healthz(request: web.Request) -> web.Response:
         checks["tasks"] = {"ok": all(t["state"] == "running" for t in items), "items": items}
     if s.events is not None:
         checks["events"] = s.events()
+    if s.webhooks is not None:
+        checks["webhooks"] = {"ok": True, **s.webhooks.status()}
     if s.supervisor is not None:
         workers = await s.supervisor.status()
         up = sum(1 for w in workers if w["up"])
@@ -198,7 +202,8 @@ def make_app(services: Services, authenticators: list[Authenticator], request_ti
                        services.directory or Directory(services.redis),
                        acd_api.Phones(services.realm, services.credentials_changed or (lambda: None)),
                        services.prompts, services.notifier)
-    cti_api.add_routes(app, services.redis, services.control)
+    cti_api.add_routes(app, services.redis, services.control, services.pool)
+    webhook_api.add_routes(app, services.pool, services.redis)
     if services.socket is not None:
         services.socket.add_routes(app)
     check_routes(app)

@@ -24,6 +24,7 @@ from callcenter.nodes import node_id
 from callcenter.notices import API_KEYS, Notices
 from callcenter.prompts import load_prompts
 from callcenter.tasks import Loops
+from callcenter.webhooks import webhook_sender
 
 log = logging.getLogger("callcenter.api_node")
 
@@ -43,6 +44,8 @@ async def run_api_node(cfg: Config, *, ready: asyncio.Event | None = None, stop:
     events = EventBus(node, redis, pool, cfg.var_dir / "spool")
     events.start(loops)
     control = CallControl(redis, events.sessions, None, events.notifier)
+    hooks = webhook_sender(cfg, redis, pool, node)
+    loops.start("events.webhooks", hooks.run)
     keys = auth.ApiKeys(pool)
     socket = CtiSocket(cfg.redis.url, redis, keys, node)
     loops.start("events.socketio", socket.reader.run)
@@ -52,7 +55,7 @@ async def run_api_node(cfg: Config, *, ready: asyncio.Event | None = None, stop:
     loops.start("postgres.notices", notices.run)
     services = api.Services(pool, redis, None, None, AgentStore(redis, node), Directory(redis), cfg.sip.realm,
                             prompts=frozenset(prompts.texts), loops=loops.status, notifier=events.notifier,
-                            events=events.status, control=control, socket=socket)
+                            events=events.status, control=control, socket=socket, webhooks=hooks)
     app = api.make_app(services, [keys], cfg.http.request_timeout, tuple(cfg.http.allowed_origins))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

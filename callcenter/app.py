@@ -33,6 +33,7 @@ from callcenter.prompts import load_prompts
 from callcenter.sip_credentials import CredentialSync, demo_passwords
 from callcenter.supervisor import Supervisor, WorkerSpec, plan_workers
 from callcenter.tasks import Loops
+from callcenter.webhooks import webhook_sender
 from media.client import CallHandle, MediaClient, OriginateFailed
 
 log = logging.getLogger("callcenter")
@@ -146,11 +147,14 @@ async def run(cfg: Config, *, demo_customers: int = 200, ready: asyncio.Event | 
 
         acd = AcdNode(redis, ends.redis_url, pool, prompts, is_local_call=lambda cid: cid in client.calls,
                       registrar=f"{cfg.sip.host}:{cfg.sip.port}" if front else "", originate=originate,
-                      record_for=lambda iid: router.record_for(iid), notifier=events.notifier)
+                      record_for=lambda iid: router.record_for(iid), notifier=events.notifier,
+                      outside_uri=cfg.acd.callback_uri)
         router = CallRouter(client, events.notifier, events.sessions, plan, prompts, pool, cfg.crm.default_region,
                             acd=acd, voicemail_dir=cfg.var_dir / "voicemail", callback_uri=cfg.acd.callback_uri)
-        control = CallControl(redis, events.sessions, client, events.notifier)
+        control = CallControl(redis, events.sessions, client, events.notifier, recordings=cfg.var_dir / "recordings")
         loops.start("calls.commands", control.run)
+        hooks = webhook_sender(cfg, redis, pool, events.notifier.node)
+        loops.start("events.webhooks", hooks.run)
         await client.start()
         transport = Loops()  # the event reader: it stops last, after the workers' final events
         reader = transport.start("media.events", lambda _stop: client.run())
@@ -198,7 +202,7 @@ async def run(cfg: Config, *, demo_customers: int = 200, ready: asyncio.Event | 
         services = api.Services(pool, redis, supervisor, frontdoor, acd.agents, acd.directory, cfg.sip.realm,
                                 credentials.changed if credentials is not None else None, frozenset(prompts.texts),
                                 loops=lambda: [*transport.status(), *loops.status()], redis_server=ends.redis_server,
-                                notifier=events.notifier, events=events.status, control=control)
+                                notifier=events.notifier, events=events.status, control=control, webhooks=hooks)
         keys = auth.ApiKeys(pool)
         socket = CtiSocket(ends.redis_url, redis, keys, acd.node)
         loops.start("events.socketio", socket.reader.run)

@@ -59,6 +59,7 @@ class Principal:
     name: str
     scopes: frozenset[str]
     agent: str | None = None  # a signed-in agent's login (console): limits them to their own calls
+    key_id: str = ""  # an API key's public part (what owns its webhook subscriptions)
 
     def allows(self, scope: str) -> bool:
         return scope == PUBLIC or scope in self.scopes
@@ -123,7 +124,7 @@ class ApiKeys:
             "RETURNING name, secret_hash, scopes", key_id)
         if row is None or not hmac.compare_digest(bytes(row["secret_hash"]), _hash(secret)):
             raise BadCredentials()
-        principal = Principal("api_key", str(row["name"]), frozenset(row["scopes"]))
+        principal = Principal("api_key", str(row["name"]), frozenset(row["scopes"]), key_id=key_id)
         if len(self._cache) > 10_000:
             self._cache.clear()
         self._cache[digest] = (now + self.cache_ttl, principal)

@@ -2,10 +2,11 @@
 
 ``CallControl.submit`` answers every command within ``timeout``. A call this node runs is acted on
 here; another node's call is sent to that node's inbox list in Redis, and the answer comes back on a
-reply list of its own. On the owning node, hanging up the caller and attaching data are done at
-once in any state; the other commands go into the call's inbox (sessions.py), for the flow that runs
-the call to act on when its state allows it (bus/call_session.FLOW_COMMANDS), and are refused at
-once in any other state. Every applied command is a COMMAND event.
+reply list of its own. On the owning node, hanging up the caller, attaching data and recording are
+done at once (recording once the call is answered); the other commands go into the call's inbox
+(sessions.py), for the flow that runs the call to act on when its state allows it
+(bus/call_session.FLOW_COMMANDS), and are refused at once in any other state. Every applied command
+is a COMMAND event.
 
     cc:node:commands:<node>   list    commands for the calls a node runs (RPUSH here, BLPOP there)
     cc:node:reply:<id>        list    the answer to one command (expires)
@@ -20,6 +21,7 @@ import logging
 import time
 import uuid
 from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -43,9 +45,11 @@ REPLY_TTL = 30
 
 class CallControl:
     def __init__(self, redis: aioredis.Redis, tracker: SessionTracker, client: MediaClient | None,
-                 notifier: Notifier, timeout: float = TIMEOUT):
-        """``client``: the node's media client (None on a node without media: it runs no calls)."""
+                 notifier: Notifier, timeout: float = TIMEOUT, recordings: Path = Path("var/recordings")):
+        """``client``: the node's media client (None on a node without media: it runs no calls).
+        ``recordings``: where the media workers write recordings (the same machine)."""
         self.redis = redis
+        self.recordings = recordings
         self.tracker = tracker
         self.client = client
         self.notifier = notifier
@@ -93,6 +97,11 @@ class CallControl:
             with contextlib.suppress(CallEnded, MediaError):
                 await handle.hangup()
             return cmd.DONE
+        if isinstance(command, cmd.StartRecording | cmd.StopRecording):
+            result = await self._recording(session, isinstance(command, cmd.StartRecording))
+            if result.ok:
+                self.notifier.emit(applied)
+            return result
         name = "hangup_agent" if isinstance(command, cmd.Hangup) else command.NAME
         if session.state not in cs.FLOW_COMMANDS.get(name, frozenset()):
             return cmd.refused("state", f"{command.NAME} is not possible while the call is {session.state}",
@@ -104,6 +113,27 @@ class CallControl:
         if result.ok:
             self.notifier.emit(applied)
         return result
+
+    async def _recording(self, session: cs.CallSession, start: bool) -> cmd.Result:
+        """Start or stop recording the caller and whoever is bridged with them, to one WAV file."""
+        if session.state not in cs.RECORDABLE:
+            return cmd.refused("state", f"the call cannot be recorded while {session.state}", session.state)
+        if start == bool(session.recording):
+            return cmd.refused("state", "the call is being recorded already" if start else "the call is not being "
+                               "recorded", session.state)
+        handle = self.client.calls.get(session.media_call) if self.client is not None else None
+        if handle is None:
+            return cmd.refused("gone", "the call has ended", session.state)
+        if start:
+            path = self.recordings / f"{session.interaction}-{int(time.time())}.wav"
+            await asyncio.to_thread(self.recordings.mkdir, parents=True, exist_ok=True)
+            await handle.record(str(path))
+        else:
+            path = Path(session.recording)
+            await handle.stop_record()
+        self.notifier.emit(ev.Recording(interaction=session.interaction, action="start" if start else "stop",
+                                        path=str(path)))
+        return cmd.DONE
 
     # ------------------------------------------------------------------ this node's inbox list
     async def run(self, stop: asyncio.Event) -> None:

@@ -89,6 +89,12 @@ class AcdConfig(_Section):
     callback_uri: str = Field("", pattern=r"^(sips?:[^\s]*\{number\}[^\s]*)?$")
 
 
+class WebhooksConfig(_Section):
+    attempts: int = Field(6, ge=1, le=20, description="tries of one request before its events are dead letters")
+    backoff: float = Field(1.0, gt=0, le=60, description="seconds before the first retry; doubled each time")
+    timeout: float = Field(5.0, gt=0, le=60, description="seconds a receiver may take to answer")
+
+
 class PathsConfig(_Section):
     var_dir: str = "var"
     dialplan: str = "sip_config/dialplan.toml"
@@ -108,6 +114,7 @@ class Config(_Section):
     redis: RedisConfig = RedisConfig()
     crm: CrmConfig = CrmConfig()
     acd: AcdConfig = AcdConfig()
+    webhooks: WebhooksConfig = WebhooksConfig()
     paths: PathsConfig = PathsConfig()
     log: LogConfig = LogConfig()
 

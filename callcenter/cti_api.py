@@ -7,9 +7,13 @@ does not answer, 504 its flow did not act in time."""
 from __future__ import annotations
 
 import json
+import re
 import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
+import asyncpg
 import redis.asyncio as aioredis
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
@@ -22,6 +26,7 @@ from callcenter.http_guard import PRINCIPAL, http_error, read_body
 
 REDIS: web.AppKey[aioredis.Redis] = web.AppKey("cti_redis", aioredis.Redis)
 CONTROL: web.AppKey[CallControl] = web.AppKey("cti_control", CallControl)
+POOL: web.AppKey[asyncpg.Pool] = web.AppKey("cti_pool", asyncpg.Pool)
 
 # A refusal's HTTP status, by its error (bus.commands.Result.error).
 STATUS = {"state": 409, "gone": 404, "unreachable": 503, "timeout": 504, "busy": 409, "invalid": 422}
@@ -45,6 +50,30 @@ class RejectIn(_Strict):
 
 class AttachIn(_Strict):
     data: dict[str, str] = Field(min_length=1, max_length=50)
+
+
+# A target's name by its kind: a queue's name, an agent's login, an extension, an outside number.
+TARGET_PATTERN = {"queue": r"^[a-z0-9][a-z0-9_-]{0,63}$", "agent": r"^[A-Za-z0-9._-]{1,64}$",
+                  "extension": r"^[0-9]{1,15}$", "number": r"^\+?[0-9]{3,20}$"}
+
+
+class TransferIn(_Strict):
+    kind: Literal["queue", "agent", "extension", "number"]
+    target: str = Field(min_length=1, max_length=64)
+
+
+class ConsultIn(_Strict):
+    kind: Literal["agent", "extension", "number"]
+    target: str = Field(min_length=1, max_length=64)
+
+
+class LeaveIn(_Strict):
+    leg: Literal["agent", "target"] = "agent"
+
+
+class DtmfIn(_Strict):
+    digits: str = Field(pattern=r"^[0-9*#A-D]{1,32}$")
+    leg: Literal["target", "caller"] = "target"
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -83,55 +112,113 @@ async def _command(request: web.Request, command: cmd.Command) -> web.Response:
     if result.ok:
         return _json({"ok": True, "command": command.NAME})
     raise http_error(STATUS.get(result.error, 409), result.message, reason=result.error,
-                     **({"state": result.state} if result.state else {}))
+                     **({"state": result.state} if result.state else {}),
+                     **({"field": result.field} if result.field else {}))
 
 
-@requires("control")
-async def hold(request: web.Request) -> web.Response:
-    iid = _interaction(request)
-    await read_body(request, NoBody)
-    return await _command(request, cmd.Hold(interaction=iid))
+@dataclass(frozen=True)
+class Action:
+    """One call-control route: its body's model and the command it makes (interaction, body, the
+    agent it acts for when sent through /api/agents/<login>/call)."""
+
+    body: type[BaseModel]
+    make: Callable[[str, Any, int | None], cmd.Command]
 
 
-@requires("control")
-async def resume(request: web.Request) -> web.Response:
-    iid = _interaction(request)
-    await read_body(request, NoBody)
-    return await _command(request, cmd.Resume(interaction=iid))
+def _target(kind: str, target: str) -> str:
+    if not re.fullmatch(TARGET_PATTERN[kind], target):
+        raise http_error(422, f"target: not a valid {kind}", field="target")
+    return target
 
 
-@requires("control")
-async def hangup(request: web.Request) -> web.Response:
-    iid = _interaction(request)
-    body = await read_body(request, HangupIn)
-    return await _command(request, cmd.Hangup(interaction=iid, leg=body.leg))
+ACTIONS: dict[str, Action] = {
+    "hold": Action(NoBody, lambda i, b, a: cmd.Hold(interaction=i)),
+    "resume": Action(NoBody, lambda i, b, a: cmd.Resume(interaction=i)),
+    "hangup": Action(HangupIn, lambda i, b, a: cmd.Hangup(interaction=i, leg=b.leg)),
+    "reject": Action(RejectIn, lambda i, b, a: cmd.RejectOffer(interaction=i, agent_id=a or b.agent_id)),
+    "data": Action(AttachIn, lambda i, b, a: cmd.AttachData(interaction=i, data=b.data)),
+    "mute": Action(NoBody, lambda i, b, a: cmd.Mute(interaction=i)),
+    "unmute": Action(NoBody, lambda i, b, a: cmd.Unmute(interaction=i)),
+    "transfer": Action(TransferIn, lambda i, b, a: cmd.Transfer(interaction=i, kind=b.kind, target=b.target)),
+    "consult": Action(ConsultIn, lambda i, b, a: cmd.Consult(interaction=i, kind=b.kind, target=b.target)),
+    "complete": Action(NoBody, lambda i, b, a: cmd.CompleteTransfer(interaction=i)),
+    "cancel": Action(NoBody, lambda i, b, a: cmd.CancelConsult(interaction=i)),
+    "conference": Action(NoBody, lambda i, b, a: cmd.Conference(interaction=i)),
+    "leave": Action(LeaveIn, lambda i, b, a: cmd.LeaveConference(interaction=i, leg=b.leg)),
+    "dtmf": Action(DtmfIn, lambda i, b, a: cmd.SendDtmf(interaction=i, digits=b.digits, leg=b.leg)),
+    "record": Action(NoBody, lambda i, b, a: cmd.StartRecording(interaction=i)),
+    "stop_record": Action(NoBody, lambda i, b, a: cmd.StopRecording(interaction=i)),
+}
 
 
-@requires("control")
-async def reject(request: web.Request) -> web.Response:
-    iid = _interaction(request)
-    body = await read_body(request, RejectIn)
-    return await _command(request, cmd.RejectOffer(interaction=iid, agent_id=body.agent_id))
-
-
-@requires("control")
-async def attach(request: web.Request) -> web.Response:
-    iid = _interaction(request)
-    body = await read_body(request, AttachIn)
-    if any(len(k) > 64 or len(v) > 1000 for k, v in body.data.items()):
+async def _body(request: web.Request, action: Action) -> Any:
+    body = await read_body(request, action.body)
+    if isinstance(body, AttachIn) and any(len(k) > 64 or len(v) > 1000 for k, v in body.data.items()):
         raise http_error(422, "call data: keys are at most 64 characters, values 1000", field="data")
-    return await _command(request, cmd.AttachData(interaction=iid, data=body.data))
+    if isinstance(body, TransferIn | ConsultIn):
+        target = _target(body.kind, body.target)
+        if body.kind == "agent":  # commands name agents by id: the login is the API's
+            aid = await request.app[POOL].fetchval("SELECT id FROM agents WHERE login = $1", target)
+            if aid is None:
+                raise http_error(422, f"target: no agent {target!r}", field="target")
+            body = body.model_copy(update={"target": str(aid)})
+    return body
 
 
-def add_routes(app: web.Application, redis: aioredis.Redis, control: CallControl | None) -> None:
+def _call_action(name: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+    action = ACTIONS[name]
+
+    @requires("control")
+    async def handler(request: web.Request) -> web.Response:
+        iid = _interaction(request)
+        return await _command(request, action.make(iid, await _body(request, action), None))
+
+    handler.__name__ = f"call_{name}"
+    return handler
+
+
+async def _agent_call(request: web.Request) -> tuple[int, dict[str, Any]]:
+    """The agent named in the path and the session of the call they are offered or on."""
+    login = request.match_info["login"]
+    principal = request.get(PRINCIPAL)
+    if principal is not None and principal.agent is not None and principal.agent != login:
+        raise http_error(403, "an agent acts on their own calls only", field="login")
+    aid = await request.app[POOL].fetchval("SELECT id FROM agents WHERE login = $1", login)
+    if aid is None:
+        raise http_error(404, f"no agent {login!r}", field="login")
+    for session in await sessions.live(request.app[REDIS]):
+        if session.get("agent_id") == aid and session["state"] != "ended":
+            return aid, session
+    raise http_error(404, f"agent {login!r} has no call", field="login", reason="gone")
+
+
+@requires("read")
+async def get_agent_call(request: web.Request) -> web.Response:
+    return _json((await _agent_call(request))[1])
+
+
+def _agent_action(name: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+    action = ACTIONS[name]
+
+    @requires("control")
+    async def handler(request: web.Request) -> web.Response:
+        aid, session = await _agent_call(request)
+        body = await _body(request, action)
+        return await _command(request, action.make(session["interaction"], body, aid))
+
+    handler.__name__ = f"agent_{name}"
+    return handler
+
+
+def add_routes(app: web.Application, redis: aioredis.Redis, control: CallControl | None, pool: asyncpg.Pool) -> None:
     app[REDIS] = redis
+    app[POOL] = pool
     if control is not None:
         app[CONTROL] = control
     r = app.router
     r.add_get("/api/calls", list_calls)
     r.add_get("/api/calls/{id}", get_call)
-    r.add_post("/api/calls/{id}/hold", hold)
-    r.add_post("/api/calls/{id}/resume", resume)
-    r.add_post("/api/calls/{id}/hangup", hangup)
-    r.add_post("/api/calls/{id}/reject", reject)
-    r.add_post("/api/calls/{id}/data", attach)
+    r.add_get("/api/agents/{login}/call", get_agent_call)
+    for name in ACTIONS:
+        r.add_post(f"/api/calls/{{id}}/{name}", _call_action(name))
+        r.add_post(f"/api/agents/{{login}}/call/{name}", _agent_action(name))

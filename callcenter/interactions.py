@@ -36,7 +36,7 @@ COLUMNS = (
     "sip_call_id", "customer_id", "route", "worker_id", "media_call_id", "arrived_at", "answered_at",
     "queued_at", "queue_id", "agent_offered_at", "agent_answered_at", "agent_id", "ended_at",
     "disconnect_reason", "disconnect_side", "sip_code", "digits", "node", "hold_count", "hold_seconds",
-    "hold_longest", "call_data",
+    "hold_longest", "call_data", "transfer_count", "transfers", "conference_seconds",
 )
 TIME_COLUMNS = {c for c in COLUMNS if c.endswith("_at")}
 # The database is away (retry later) as opposed to refusing the data (REFUSED).

@@ -51,10 +51,16 @@ def changes(e: ev.CallEvent) -> dict[str, Any]:
         return {"agent_offered_at": ts(e.at)}
     if isinstance(e, ev.Connect):
         return {"agent_id": e.agent_id, "agent_answered_at": ts(e.at)}
+    if isinstance(e, ev.AttendedTransfer) and e.to_agent_id is not None:  # the record names the last agent
+        return {"agent_id": e.to_agent_id}
     if isinstance(e, ev.CallStateChanged):  # the session's running totals: the latest is the truth
         out: dict[str, Any] = {"call_data": json.dumps(e.data)} if e.data else {}
         if e.holds:
             out.update(hold_count=e.holds, hold_seconds=e.held_total, hold_longest=e.held_longest)
+        if e.transfers:
+            out.update(transfer_count=len(e.transfers), transfers=json.dumps(e.transfers))
+        if e.conference_seconds:
+            out["conference_seconds"] = e.conference_seconds
         return out
     return {}
 

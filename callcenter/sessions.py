@@ -65,6 +65,12 @@ class SessionTracker:
         if isinstance(e, ev.CommandApplied) and e.command == "attach":
             self._changed(cs.attached(s, e.args.get("data", {})), ("attach", e))
             return
+        if isinstance(e, ev.Recording):
+            self._changed(cs.recording(s, e), (f"record_{e.action}", e))
+            return
+        if isinstance(e, ev.CommandApplied) and e.command in ("mute", "unmute"):
+            self._changed(cs.muted(s, e.command == "mute"), (e.command, e))
+            return
         transition = cs.transition_for(e)
         if transition is None:
             return
@@ -105,7 +111,9 @@ class SessionTracker:
             transition, e = cause
             self.notifier.emit(ev.CallStateChanged(
                 interaction=s.interaction, at=e.at, transition=transition, state=s.state, queue=s.queue,
-                agent_id=s.agent_id, holds=s.holds, held_total=s.held_total, held_longest=s.held_longest, data=s.data))
+                agent_id=s.agent_id, party=s.party, muted=s.muted, recording=s.recording, holds=s.holds,
+                held_total=s.held_total, held_longest=s.held_longest, conference_seconds=s.conference_seconds,
+                transfers=list(s.transfers), data=s.data))
 
     # ------------------------------------------------------------------ the mirror (bus.stream.Piggyback)
     def stage(self, pipe: Pipeline) -> object:

@@ -13,6 +13,8 @@ from media import protocol as mp
 from media.call_state import CallState, Collect
 from media.pj_callbacks import CallEvents, Player
 
+MAX_DTMF = 32  # keys in one SendDtmf
+
 
 class Emit(Protocol):
     def __call__(self, cls: type[mp.Event], call_id: str, **kw: Any) -> None: ...
@@ -84,6 +86,8 @@ class CallMedia:
         self._release_recorder(st, "recorder")
 
     def bridge(self, st: CallState, cmd: mp.Bridge) -> None:
+        """Both ways (a muted side only listens). Bridging each pair of three calls is a three-way
+        conference: pjsua2's conference bridge sums what reaches a port, so each hears the other two."""
         other = self.calls.get(cmd.other_call_id)
         if other is None or not other.media_ready or not st.media_ready:
             raise RuntimeError(f"cannot bridge {st.call.key} with {cmd.other_call_id}: not both live")
@@ -91,12 +95,38 @@ class CallMedia:
             s.pending_play = None
             self._stop_player(s, "stopped")
         a, b = st.call.getAudioMedia(-1), other.call.getAudioMedia(-1)
-        a.startTransmit(b)
-        b.startTransmit(a)
+        if not st.muted:
+            a.startTransmit(b)
+        if not other.muted:
+            b.startTransmit(a)
+        for rec, heard in ((st.recorder, b), (other.recorder, a)):  # a recording hears every bridged leg
+            if rec is not None:
+                heard.startTransmit(rec)
         st.bridged_to.add(other.call.key)
         other.bridged_to.add(st.call.key)
         self.emit(mp.Bridged, st.call.key, other_call_id=other.call.key)
         self.emit(mp.Bridged, other.call.key, other_call_id=st.call.key)
+
+    def mute(self, st: CallState, cmd: mp.Mute) -> None:
+        if st.muted != cmd.muted and st.media_ready:
+            mine = st.call.getAudioMedia(-1)
+            for key in st.bridged_to:
+                other = self.calls.get(key)
+                if other is not None and other.media_ready:
+                    if cmd.muted:
+                        mine.stopTransmit(other.call.getAudioMedia(-1))
+                    else:
+                        mine.startTransmit(other.call.getAudioMedia(-1))
+        st.muted = cmd.muted
+        self.emit(mp.Muted, st.call.key, muted=st.muted)
+
+    def send_dtmf(self, st: CallState, cmd: mp.SendDtmf) -> None:
+        if not 0 < len(cmd.digits) <= MAX_DTMF or any(d not in mp.ALL_DIGITS for d in cmd.digits):
+            raise RuntimeError(f"digits: 1 to {MAX_DTMF} of {mp.ALL_DIGITS}")
+        if not st.media_ready:
+            raise RuntimeError(f"call {st.call.key} has no media")
+        st.call.dialDtmf(cmd.digits)
+        self.emit(mp.DtmfSent, st.call.key, digits=cmd.digits)
 
     def unbridge(self, st: CallState, cmd: mp.Unbridge) -> None:
         other = self.calls.get(cmd.other_call_id)
@@ -142,8 +172,13 @@ class CallMedia:
     def _unbridge(self, st: CallState, other: CallState, media: bool = True) -> None:
         if media and st.media_ready and other.media_ready:
             a, b = st.call.getAudioMedia(-1), other.call.getAudioMedia(-1)
-            a.stopTransmit(b)
-            b.stopTransmit(a)
+            if not st.muted:
+                a.stopTransmit(b)
+            if not other.muted:
+                b.stopTransmit(a)
+            for rec, heard in ((st.recorder, b), (other.recorder, a)):
+                if rec is not None:
+                    heard.stopTransmit(rec)
         st.bridged_to.discard(other.call.key)
         other.bridged_to.discard(st.call.key)
         self.emit(mp.Unbridged, st.call.key, other_call_id=other.call.key)

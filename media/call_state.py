@@ -41,6 +41,7 @@ class CallState:
     capture: pj.AudioMediaRecorder | None = None
     recorder: pj.AudioMediaRecorder | None = None
     bridged_to: set[str] = field(default_factory=set)
+    muted: bool = False  # its audio is not sent to the calls it is bridged with
     timer: asyncio.TimerHandle | None = None
     reported: bool = True  # False for an INVITE refused at once: the control plane never heard of it
 

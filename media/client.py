@@ -164,6 +164,17 @@ class CallHandle:
     async def record(self, path: str) -> None:
         await self.client.send(self.worker_id, mp.Record(self.call_id, path=path))
 
+    async def stop_record(self) -> None:
+        await self.client.send(self.worker_id, mp.StopRecord(self.call_id))
+
+    async def mute(self, muted: bool = True, timeout: float = 5.0) -> None:
+        """Stop (or restart) sending this leg's audio to the legs it is bridged with."""
+        await self._request(mp.Mute(self.call_id, muted=muted), self._mine(mp.Muted), timeout)
+
+    async def send_dtmf(self, digits: str, timeout: float = 5.0) -> None:
+        """Send keys to the far end of this leg; MediaError if the worker refuses them."""
+        await self._request(mp.SendDtmf(self.call_id, digits=digits), self._mine(mp.DtmfSent), timeout)
+
     async def start_capture(self, path: str) -> None:
         await self.client.send(self.worker_id, mp.StartCapture(self.call_id, path=path))
 

@@ -181,6 +181,25 @@ class Unbridge(Command):
 
 @message
 @dataclass(frozen=True)
+class Mute(Command):
+    """Stop (``muted``) or restart sending this call's audio to the calls it is bridged with; its
+    recorder still hears it."""
+
+    type: ClassVar[str] = "mute"
+    muted: bool = True
+
+
+@message
+@dataclass(frozen=True)
+class SendDtmf(Command):
+    """Send keys to the far end of the call (RFC 4733 telephone events)."""
+
+    type: ClassVar[str] = "send_dtmf"
+    digits: str = ""
+
+
+@message
+@dataclass(frozen=True)
 class Originate(Command):
     """Call ``uri`` from this worker; ``call_id`` is chosen by the control plane."""
 
@@ -302,6 +321,20 @@ class Bridged(Event):
 class Unbridged(Event):
     type: ClassVar[str] = "unbridged"
     other_call_id: str = ""
+
+
+@message
+@dataclass(frozen=True)
+class Muted(Event):
+    type: ClassVar[str] = "muted"
+    muted: bool = True
+
+
+@message
+@dataclass(frozen=True)
+class DtmfSent(Event):
+    type: ClassVar[str] = "dtmf_sent"
+    digits: str = ""
 
 
 @message

@@ -64,7 +64,8 @@ class Worker:
             mp.Answer: self.cmd_answer, mp.Hangup: self.cmd_hangup, mp.Transfer: self.cmd_transfer,
             mp.Play: m.play, mp.StopPlay: m.stop_play, mp.CollectDigits: m.collect,
             mp.StartCapture: m.start_capture, mp.StopCapture: m.stop_capture, mp.Record: m.record,
-            mp.StopRecord: m.stop_record, mp.Bridge: m.bridge, mp.Unbridge: m.unbridge,
+            mp.StopRecord: m.stop_record, mp.Bridge: m.bridge, mp.Unbridge: m.unbridge, mp.Mute: m.mute,
+            mp.SendDtmf: m.send_dtmf,
         }
 
     # ------------------------------------------------------------------ events out

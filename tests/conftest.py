@@ -294,6 +294,16 @@ def dtmf_keys(digits: str) -> dict[str, str]:
     return {f"d{i + 1}": str(SIPP_SHARE / f"dtmf_2833_{names.get(d, d)}.pcap") for i, d in enumerate(digits)}
 
 
+def reset_acd(stores: Stores) -> None:
+    """Remove every agent and queue (a module that builds its own contact center starts clean)."""
+    async def reset() -> None:
+        conn = await asyncpg.connect(stores.database_url)
+        await conn.execute("TRUNCATE queue_members, agent_skills, agent_events")
+        await conn.execute("DELETE FROM agents; DELETE FROM queues")
+        await conn.close()
+    asyncio.run(reset())
+
+
 @contextmanager
 def api_node(p: Platform, tmp: Path) -> Iterator[Platform]:
     """A second control-plane process for ``p`` (``callcenter api``): its own HTTP port, the same

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import urllib.parse
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import asyncpg
 import pytest
 import pytest_asyncio
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -24,21 +26,11 @@ from callcenter.commands import CallControl
 from callcenter.event_bus import EventBus
 from tests.conftest import Stores, fresh_redis
 
-ROUTES = [
-    ("GET", "/api/interactions"), ("GET", "/api/interactions/{}"),
-    ("GET", "/api/queues"), ("POST", "/api/queues"), ("GET", "/api/queues/{}"), ("PUT", "/api/queues/{}"),
-    ("DELETE", "/api/queues/{}"), ("PUT", "/api/queues/{}/members"),
-    ("GET", "/api/agents"), ("POST", "/api/agents"), ("GET", "/api/agents/{}"), ("DELETE", "/api/agents/{}"),
-    ("PUT", "/api/agents/{}/skills"), ("POST", "/api/agents/{}/status"), ("POST", "/api/agents/{}/wrapup"),
-    ("POST", "/api/agents/{}/sip-password"), ("POST", "/api/skills"),
-    ("GET", "/api/calls"), ("GET", "/api/calls/{}"), ("POST", "/api/calls/{}/hold"), ("POST", "/api/calls/{}/resume"),
-    ("POST", "/api/calls/{}/hangup"), ("POST", "/api/calls/{}/reject"), ("POST", "/api/calls/{}/data"),
-]
 # Field names of the request models, so that many bodies get past the first check.
 FIELDS = ["name", "settings", "members", "agent", "penalty", "login", "extension", "sip_uri", "status", "reason",
           "skills", "skill", "proficiency", "wrap_up", "strategy", "routing", "overflow", "hold_prompt",
           "after", "target", "queue", "ring_timeout", "max_wait", "seconds", "password", "active", "leg", "data",
-          "agent_id"]
+          "agent_id", "kind", "digits", "url", "events"]
 
 scalars = (st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70) | st.floats()
            | st.text(max_size=40) | st.sampled_from(["support", "sipx", "available", "not_ready", "100", "", "\x00"]))
@@ -66,8 +58,20 @@ async def client(stores: Stores, pool: asyncpg.Pool, tmp_path_factory: pytest.Te
         await c.close()
 
 
+def _routes(app: web.Application) -> list[tuple[str, str]]:
+    """Every API route, its path parameters as ``{}`` (the socket.io route is not JSON)."""
+    out = []
+    for r in app.router.routes():
+        info = r.resource.get_info() if r.resource is not None else {}
+        path = info.get("path") or info.get("formatter") or ""
+        if r.method not in ("HEAD", "OPTIONS") and path.startswith(("/api", "/healthz")):
+            out.append((r.method, re.sub(r"\{[^}]+\}", "{}", path)))
+    return sorted(set(out))
+
+
 async def _ids(pool: asyncpg.Pool) -> dict[str, int]:
-    return {t: await pool.fetchval(f"SELECT coalesce(max(id), 0) FROM {t}") for t in ("queues", "agents", "skills")}
+    return {t: await pool.fetchval(f"SELECT coalesce(max(id), 0) FROM {t}")
+            for t in ("queues", "agents", "skills", "webhooks")}
 
 
 async def test_no_input_gets_a_5xx_or_plain_text(client: TestClient, pool: asyncpg.Pool, stores: Stores) -> None:
@@ -88,7 +92,7 @@ async def test_no_input_gets_a_5xx_or_plain_text(client: TestClient, pool: async
             assert json.loads(text).get("error"), (method, path, data[:300], text[:300])
 
     @settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-    @given(route=st.sampled_from(ROUTES), param=params, query=queries, body=bodies,
+    @given(route=st.sampled_from(_routes(client.app)), param=params, query=queries, body=bodies,
            raw=st.none() | st.none() | st.binary(max_size=60))
     def fuzz(route: tuple[str, str], param: str, query: dict[str, str], body: Any, raw: bytes | None) -> None:
         method, template = route

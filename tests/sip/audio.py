@@ -18,6 +18,14 @@ def read_wav(path: str, skip: float = 0.0, last: float | None = None) -> tuple[l
     return samples[start:], rate
 
 
+def window(rec: str, started: float, start: float, end: float) -> tuple[list[int], int]:
+    """The recording ``rec`` (begun at wall-clock ``started``) between two wall-clock times."""
+    samples, rate = read_wav(rec)
+    a, b = int((start - started) * rate), int((end - started) * rate)
+    assert 0 <= a < b <= len(samples), (a, b, len(samples))
+    return samples[a:b], rate
+
+
 def rms(samples: list[int]) -> float:
     return math.sqrt(sum(s * s for s in samples) / len(samples)) if samples else 0.0
 

@@ -38,7 +38,7 @@ def write_tone(path: str, hz: float, seconds: float = 1.0, rate: int = 8000) -> 
 
 
 class Phone:
-    def __init__(self, port: int, register: str = "", password: str = ""):
+    def __init__(self, port: int, register: str = "", password: str = "", user: str = "test-phone"):
         self.ep = pj.Endpoint()
         self.ep.libCreate()
         c = pj.EpConfig()
@@ -58,7 +58,7 @@ class Phone:
         self.ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tc)
         self.ep.libStart()
         ac = pj.AccountConfig()
-        ac.idUri = f"sip:test-phone@127.0.0.1:{port}"
+        ac.idUri = f"sip:{user}@127.0.0.1:{port}"
         self.registered = False
         if register:  # sip:<extension>@<front door>: register there, calls come through it
             ac.idUri = register
@@ -229,9 +229,10 @@ def main() -> None:
     ap.add_argument("--register", default="", help="sip:<extension>@<host>:<port> of the front door")
     ap.add_argument("--password", default="", help="the extension's SIP password")
     ap.add_argument("--dtmf", default="", help="keys to press on the --call call")
+    ap.add_argument("--user", default="test-phone", help="the user part of the phone's own URI (the caller ID)")
     ap.add_argument("--dtmf-after", type=float, default=3.0)
     a = ap.parse_args()
-    phone = Phone(a.port, a.register, a.password)
+    phone = Phone(a.port, a.register, a.password, a.user)
     deadline = time.monotonic() + 5
     while a.register and not phone.registered and time.monotonic() < deadline:
         phone.ep.libHandleEvents(20)

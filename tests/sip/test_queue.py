@@ -13,24 +13,18 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import pytest
 
 from callcenter.embedded import free_port
-from tests.conftest import ROOT, Platform, Stores, api_node, sipp, sipp_start, start_platform
-from tests.sip.audio import read_wav, rms, tone_power
+from tests.conftest import ROOT, Platform, Stores, api_node, reset_acd, sipp, sipp_start, start_platform
+from tests.sip.audio import read_wav, rms, tone_power, window
+from tests.sip.contact_center import agent, events_of, names, queue, status
 from tests.sip.phones import phone, result
 
 PHONE_BASE = 17300 + (hash(ROOT) % 40) * 12  # agent phones at +0, +2 … +8, RTP at +1000
 CUSTOMER_PORT = PHONE_BASE + 10
-
-
-def _queue(p: Platform, name: str, **settings: Any) -> None:
-    body = {"name": name, "settings": {"ring_timeout": 4, "wrap_up": 1, "announce_every": 0, **settings}}
-    st, out = p.send("POST", "/api/queues", body)
-    assert st == 201, out
 
 
 @pytest.fixture(scope="module")
@@ -101,20 +95,20 @@ action = "queue"
 prompt = "connecting"
 queue = "phones"
 """)
-    asyncpg_reset(stores)
+    reset_acd(stores)
     # Four calls per worker process: one caller and one agent leg per call, so two workers.
     # Callbacks reach customers through a "trunk": here, straight to the test customer's phone.
     p = start_platform(stores, tmp, front_door="kamailio", workers=2, dialplan=plan, redis_db=10,
                        extra=f'[acd]\ncallback_uri = "sip:{{number}}@127.0.0.1:{CUSTOMER_PORT}"')
-    _queue(p, "support", no_agents="wait")
-    _queue(p, "sales", no_agents="wait", max_wait=3, overflow={"kind": "voicemail"})
-    _queue(p, "empty", no_agents="exit")  # before keyq, which overflows into it
-    _queue(p, "keyq", no_agents="wait", exit_key="*", overflow={"kind": "queue", "target": "empty"})
-    _queue(p, "phones", strategy="linear")
-    _queue(p, "annq", no_agents="wait", announce_every=1.5)
-    _queue(p, "tiny", no_agents="wait", max_callers=1)
-    _queue(p, "leaveq", no_agents="exit")
-    _queue(p, "cbq", no_agents="wait", callback_key="1", callback_retries=2, callback_interval=2,
+    queue(p, "support", no_agents="wait")
+    queue(p, "sales", no_agents="wait", max_wait=3, overflow={"kind": "voicemail"})
+    queue(p, "empty", no_agents="exit")  # before keyq, which overflows into it
+    queue(p, "keyq", no_agents="wait", exit_key="*", overflow={"kind": "queue", "target": "empty"})
+    queue(p, "phones", strategy="linear")
+    queue(p, "annq", no_agents="wait", announce_every=1.5)
+    queue(p, "tiny", no_agents="wait", max_callers=1)
+    queue(p, "leaveq", no_agents="exit")
+    queue(p, "cbq", no_agents="wait", callback_key="1", callback_retries=2, callback_interval=2,
            callback_ring_timeout=4)
     for n, login in enumerate(("ann", "bob", "cid")):
         st, out = p.send("POST", "/api/agents", {"login": login, "name": login.title(),
@@ -136,53 +130,8 @@ queue = "phones"
     assert p.stop() == 0
 
 
-def asyncpg_reset(stores: Stores) -> None:
-    import asyncio
-
-    async def reset() -> None:
-        conn = await asyncpg.connect(stores.database_url)
-        await conn.execute("TRUNCATE queue_members, agent_skills, agent_events")
-        await conn.execute("DELETE FROM agents; DELETE FROM queues")
-        await conn.close()
-    asyncio.run(reset())
-
-
-def status(p: Platform, login: str, state: str, reason: str = "") -> None:
-    body = {"status": state, **({"reason": reason} if reason else {})}
-    st, out = p.send("POST", f"/api/agents/{login}/status", body)
-    assert st == 200, out
-
-
-def agent(p: Platform, login: str) -> dict[str, Any]:
-    return p.get(f"/api/agents/{login}")[1]["state"]  # type: ignore[index,no-any-return]
-
-
 def agent_phone(n: int, *args: str) -> subprocess.Popen[str]:
     return phone("--port", str(PHONE_BASE + 2 * n), "--agent", *args)
-
-
-async def events_of(pool: asyncpg.Pool, caller: str, p: Platform, timeout: float = 15,
-                    until: str = "HANGUP", since: float = 0.0) -> list[dict[str, Any]]:
-    """The events of the newest closed interaction from ``caller`` (arrived after ``since``), once
-    ``until`` is written."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        iid = await pool.fetchval("SELECT id FROM interactions WHERE caller_number = $1 AND ended_at IS NOT NULL "
-                                  "AND arrived_at > to_timestamp($2) ORDER BY arrived_at DESC LIMIT 1", caller, since)
-        if iid is not None:
-            rows = await pool.fetch("SELECT e.event, e.agent_id, a.login, e.data FROM interaction_events e "
-                                    "LEFT JOIN agents a ON a.id = e.agent_id WHERE interaction_id = $1 ORDER BY e.id",
-                                    iid)
-            if any(r["event"] == until for r in rows):
-                return [{"event": r["event"], "agent": r["login"], **json.loads(r["data"])} for r in rows]
-        time.sleep(0.2)
-    raise AssertionError(f"no closed interaction for {caller}; log:\n{p.log.read_text()[-3000:]}")
-
-
-def names(events: list[dict[str, Any]]) -> list[str]:
-    skip = {"DID", "ANSWER", "PROMPT", "DIAL", "DIAL_RINGING", "DIAL_ANSWER", "DIAL_HANGUP", "BRIDGE", "UNBRIDGE",
-            "DTMF", "MEDIA_ERROR", "IDENTIFY"}
-    return [e["event"] for e in events if e["event"] not in skip]
 
 
 async def test_missed_offer_goes_to_the_next_agent_and_the_bridge_carries_audio(
@@ -474,14 +423,6 @@ async def test_the_record_of_real_calls_is_rebuilt_from_the_stream_alone(platfor
     assert await pool.fetch(agents_sql, since) == agent_log
 
 
-def _window(rec: str, started: float, start: float, end: float) -> tuple[list[int], int]:
-    """The recording between two wall-clock times."""
-    samples, rate = read_wav(rec)
-    a, b = int((start - started) * rate), int((end - started) * rate)
-    assert 0 <= a < b <= len(samples), (a, b, len(samples))
-    return samples[a:b], rate
-
-
 async def test_hold_and_resume_through_the_api(platform: Platform, pool: asyncpg.Pool, tmp_path: Path) -> None:
     """Hold: the caller hears the queue's hold music and the agent silence; resume: they talk again.
     The commands go to a second control-plane process that does not run the call, naming it by its
@@ -499,16 +440,16 @@ async def test_hold_and_resume_through_the_api(platform: Platform, pool: asyncpg
     assert c["answered"] and [x["answered"] for x in a["calls"]] == [True]
 
     # Resumed: each hears the other's tone.
-    talk_c, rate = _window(heard, c["record_started"], resumed_at + 0.7, resumed_at + 2.5)
+    talk_c, rate = window(heard, c["record_started"], resumed_at + 0.7, resumed_at + 2.5)
     assert tone_power(talk_c, rate, 1000) > 20 * tone_power(talk_c, rate, 440)
     agent_rec, agent_started = a["calls"][0]["record"], a["calls"][0]["record_started"]
-    talk_a, rate = _window(agent_rec, agent_started, resumed_at + 0.7, resumed_at + 2.5)
+    talk_a, rate = window(agent_rec, agent_started, resumed_at + 0.7, resumed_at + 2.5)
     assert tone_power(talk_a, rate, 440) > 20 * tone_power(talk_a, rate, 1000)
     # On hold the caller hears the hold music, not the agent; the agent hears nothing at all.
-    hold_c, rate = _window(heard, c["record_started"], held_at + 0.7, resumed_at - 0.2)
+    hold_c, rate = window(heard, c["record_started"], held_at + 0.7, resumed_at - 0.2)
     assert rms(hold_c) > 300, f"the caller heard no hold music: rms {rms(hold_c):.0f}"
     assert tone_power(hold_c, rate, 1000) * 20 < tone_power(talk_c, rate, 1000), "the caller heard the agent"
-    hold_a, rate = _window(agent_rec, agent_started, held_at + 0.7, resumed_at - 0.2)
+    hold_a, rate = window(agent_rec, agent_started, held_at + 0.7, resumed_at - 0.2)
     assert rms(hold_a) < 100, f"the agent heard something while the caller was on hold: rms {rms(hold_a):.0f}"
 
     row = None

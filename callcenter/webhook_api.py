@@ -1,0 +1,133 @@
+"""Webhook subscriptions over HTTP (callcenter/webhooks.py delivers them). A subscription belongs to
+the API key that made it, which needs the ``read`` scope; a key sees and changes its own, a key with
+``configure`` every one. The secret that signs the deliveries is shown once, in the answer that
+creates the subscription."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import secrets
+from typing import Any
+
+import asyncpg
+import redis.asyncio as aioredis
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+
+from bus import events as ev
+from callcenter import webhooks
+from callcenter.auth import Principal, requires
+from callcenter.http_guard import PRINCIPAL, http_error, read_body
+
+POOL: web.AppKey[asyncpg.Pool] = web.AppKey("webhooks_pool", asyncpg.Pool)
+REDIS: web.AppKey[aioredis.Redis] = web.AppKey("webhooks_redis", aioredis.Redis)
+
+_FIELDS = "id, name, url, events, active, created_at"
+
+
+class WebhookIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: str = Field(min_length=1, max_length=100)
+    url: str = Field(pattern=r"^https?://[^\s]+$", max_length=2000)
+    events: list[str] = Field(default_factory=list, max_length=50)  # names or patterns; none: all
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=lambda o: json.dumps(o, default=str))
+
+
+def _principal(request: web.Request) -> Principal:
+    principal = request.get(PRINCIPAL)
+    if principal is None or not principal.key_id:
+        raise http_error(403, "webhook subscriptions belong to API keys")
+    return principal  # type: ignore[no-any-return]
+
+
+def _owned(request: web.Request) -> tuple[str, list[Any]]:
+    """A WHERE clause limiting rows to the caller's subscriptions (all of them for configure)."""
+    principal = _principal(request)
+    return ("true", []) if principal.allows("configure") else ("api_key_id = $2", [principal.key_id])
+
+
+def _id(request: web.Request) -> int:
+    raw = request.match_info["id"]
+    if not raw.isdigit() or len(raw) > 18:
+        raise http_error(400, "id: a subscription's number", field="id")
+    return int(raw)
+
+
+async def _one(request: web.Request) -> asyncpg.Record:
+    where, args = _owned(request)
+    row = await request.app[POOL].fetchrow(f"SELECT {_FIELDS} FROM webhooks WHERE id = $1 AND {where}",
+                                           _id(request), *args)
+    if row is None:
+        raise http_error(404, f"no webhook subscription {request.match_info['id']}", field="id")
+    return row
+
+
+@requires("read")
+async def create(request: web.Request) -> web.Response:
+    body = await read_body(request, WebhookIn)
+    names = ev.names()
+    for pattern in body.events:
+        if not fnmatch.filter(names, pattern):
+            raise http_error(422, f"events: {pattern!r} names no event (docs/events.md)", field="events")
+    principal = _principal(request)
+    secret = secrets.token_urlsafe(32)
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(f"INSERT INTO webhooks (name, url, secret, events, api_key_id) "
+                                  f"VALUES ($1, $2, $3, $4, $5) RETURNING {_FIELDS}",
+                                  body.name, body.url, secret, body.events, principal.key_id)
+        await webhooks.create_group(request.app[REDIS], row["id"])  # before the commit: no event is missed
+    return _json({**dict(row), "secret": secret}, 201)
+
+
+@requires("read")
+async def list_all(request: web.Request) -> web.Response:
+    where, args = _owned(request)
+    where = where.replace("$2", "$1")
+    rows = await request.app[POOL].fetch(f"SELECT {_FIELDS} FROM webhooks WHERE {where} ORDER BY id", *args)
+    return _json({"items": [dict(r) for r in rows]})
+
+
+@requires("read")
+async def get_one(request: web.Request) -> web.Response:
+    return _json(dict(await _one(request)))
+
+
+@requires("read")
+async def delete(request: web.Request) -> web.Response:
+    row = await _one(request)
+    await request.app[POOL].execute("DELETE FROM webhooks WHERE id = $1", row["id"])
+    await webhooks.drop_group(request.app[REDIS], row["id"])
+    return _json({"deleted": row["id"]})
+
+
+@requires("read")
+async def dead_letters(request: web.Request) -> web.Response:
+    row = await _one(request)
+    rows = await request.app[POOL].fetch(
+        "SELECT id, event_id, event, attempts, error, failed_at, redeliver FROM webhook_dead_letters "
+        "WHERE webhook_id = $1 ORDER BY id LIMIT 1000", row["id"])
+    return _json({"items": [{**dict(r), "event": json.loads(r["event"])} for r in rows]})
+
+
+@requires("read")
+async def redeliver(request: web.Request) -> web.Response:
+    row = await _one(request)
+    status = await request.app[POOL].execute(
+        "UPDATE webhook_dead_letters SET redeliver = true WHERE webhook_id = $1 AND NOT redeliver", row["id"])
+    return _json({"marked": int(status.split()[-1])})
+
+
+def add_routes(app: web.Application, pool: asyncpg.Pool, redis: aioredis.Redis) -> None:
+    app[POOL] = pool
+    app[REDIS] = redis
+    r = app.router
+    r.add_post("/api/webhooks", create)
+    r.add_get("/api/webhooks", list_all)
+    r.add_get("/api/webhooks/{id}", get_one)
+    r.add_delete("/api/webhooks/{id}", delete)
+    r.add_get("/api/webhooks/{id}/dead-letters", dead_letters)
+    r.add_post("/api/webhooks/{id}/redeliver", redeliver)
