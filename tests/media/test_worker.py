@@ -1,6 +1,6 @@
 """One real media worker driven through the media protocol by the real MediaClient (the test plays
-the control plane): recording and speech capture, blind transfer, the answer timeout, the worker's
-own 503 when full, and bad commands."""
+the control plane): recording and speech capture, blind transfer, mute, sending DTMF, the answer
+timeout, the worker's own 503 when full, and bad commands."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from callcenter.embedded import free_port
 from media import protocol as mp
 from media.client import CallHandle, MediaClient, MediaError
 from tests.conftest import ROOT, Stores, sipp
-from tests.sip.audio import read_wav, rms, tone_power
+from tests.sip.audio import read_wav, rms, tone_power, window
 from tests.sip.load import load
 from tests.sip.phones import phone, result
 
@@ -157,3 +158,41 @@ async def test_bad_commands_are_answered_and_survived(rig: Rig) -> None:
     assert failed[-2:] == ["answer", "play"]
     # Still alive and serving: the registry heartbeat is fresh.
     assert r.exists(keys.MEDIA_ALIVE_KEY.format(worker_id=rig.worker_id))
+
+
+async def test_mute_send_dtmf_and_a_recording_that_hears_every_bridged_leg(rig: Rig, tmp_path: Path) -> None:
+    agent_port = free_port()
+    agent = await asyncio.to_thread(phone, "--port", str(agent_port), "--agent", "--tone", "1000", "--record",
+                                    str(tmp_path / "agent"), "--seconds", "12")
+    heard = str(tmp_path / "caller.wav")
+    caller = await asyncio.to_thread(phone, "--port", str(free_port()), "--call", f"sip:500@127.0.0.1:{rig.port}",
+                                     "--tone", "440", "--record", heard, "--seconds", "9")
+    call = await asyncio.wait_for(rig.calls.get(), 10)
+    await call.answer()
+    rec = str(tmp_path / "both.wav")
+    await call.record(rec)  # before the bridge: the agent's leg joins the recording when bridged
+    leg = await call.originate(f"sip:agent@127.0.0.1:{agent_port}", timeout=5)
+    await call.bridge(leg)
+    await asyncio.sleep(1.5)
+    muted_at = time.time()
+    await leg.mute(True)
+    await asyncio.sleep(2.0)
+    unmuted_at = time.time()
+    await leg.mute(False)
+    await call.send_dtmf("12#")
+    with pytest.raises(MediaError):
+        await call.send_dtmf("12x")
+    await asyncio.sleep(2.0)
+    await call.stop_record()
+    await leg.hangup()
+    await call.hangup()
+    c, a = await asyncio.to_thread(result, caller), await asyncio.to_thread(result, agent)
+    assert c["keys_heard"] == "12#"
+    talk, rate = window(heard, c["record_started"], unmuted_at + 0.5, unmuted_at + 1.8)
+    quiet, rate = window(heard, c["record_started"], muted_at + 0.5, unmuted_at - 0.2)
+    assert tone_power(talk, rate, 1000) > 20 * tone_power(quiet, rate, 1000), "muted, the caller still heard the agent"
+    agent_side, rate = window(a["calls"][0]["record"], a["calls"][0]["record_started"], muted_at + 0.5,
+                              unmuted_at - 0.2)
+    assert tone_power(agent_side, rate, 440) > 20 * tone_power(agent_side, rate, 1000)  # the agent still hears
+    both, rate = read_wav(rec, skip=2.0)
+    assert tone_power(both, rate, 440) > 1e4 and tone_power(both, rate, 1000) > 1e4  # caller and agent recorded

@@ -88,6 +88,7 @@ class Phone:
         self.answered_at = 0.0
         self.dtmf = ""  # keys to send on the outbound call, dtmf_after seconds after it is answered
         self.dtmf_after = 0.0
+        self.keys_heard = ""  # keys the far end sent (RFC 4733), every call's
 
     def media_up(self) -> None:
         assert self.call is not None
@@ -205,6 +206,9 @@ class _Call(pj.Call):
         except Exception as exc:  # noqa: BLE001
             print(f"state: {exc}", file=sys.stderr)
 
+    def onDtmfDigit(self, prm: pj.OnDtmfDigitParam) -> None:
+        self.phone.keys_heard += prm.digit
+
     def onCallMediaState(self, prm: pj.OnCallMediaStateParam) -> None:
         try:
             ci = self.getInfo()  # keep it alive: the media vector points into it
@@ -260,7 +264,8 @@ def main() -> None:
         phone.hangup()
     print(json.dumps({"answered": phone.answered, "disconnected": phone.disconnected, "code": phone.code,
                       "far_end_hung_up": far_end, "ended_at": ended_at if far_end else 0.0,
-                      "record": a.record, "record_started": phone.record_started, "calls": phone.calls}),
+                      "record": a.record, "record_started": phone.record_started, "calls": phone.calls,
+                      "keys_heard": phone.keys_heard}),
           flush=True)
     phone.destroy()
 
