@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, RootModel, field_validator, model_validator
 
 from acd.routing import RoutingError, Step, validate
 from acd.strategies import Strategy
@@ -13,13 +13,25 @@ NAME = r"^[a-z][a-z0-9_.-]*$"
 PROMPT = r"^[a-z0-9_]{1,64}$"  # a prompt's name in sip_config/prompts.toml, never a path
 
 
+def _whole(v: object) -> object:
+    """JSON has one kind of number: 3.0 is the integer 3 (JSON Schema agrees); 3.5 stays refused."""
+    return int(v) if isinstance(v, float) and v.is_integer() and abs(v) < 2**63 else v
+
+
+# An integer field of a request body: Annotated[int, Field(<bounds>), WHOLE]. The bounds come
+# before the validator: so placed, pydantic writes them into the JSON schema as JSON Schema's own
+# keywords (after it, as "ge"/"le", which no JSON Schema tool reads).
+WHOLE = BeforeValidator(_whole)
+Proficiency = Annotated[int, Field(ge=1, le=5), WHOLE]  # of a skill
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class RoutingStep(_Strict):
     after: float = Field(ge=0)
-    require: dict[str, int] = Field(default_factory=dict)
+    require: dict[str, Proficiency] = Field(default_factory=dict)
 
 
 class Overflow(_Strict):
@@ -40,7 +52,7 @@ class QueueSettings(_Strict):
     wrap_up: float = Field(10.0, ge=0, le=3600)
     wrap_up_extend_max: float = Field(60.0, ge=0, le=3600)
     max_wait: float = Field(600.0, gt=0, le=86400)
-    max_callers: int = Field(50, ge=1, le=10000)
+    max_callers: Annotated[int, Field(ge=1, le=10000), WHOLE] = 50
     no_agents: Literal["wait", "exit"] = "exit"
     overflow: Overflow = Overflow()
     hold_prompt: str = Field("hold_loop", pattern=PROMPT)
@@ -48,7 +60,7 @@ class QueueSettings(_Strict):
     exit_key: str = Field("", pattern=r"^[0-9*#]?$")
     # Virtual hold: the caller presses this key, hangs up, keeps their place and is called back.
     callback_key: str = Field("", pattern=r"^[0-9*#]?$")
-    callback_retries: int = Field(3, ge=1, le=10, description="attempts to reach the caller")
+    callback_retries: Annotated[int, Field(ge=1, le=10), WHOLE] = Field(3, description="tries to reach the caller")
     callback_interval: float = Field(60.0, ge=1, le=3600, description="seconds between attempts")
     callback_ring_timeout: float = Field(30.0, gt=0, le=120)
     routing: list[RoutingStep] = Field(default_factory=lambda: [RoutingStep(after=0)])
@@ -91,27 +103,51 @@ def check_levels(skills: dict[str, int]) -> dict[str, int]:
 
 
 class SipPasswordIn(_Strict):
-    password: str | None = Field(None, min_length=12, max_length=128, description="omit: one is made")
+    password: str | None = Field(None, pattern=r"^[ -~]{12,128}$", description="printable ASCII; omit: one is made")
+
+
+class SkillIn(_Strict):
+    name: str = Field(pattern=NAME, max_length=64)
 
 
 class SkillsIn(_Strict):
-    skills: dict[str, int]
-
-    _levels = field_validator("skills")(check_levels)
+    skills: dict[str, Proficiency]
 
 
 class Member(_Strict):
     agent: str = Field(pattern=NAME)
-    penalty: int = Field(0, ge=0, le=100)
+    penalty: Annotated[int, Field(ge=0, le=100), WHOLE] = 0
 
 
 class MembersIn(_Strict):
     members: list[Member]
 
 
-class StatusIn(_Strict):
-    status: Literal["available", "not_ready", "logged_out"]
-    reason: str = ""
+class _Available(_Strict):
+    status: Literal["available"]
+    reason: Literal[""] = ""
+
+
+class _NotReady(_Strict):
+    status: Literal["not_ready"]
+    reason: str = Field(pattern=NAME, max_length=64, description="a not-ready reason code")
+
+
+class _LoggedOut(_Strict):
+    status: Literal["logged_out"]
+    reason: Literal[""] = ""
+
+
+class StatusIn(RootModel[Annotated[_Available | _NotReady | _LoggedOut, Field(discriminator="status")]]):
+    """available, not_ready with a reason code, or logged_out."""
+
+    @property
+    def status(self) -> str:
+        return self.root.status
+
+    @property
+    def reason(self) -> str:
+        return self.root.reason
 
 
 class WrapUpIn(_Strict):

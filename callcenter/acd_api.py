@@ -18,24 +18,27 @@ from aiohttp import web
 from acd.agent_state import InvalidTransition, Params, Status
 from acd.agent_store import AgentStore, Conflict
 from acd.directory import Directory
-from acd.models import AgentIn, MembersIn, QueueIn, SipPasswordIn, SkillsIn, StatusIn, WrapUpIn
+from acd.models import AgentIn, MembersIn, QueueIn, SipPasswordIn, SkillIn, SkillsIn, StatusIn, WrapUpIn
 from bus import events as ev
 from bus.notifier import Notifier
 from callcenter.acd_sync import sync_agents, sync_queue
 from callcenter.auth import requires
 from callcenter.http_guard import http_error, read_body
 from callcenter.notices import SIP_CREDENTIALS, notify
+from callcenter.openapi import describe
 from callcenter.sip_credentials import CredentialError, set_password
 
 
 async def _check_references(conn: asyncpg.Connection, q: QueueIn, prompts: frozenset[str]) -> None:
     """What the settings name must exist: the overflow queue (not the queue itself), the skills of
-    the routing steps, the hold prompt. Refused as a whole, naming each problem."""
+    the routing steps, the hold prompt. Refused as a whole, naming each problem: 404 for names of
+    nothing, 422 for a queue overflowing into itself."""
     s, problems = q.settings, []
     if s.overflow.kind == "queue":
         if s.overflow.target == q.name:
-            problems.append({"field": "settings.overflow.target", "problem": "a queue cannot overflow into itself"})
-        elif not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM queues WHERE name = $1)", s.overflow.target):
+            raise http_error(422, "invalid request", problems=[{"field": "settings.overflow.target",
+                                                               "problem": "a queue cannot overflow into itself"}])
+        if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM queues WHERE name = $1)", s.overflow.target):
             problems.append({"field": "settings.overflow.target", "problem": f"no queue {s.overflow.target!r}"})
     named = sorted({skill for step in s.routing for skill in step.require})
     known = {r["name"] for r in await conn.fetch("SELECT name FROM skills WHERE name = ANY($1)", named)}
@@ -45,7 +48,7 @@ async def _check_references(conn: asyncpg.Connection, q: QueueIn, prompts: froze
     if s.hold_prompt not in prompts:
         problems.append({"field": "settings.hold_prompt", "problem": f"no prompt {s.hold_prompt!r}"})
     if problems:
-        raise http_error(422, "invalid request", problems=problems)
+        raise http_error(404, "the settings name what does not exist", problems=problems)
 
 
 @dataclass(frozen=True)
@@ -83,12 +86,14 @@ async def _queue_id(conn: asyncpg.Connection, name: str) -> int:
 
 
 # ------------------------------------------------------------------ queues
+@describe("every queue with its settings", listing=True)
 @requires("read")
 async def list_queues(request: web.Request) -> web.Response:
     rows = await request.app[POOL].fetch("SELECT name, title, settings FROM queues ORDER BY name")
     return _json([{"name": r["name"], "title": r["title"], "settings": json.loads(r["settings"])} for r in rows])
 
 
+@describe("create a queue", body=QueueIn, status=201)
 @requires("configure")
 async def create_queue(request: web.Request) -> web.Response:
     q = await read_body(request, QueueIn)
@@ -103,6 +108,7 @@ async def create_queue(request: web.Request) -> web.Response:
     return _json(q.model_dump(mode="json"), 201)
 
 
+@describe("one queue, its settings and members")
 @requires("read")
 async def get_queue(request: web.Request) -> web.Response:
     pool = request.app[POOL]
@@ -116,6 +122,7 @@ async def get_queue(request: web.Request) -> web.Response:
                   "members": [{"agent": m["login"], "penalty": m["penalty"]} for m in members]})
 
 
+@describe("change a queue's settings", body=QueueIn)
 @requires("configure")
 async def update_queue(request: web.Request) -> web.Response:
     name = request.match_info["name"]
@@ -132,6 +139,7 @@ async def update_queue(request: web.Request) -> web.Response:
     return _json(q.model_dump(mode="json"))
 
 
+@describe("delete a queue", status=204)
 @requires("configure")
 async def delete_queue(request: web.Request) -> web.Response:
     name = request.match_info["name"]
@@ -151,6 +159,7 @@ async def delete_queue(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+@describe("set a queue's members (agents, penalties)", body=MembersIn)
 @requires("configure")
 async def set_members(request: web.Request) -> web.Response:
     body = await read_body(request, MembersIn)
@@ -163,7 +172,7 @@ async def set_members(request: web.Request) -> web.Response:
                                                              logins)}
         unknown = sorted(set(logins) - set(ids))
         if unknown:
-            raise http_error(422, f"no such agents: {unknown}")
+            raise http_error(404, f"no such agents: {unknown}", field="members")
         before = {r["agent_id"] for r in await conn.fetch("SELECT agent_id FROM queue_members WHERE queue_id = $1",
                                                           qid)}
         await conn.execute("DELETE FROM queue_members WHERE queue_id = $1", qid)
@@ -182,12 +191,14 @@ async def set_members(request: web.Request) -> web.Response:
 
 
 # ------------------------------------------------------------------ agents and skills
+@describe("every agent", listing=True)
 @requires("read")
 async def list_agents(request: web.Request) -> web.Response:
     rows = await request.app[POOL].fetch("SELECT login, name, extension, sip_uri FROM agents ORDER BY login")
     return _json([dict(r) for r in rows])
 
 
+@describe("create an agent", body=AgentIn, status=201)
 @requires("configure")
 async def create_agent(request: web.Request) -> web.Response:
     a = await read_body(request, AgentIn)
@@ -201,6 +212,7 @@ async def create_agent(request: web.Request) -> web.Response:
     return _json(a.model_dump(), 201)
 
 
+@describe("one agent, their state, queues and skills")
 @requires("read")
 async def get_agent(request: web.Request) -> web.Response:
     pool = request.app[POOL]
@@ -220,6 +232,7 @@ async def get_agent(request: web.Request) -> web.Response:
                             "call_id": state.call_id or None}})
 
 
+@describe("delete an agent", status=204)
 @requires("configure")
 async def delete_agent(request: web.Request) -> web.Response:
     async with request.app[POOL].acquire() as conn:
@@ -233,6 +246,7 @@ async def delete_agent(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+@describe("set (or make) the password of the agent's phone", body=SipPasswordIn)
 @requires("configure")
 async def set_sip_password(request: web.Request) -> web.Response:
     """A new password for the agent's phone (made here unless the body gives one); shown once."""
@@ -242,30 +256,25 @@ async def set_sip_password(request: web.Request) -> web.Response:
         await _agent_id(conn, request.match_info["login"])
         try:
             ext, password = await set_password(conn, request.match_info["login"], phones.realm, body.password)
-        except CredentialError as exc:
-            raise http_error(422, str(exc)) from None
+        except CredentialError as exc:  # the agent has no extension (the body itself was checked)
+            raise http_error(409, str(exc)) from None
     phones.changed()
     return _json({"login": request.match_info["login"], "extension": ext, "realm": phones.realm,
                   "password": password})
 
 
+@describe("create a skill", body=SkillIn, status=201)
 @requires("configure")
 async def create_skill(request: web.Request) -> web.Response:
+    body = await read_body(request, SkillIn)
     try:
-        raw = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise http_error(400, "body is not valid JSON") from None
-    if not isinstance(raw, dict) or set(raw) != {"name"} or not isinstance(raw["name"], str):
-        raise http_error(422, 'expected {"name": "<skill>"}')
-    try:
-        await request.app[POOL].execute("INSERT INTO skills (name) VALUES ($1)", raw["name"])
-    except asyncpg.CheckViolationError:
-        raise http_error(422, "skill names are lower-case letters, digits, _ . -") from None
+        await request.app[POOL].execute("INSERT INTO skills (name) VALUES ($1)", body.name)
     except asyncpg.UniqueViolationError:
-        raise http_error(409, f"skill {raw['name']!r} exists") from None
-    return _json({"name": raw["name"]}, 201)
+        raise http_error(409, f"skill {body.name!r} exists") from None
+    return _json({"name": body.name}, 201)
 
 
+@describe("set an agent's skills", body=SkillsIn)
 @requires("configure")
 async def set_skills(request: web.Request) -> web.Response:
     body = await read_body(request, SkillsIn)
@@ -275,7 +284,7 @@ async def set_skills(request: web.Request) -> web.Response:
                                                             list(body.skills))}
         unknown = sorted(set(body.skills) - set(ids))
         if unknown:
-            raise http_error(422, f"no such skills: {unknown} (create them with POST /api/skills)")
+            raise http_error(404, f"no such skills: {unknown} (create them with POST /api/skills)")
         await conn.execute("DELETE FROM agent_skills WHERE agent_id = $1", aid)
         await conn.executemany("INSERT INTO agent_skills (agent_id, skill_id, proficiency) VALUES ($1, $2, $3)",
                                [(aid, ids[s], lvl) for s, lvl in body.skills.items()])
@@ -284,6 +293,7 @@ async def set_skills(request: web.Request) -> web.Response:
     return _json({"skills": body.skills})
 
 
+@describe("log an agent in or out, or set them available or not ready", body=StatusIn)
 @requires("control")
 async def set_status(request: web.Request) -> web.Response:
     body = await read_body(request, StatusIn)
@@ -295,9 +305,7 @@ async def set_status(request: web.Request) -> web.Response:
             if not ok:
                 codes = [r["code"] for r in await conn.fetch(
                     "SELECT code FROM not_ready_reasons WHERE NOT system ORDER BY code")]
-                raise http_error(422, f"reason must be one of {codes}", field="reason")
-        elif body.reason:
-            raise http_error(422, "a reason is only given with not_ready", field="reason")
+                raise http_error(404, f"no not-ready reason {body.reason!r}: one of {codes}", field="reason")
         before = await agents.get(aid)
         logged_out = before.status is Status.LOGGED_OUT
         logged: ev.AgentEvent
@@ -319,6 +327,7 @@ async def set_status(request: web.Request) -> web.Response:
     return _json({"status": after.status, "reason": after.reason, "activity": after.activity})
 
 
+@describe("end or extend an agent's wrap-up", body=WrapUpIn)
 @requires("control")
 async def wrap_up(request: web.Request) -> web.Response:
     """The agent ends wrap-up early, or extends it within the limit of the agent's queues."""

@@ -17,13 +17,14 @@ from aiohttp import web
 from acd.agent_store import AgentStore
 from acd.directory import Directory
 from bus.notifier import Notifier
-from callcenter import acd_api, cti_api, webhook_api
+from callcenter import acd_api, cti_api, openapi, webhook_api
 from callcenter.auth import PUBLIC, Authenticator, requires
 from callcenter.commands import CallControl
 from callcenter.cti_socket import CtiSocket
 from callcenter.embedded import EmbeddedRedis
 from callcenter.frontdoor import FrontDoor
 from callcenter.http_guard import PRINCIPAL, access, check_routes, error, errors, http_error, time_limit
+from callcenter.openapi import UUID, describe
 from callcenter.supervisor import Supervisor
 from callcenter.webhooks import WebhookSender
 
@@ -73,6 +74,7 @@ def _parse_time(value: str, name: str) -> datetime:
     return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
+@describe("health of every component (details need the read scope)")
 @requires(PUBLIC)
 async def healthz(request: web.Request) -> web.Response:
     """Anyone (a load balancer's probe) gets the verdict per component; details need the read scope."""
@@ -138,6 +140,9 @@ _INTERACTION_FIELDS = (
 )
 
 
+@describe("interaction records, oldest first from ``since``, a page at a time", query={
+    "since": {"type": "string", "format": "date-time"},
+    "limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}, "after": UUID})
 @requires("read")
 async def list_interactions(request: web.Request) -> web.Response:
     q = request.query
@@ -175,6 +180,7 @@ async def list_interactions(request: web.Request) -> web.Response:
     return _json({"items": items, "next": nxt})
 
 
+@describe("one interaction record with its events", path={"id": UUID})
 @requires("read")
 async def get_interaction(request: web.Request) -> web.Response:
     try:
@@ -206,5 +212,6 @@ def make_app(services: Services, authenticators: list[Authenticator], request_ti
     webhook_api.add_routes(app, services.pool, services.redis)
     if services.socket is not None:
         services.socket.add_routes(app)
+    openapi.add_route(app)
     check_routes(app)
     return app

@@ -7,22 +7,23 @@ does not answer, 504 its flow did not act in time."""
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import asyncpg
 import redis.asyncio as aioredis
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, RootModel
 
+from acd.models import WHOLE
 from bus import commands as cmd
 from callcenter import sessions
 from callcenter.auth import requires
 from callcenter.commands import CallControl
 from callcenter.http_guard import PRINCIPAL, http_error, read_body
+from callcenter.openapi import UUID, describe
 
 REDIS: web.AppKey[aioredis.Redis] = web.AppKey("cti_redis", aioredis.Redis)
 CONTROL: web.AppKey[CallControl] = web.AppKey("cti_control", CallControl)
@@ -45,7 +46,7 @@ class HangupIn(_Strict):
 
 
 class RejectIn(_Strict):
-    agent_id: int | None = Field(None, ge=1)  # the agent who declines; none: every agent offered
+    agent_id: Annotated[int, Field(ge=1), WHOLE] | None = None  # who declines; none: every agent offered
 
 
 class AttachIn(_Strict):
@@ -53,18 +54,36 @@ class AttachIn(_Strict):
 
 
 # A target's name by its kind: a queue's name, an agent's login, an extension, an outside number.
-TARGET_PATTERN = {"queue": r"^[a-z0-9][a-z0-9_-]{0,63}$", "agent": r"^[A-Za-z0-9._-]{1,64}$",
+TARGET_PATTERN = {"queue": r"^[a-z][a-z0-9_.-]{0,63}$", "agent": r"^[a-z][a-z0-9_.-]{0,63}$",
                   "extension": r"^[0-9]{1,15}$", "number": r"^\+?[0-9]{3,20}$"}
 
 
-class TransferIn(_Strict):
-    kind: Literal["queue", "agent", "extension", "number"]
-    target: str = Field(min_length=1, max_length=64)
+class _ToQueue(_Strict):
+    kind: Literal["queue"]
+    target: str = Field(pattern=TARGET_PATTERN["queue"], description="the queue's name")
 
 
-class ConsultIn(_Strict):
-    kind: Literal["agent", "extension", "number"]
-    target: str = Field(min_length=1, max_length=64)
+class _ToAgent(_Strict):
+    kind: Literal["agent"]
+    target: str = Field(pattern=TARGET_PATTERN["agent"], description="the agent's login")
+
+
+class _ToExtension(_Strict):
+    kind: Literal["extension"]
+    target: str = Field(pattern=TARGET_PATTERN["extension"], description="a phone registered at the front door")
+
+
+class _ToNumber(_Strict):
+    kind: Literal["number"]
+    target: str = Field(pattern=TARGET_PATTERN["number"], description="an outside number, through the trunk")
+
+
+class TransferIn(RootModel[Annotated[_ToQueue | _ToAgent | _ToExtension | _ToNumber, Field(discriminator="kind")]]):
+    """Where a blind transfer goes."""
+
+
+class ConsultIn(RootModel[Annotated[_ToAgent | _ToExtension | _ToNumber, Field(discriminator="kind")]]):
+    """Whom the agent consults (a queue cannot be consulted: transfer to it)."""
 
 
 class LeaveIn(_Strict):
@@ -89,12 +108,14 @@ def _interaction(request: web.Request) -> str:
     return iid
 
 
+@describe("every live call's session, oldest first")
 @requires("read")
 async def list_calls(request: web.Request) -> web.Response:
     """Every live call's session, from whichever node owns it, oldest first."""
     return _json({"items": await sessions.live(request.app[REDIS])})
 
 
+@describe("one call's session (live, or ended in the last 5 minutes)", path={"id": UUID})
 @requires("read")
 async def get_call(request: web.Request) -> web.Response:
     iid = _interaction(request)
@@ -118,56 +139,66 @@ async def _command(request: web.Request, command: cmd.Command) -> web.Response:
 
 @dataclass(frozen=True)
 class Action:
-    """One call-control route: its body's model and the command it makes (interaction, body, the
-    agent it acts for when sent through /api/agents/<login>/call)."""
+    """One call-control route: its body's model, the command it makes (interaction, body, the
+    agent it acts for when sent through /api/agents/<login>/call), and what it does."""
 
     body: type[BaseModel]
     make: Callable[[str, Any, int | None], cmd.Command]
-
-
-def _target(kind: str, target: str) -> str:
-    if not re.fullmatch(TARGET_PATTERN[kind], target):
-        raise http_error(422, f"target: not a valid {kind}", field="target")
-    return target
+    summary: str = ""
 
 
 ACTIONS: dict[str, Action] = {
-    "hold": Action(NoBody, lambda i, b, a: cmd.Hold(interaction=i)),
-    "resume": Action(NoBody, lambda i, b, a: cmd.Resume(interaction=i)),
-    "hangup": Action(HangupIn, lambda i, b, a: cmd.Hangup(interaction=i, leg=b.leg)),
-    "reject": Action(RejectIn, lambda i, b, a: cmd.RejectOffer(interaction=i, agent_id=a or b.agent_id)),
-    "data": Action(AttachIn, lambda i, b, a: cmd.AttachData(interaction=i, data=b.data)),
-    "mute": Action(NoBody, lambda i, b, a: cmd.Mute(interaction=i)),
-    "unmute": Action(NoBody, lambda i, b, a: cmd.Unmute(interaction=i)),
-    "transfer": Action(TransferIn, lambda i, b, a: cmd.Transfer(interaction=i, kind=b.kind, target=b.target)),
-    "consult": Action(ConsultIn, lambda i, b, a: cmd.Consult(interaction=i, kind=b.kind, target=b.target)),
-    "complete": Action(NoBody, lambda i, b, a: cmd.CompleteTransfer(interaction=i)),
-    "cancel": Action(NoBody, lambda i, b, a: cmd.CancelConsult(interaction=i)),
-    "conference": Action(NoBody, lambda i, b, a: cmd.Conference(interaction=i)),
-    "leave": Action(LeaveIn, lambda i, b, a: cmd.LeaveConference(interaction=i, leg=b.leg)),
-    "dtmf": Action(DtmfIn, lambda i, b, a: cmd.SendDtmf(interaction=i, digits=b.digits, leg=b.leg)),
-    "record": Action(NoBody, lambda i, b, a: cmd.StartRecording(interaction=i)),
-    "stop_record": Action(NoBody, lambda i, b, a: cmd.StopRecording(interaction=i)),
+    "hold": Action(NoBody, lambda i, b, a: cmd.Hold(interaction=i), "put the caller on hold (hold music)"),
+    "resume": Action(NoBody, lambda i, b, a: cmd.Resume(interaction=i), "take the caller off hold"),
+    "hangup": Action(HangupIn, lambda i, b, a: cmd.Hangup(interaction=i, leg=b.leg),
+                     "hang up the call, or only the agent's leg"),
+    "reject": Action(RejectIn, lambda i, b, a: cmd.RejectOffer(interaction=i, agent_id=a or b.agent_id),
+                     "decline an offer: it goes to the next agent at once"),
+    "data": Action(AttachIn, lambda i, b, a: cmd.AttachData(interaction=i, data=b.data),
+                   "attach call data (key-values) to the call and its record"),
+    "mute": Action(NoBody, lambda i, b, a: cmd.Mute(interaction=i), "the caller stops hearing the agent"),
+    "unmute": Action(NoBody, lambda i, b, a: cmd.Unmute(interaction=i), "the caller hears the agent again"),
+    "transfer": Action(TransferIn, lambda i, b, a: cmd.Transfer(interaction=i, kind=b.root.kind, target=b.root.target),
+                       "blind transfer to a queue, an agent, an extension or a number"),
+    "consult": Action(ConsultIn, lambda i, b, a: cmd.Consult(interaction=i, kind=b.root.kind, target=b.root.target),
+                      "hold the caller and call a target (attended transfer, conference)"),
+    "complete": Action(NoBody, lambda i, b, a: cmd.CompleteTransfer(interaction=i),
+                       "leave the caller with the consulted target"),
+    "cancel": Action(NoBody, lambda i, b, a: cmd.CancelConsult(interaction=i),
+                     "hang up the consulted target, back to the caller"),
+    "conference": Action(NoBody, lambda i, b, a: cmd.Conference(interaction=i),
+                         "caller, agent and target all hear each other"),
+    "leave": Action(LeaveIn, lambda i, b, a: cmd.LeaveConference(interaction=i, leg=b.leg),
+                    "the agent (or the target) leaves the conference"),
+    "dtmf": Action(DtmfIn, lambda i, b, a: cmd.SendDtmf(interaction=i, digits=b.digits, leg=b.leg),
+                   "send keys to the outside party"),
+    "record": Action(NoBody, lambda i, b, a: cmd.StartRecording(interaction=i), "start recording the call"),
+    "stop_record": Action(NoBody, lambda i, b, a: cmd.StopRecording(interaction=i), "stop recording the call"),
 }
+
+
+class Done(BaseModel):
+    ok: bool
+    command: str
 
 
 async def _body(request: web.Request, action: Action) -> Any:
     body = await read_body(request, action.body)
     if isinstance(body, AttachIn) and any(len(k) > 64 or len(v) > 1000 for k, v in body.data.items()):
         raise http_error(422, "call data: keys are at most 64 characters, values 1000", field="data")
-    if isinstance(body, TransferIn | ConsultIn):
-        target = _target(body.kind, body.target)
-        if body.kind == "agent":  # commands name agents by id: the login is the API's
-            aid = await request.app[POOL].fetchval("SELECT id FROM agents WHERE login = $1", target)
-            if aid is None:
-                raise http_error(422, f"target: no agent {target!r}", field="target")
-            body = body.model_copy(update={"target": str(aid)})
+    if isinstance(body, TransferIn | ConsultIn) and body.root.kind == "agent":
+        # commands name agents by id: the login is the API's
+        aid = await request.app[POOL].fetchval("SELECT id FROM agents WHERE login = $1", body.root.target)
+        if aid is None:
+            raise http_error(404, f"no agent {body.root.target!r}", field="target")
+        body = type(body)(body.root.model_copy(update={"target": str(aid)}))
     return body
 
 
 def _call_action(name: str) -> Callable[[web.Request], Awaitable[web.Response]]:
     action = ACTIONS[name]
 
+    @describe(action.summary, body=action.body, returns=Done, path={"id": UUID})
     @requires("control")
     async def handler(request: web.Request) -> web.Response:
         iid = _interaction(request)
@@ -192,6 +223,7 @@ async def _agent_call(request: web.Request) -> tuple[int, dict[str, Any]]:
     raise http_error(404, f"agent {login!r} has no call", field="login", reason="gone")
 
 
+@describe("the session of the call the agent is offered or on")
 @requires("read")
 async def get_agent_call(request: web.Request) -> web.Response:
     return _json((await _agent_call(request))[1])
@@ -200,6 +232,7 @@ async def get_agent_call(request: web.Request) -> web.Response:
 def _agent_action(name: str) -> Callable[[web.Request], Awaitable[web.Response]]:
     action = ACTIONS[name]
 
+    @describe(f"the agent's call: {action.summary}", body=action.body, returns=Done)
     @requires("control")
     async def handler(request: web.Request) -> web.Response:
         aid, session = await _agent_call(request)

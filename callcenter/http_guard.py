@@ -58,7 +58,10 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except web.HTTPException as exc:
         if exc.content_type == "application/json" or exc.status < 400:
             raise
-        return error(exc.status, exc.reason)
+        resp = error(exc.status, exc.reason)
+        if "Allow" in exc.headers:  # a 405 says which methods the resource has (RFC 9110)
+            resp.headers["Allow"] = exc.headers["Allow"]
+        return resp
     except asyncpg.DataError as exc:  # a value PostgreSQL cannot store (NUL byte, out of range …)
         return error(400, f"invalid value: {exc}")
     except UNAVAILABLE as exc:
@@ -129,8 +132,6 @@ def access(authenticators: Sequence[Authenticator], allowed_origins: Sequence[st
         origin = request.headers.get("Origin")
         if origin and origin.rstrip("/") not in origins and not _same_origin(origin, request):
             return error(403, f"cross-origin requests are refused (Origin: {origin[:100]})")
-        if request.method in WITH_BODY and request.content_type != "application/json":
-            return error(415, "the body must be JSON (Content-Type: application/json)")
         principal: Principal | None = None
         try:
             for auth in authenticators:
@@ -141,12 +142,13 @@ def access(authenticators: Sequence[Authenticator], allowed_origins: Sequence[st
             return _unauthorized("invalid credentials")
         request[PRINCIPAL] = principal
         scope = required_scope(route.handler)
-        if scope == PUBLIC:
-            return await handler(request)
-        if principal is None:
-            return _unauthorized("authentication required: Authorization: Bearer <API key>")
-        if scope is None or not principal.allows(scope):
-            return error(403, f"not allowed: this needs the {scope!r} scope", needs=scope)
+        if scope != PUBLIC:
+            if principal is None:
+                return _unauthorized("authentication required: Authorization: Bearer <API key>")
+            if scope is None or not principal.allows(scope):
+                return error(403, f"not allowed: this needs the {scope!r} scope", needs=scope)
+        if request.method in WITH_BODY and request.content_type != "application/json":
+            return error(415, "the body must be JSON (Content-Type: application/json)")
         return await handler(request)
 
     return guard

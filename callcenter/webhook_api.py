@@ -7,30 +7,58 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import re
 import secrets
-from typing import Any
+from typing import Annotated, Any
 
 import asyncpg
 import redis.asyncio as aioredis
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bus import events as ev
 from callcenter import webhooks
 from callcenter.auth import Principal, requires
 from callcenter.http_guard import PRINCIPAL, http_error, read_body
+from callcenter.openapi import describe
 
 POOL: web.AppKey[asyncpg.Pool] = web.AppKey("webhooks_pool", asyncpg.Pool)
 REDIS: web.AppKey[aioredis.Redis] = web.AppKey("webhooks_redis", aioredis.Redis)
 
 _FIELDS = "id, name, url, events, active, created_at"
+ID = {"id": {"type": "string", "pattern": r"^[0-9]{1,18}$"}}
+
+
+WILDCARD = re.compile(r"[A-Z_]*[*?][A-Z_*?]*")
+
+
+def _event_filter_schema(schema: dict[str, Any]) -> None:
+    """An event's name, or a pattern with a wildcard: what the validator below accepts."""
+    schema.pop("type", None)
+    schema["anyOf"] = [{"type": "string", "enum": ev.names()},
+                       {"type": "string", "pattern": f"^{WILDCARD.pattern}$", "maxLength": 40}]
+
+
+class NoBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class WebhookIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     name: str = Field(min_length=1, max_length=100)
     url: str = Field(pattern=r"^https?://[^\s]+$", max_length=2000)
-    events: list[str] = Field(default_factory=list, max_length=50)  # names or patterns; none: all
+    # Event names (docs/events.md), or fnmatch patterns of them (DIAL_*); none: every event.
+    events: list[Annotated[str, Field(json_schema_extra=_event_filter_schema)]] = Field(default_factory=list,
+                                                                                       max_length=50)
+
+    @field_validator("events")
+    @classmethod
+    def _filters(cls, v: list[str]) -> list[str]:
+        names = set(ev.names())
+        for f in v:
+            if f not in names and not WILDCARD.fullmatch(f):
+                raise ValueError(f"{f!r} is neither an event's name nor a pattern (with * or ?)")
+        return v
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -66,13 +94,14 @@ async def _one(request: web.Request) -> asyncpg.Record:
     return row
 
 
+@describe("subscribe a URL to events; the answer holds the signing secret, once", body=WebhookIn, status=201)
 @requires("read")
 async def create(request: web.Request) -> web.Response:
     body = await read_body(request, WebhookIn)
     names = ev.names()
     for pattern in body.events:
         if not fnmatch.filter(names, pattern):
-            raise http_error(422, f"events: {pattern!r} names no event (docs/events.md)", field="events")
+            raise http_error(404, f"events: no event's name matches {pattern!r} (docs/events.md)", field="events")
     principal = _principal(request)
     secret = secrets.token_urlsafe(32)
     async with request.app[POOL].acquire() as conn, conn.transaction():
@@ -83,6 +112,7 @@ async def create(request: web.Request) -> web.Response:
     return _json({**dict(row), "secret": secret}, 201)
 
 
+@describe("the webhook subscriptions (a key's own; all with configure)")
 @requires("read")
 async def list_all(request: web.Request) -> web.Response:
     where, args = _owned(request)
@@ -91,11 +121,13 @@ async def list_all(request: web.Request) -> web.Response:
     return _json({"items": [dict(r) for r in rows]})
 
 
+@describe("one subscription", path=ID)
 @requires("read")
 async def get_one(request: web.Request) -> web.Response:
     return _json(dict(await _one(request)))
 
 
+@describe("delete a subscription", path=ID)
 @requires("read")
 async def delete(request: web.Request) -> web.Response:
     row = await _one(request)
@@ -104,6 +136,7 @@ async def delete(request: web.Request) -> web.Response:
     return _json({"deleted": row["id"]})
 
 
+@describe("events the receiver never took", path=ID)
 @requires("read")
 async def dead_letters(request: web.Request) -> web.Response:
     row = await _one(request)
@@ -113,8 +146,10 @@ async def dead_letters(request: web.Request) -> web.Response:
     return _json({"items": [{**dict(r), "event": json.loads(r["event"])} for r in rows]})
 
 
+@describe("send the dead letters again", path=ID, body=NoBody)
 @requires("read")
 async def redeliver(request: web.Request) -> web.Response:
+    await read_body(request, NoBody)
     row = await _one(request)
     status = await request.app[POOL].execute(
         "UPDATE webhook_dead_letters SET redeliver = true WHERE webhook_id = $1 AND NOT redeliver", row["id"])
