@@ -13,6 +13,11 @@ to the clients connected to every node. An emit costs about 0.2 ms of CPU (a Red
 every node's listener), so the reader emits only to rooms that some node has a client in: each node
 keeps its rooms' client counts in Redis (SOCKET_ROOMS_KEY, expiring unless renewed), and the reader
 reads them once a second.
+
+Pub/sub keeps nothing for a listener that is not subscribed: after Redis was away, a node's listener
+comes back on its own schedule (python-socketio retries after 1, 2, 4 … s). So whenever the reader
+(re)takes its lease, it first waits until every node with clients has its listener subscribed again
+(its pub/sub connection is named after the node), then emits: nothing is published into the void.
 """
 
 from __future__ import annotations
@@ -43,6 +48,9 @@ NAMESPACE = "/cti"
 GROUP = "socketio"  # its subscriber group on the event stream
 PATH = "/socket.io/"
 ROOMS_TTL = 30  # seconds a node's room counts live in Redis unless renewed
+ROOMS_RENEW = 2.0  # seconds between renewals (a Redis that lost its data has them back this soon)
+LISTENERS_WAIT = 30.0  # seconds the reader waits for the nodes' listeners after Redis was away
+LISTENER_NAME = "cc-sio:{node}"  # the client name of each node's socket.io pub/sub connection
 
 
 def rooms_of(e: ev.Event) -> list[str]:
@@ -63,7 +71,8 @@ def rooms_of(e: ev.Event) -> list[str]:
 class CtiSocket:
     def __init__(self, redis_url: str, redis: aioredis.Redis, keys: ApiKeys, node: str):
         self.keys = keys
-        manager = socketio.AsyncRedisManager(redis_url, channel=SOCKETIO_CHANNEL)
+        manager = socketio.AsyncRedisManager(redis_url, channel=SOCKETIO_CHANNEL,
+                                             redis_options={"client_name": LISTENER_NAME.format(node=node)})
         # WebSocket only: the polling transport's POSTs are not JSON, which the API refuses.
         self.sio = socketio.AsyncServer(async_mode="aiohttp", client_manager=manager, transports=["websocket"],
                                         cors_allowed_origins=[])
@@ -72,11 +81,14 @@ class CtiSocket:
         self.sio.on("disconnect", self._disconnect, namespace=NAMESPACE)
         self.redis = redis
         self.node = node
-        self.reader = StreamConsumer(redis, GROUP, node, self._deliver, start="$")
+        self.reader = StreamConsumer(redis, GROUP, node, self._deliver, start="$", hold_for=LISTENERS_WAIT + 5,
+                                     on_lease=self._leased)
+        self._listeners_unsure = True  # until the nodes' listeners are known to be subscribed
         self.emitted = 0
         self._rooms: dict[str, set[str]] = {}  # this node's clients' rooms, by client
         self._wanted: set[str] = set()  # rooms some node has a client in (read once a second)
         self._wanted_at = 0.0
+        self._watching: set[str] = set()  # the nodes that have clients
 
     def add_routes(self, app: web.Application) -> None:
         """The socket.io endpoint: open at the HTTP level (the key is checked on connecting to the
@@ -136,10 +148,14 @@ class CtiSocket:
         """Renew this node's rooms before they expire (a dead node's go by themselves)."""
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), ROOMS_TTL / 3)
+                await asyncio.wait_for(stop.wait(), ROOMS_RENEW)
             if self._rooms and not stop.is_set():
                 with contextlib.suppress(*REDIS_DOWN):
                     await self._publish_rooms()
+
+    def _leased(self) -> None:
+        self._listeners_unsure = True
+        self._wanted_at = 0.0
 
     async def _wanted_rooms(self) -> set[str]:
         now = time.monotonic()
@@ -149,12 +165,34 @@ class CtiSocket:
             pipe = self.redis.pipeline(transaction=False)
             for n in nodes:
                 pipe.hkeys(SOCKET_ROOMS_KEY.format(node=n))
-            self._wanted = {r.decode() for keys in await pipe.execute() for r in keys}
+            rooms = await pipe.execute()
+            self._wanted = {r.decode() for keys in rooms for r in keys}
+            self._watching = {n for n, keys in zip(nodes, rooms, strict=True) if keys}
             self._wanted_at = now
         return self._wanted
 
+    async def _listeners_back(self) -> None:
+        """Wait (LISTENERS_WAIT at most) until every node with clients listens again."""
+        deadline = time.monotonic() + LISTENERS_WAIT
+        while True:
+            listing = cast(str | bytes, await self.redis.execute_command("CLIENT", "LIST", "TYPE", "pubsub"))
+            text = listing.decode() if isinstance(listing, bytes) else listing
+            names = {part[5:] for line in text.splitlines() for part in line.split() if part.startswith("name=")}
+            missing = {n for n in self._watching if LISTENER_NAME.format(node=n) not in names}
+            if not missing:
+                self._listeners_unsure = False
+                return
+            if time.monotonic() > deadline:
+                log.error("socket.io: the listeners of %s are not back after %.0f s; their clients miss events",
+                          sorted(missing), LISTENERS_WAIT)
+                self._listeners_unsure = False
+                return
+            await asyncio.sleep(0.2)
+
     async def _deliver(self, events: list[ev.Event]) -> None:
         wanted = await self._wanted_rooms()
+        if wanted and self._listeners_unsure:
+            await self._listeners_back()
         for e in events:
             rooms = [r for r in rooms_of(e) if r in wanted]
             if rooms:

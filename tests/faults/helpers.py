@@ -12,7 +12,9 @@ from pathlib import Path
 
 import asyncpg
 
+from callcenter.embedded import free_port
 from tests.conftest import Platform, Stores, require, sipp_start, start_platform
+from tests.sip.phones import phone
 
 
 @dataclass
@@ -107,3 +109,38 @@ def two_worker_platform(stores: Stores, tmp: Path, plan: str, redis_db: int | No
     p = start_platform(stores, tmp, front_door="kamailio", workers=2, redis_db=redis_db, dialplan=path)
     p.wait(lambda: p.health()["workers"]["up"] == 2, what="both workers up")
     return p
+
+
+def redis_pid(p: Platform) -> int:
+    return int((p.var_dir / "redis" / "redis.pid").read_text())
+
+
+def redis_port(p: Platform) -> int:
+    title = Path(f"/proc/{redis_pid(p)}/cmdline").read_bytes().split(b"\0")[0]  # "redis-server host:port"
+    return int(title.rsplit(b":", 1)[1].split()[0])
+
+
+def wait_healthy(p: Platform, since: float, timeout: float = 20) -> float:
+    """Seconds from ``since`` until /healthz is all ok again."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if p.get("/healthz")[0] == 200:
+                return time.time() - since
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"not healthy {timeout:.0f} s after the fault: {p.health()}")
+
+
+def agent_with_phone(p: Platform, seconds: int) -> object:
+    for method, path, body in (("POST", "/api/queues", {"name": "redisq", "settings": {"wrap_up": 1}}),
+                               ("POST", "/api/agents", {"login": "rita", "name": "Rita", "extension": "471"}),
+                               ("PUT", "/api/queues/redisq/members", {"members": [{"agent": "rita"}]})):
+        assert p.send(method, path, body)[0] in (200, 201, 409)
+    st, creds = p.send("POST", "/api/agents/rita/sip-password", {})
+    assert st == 200
+    agent = phone("--port", str(free_port()), "--agent", "--register", f"sip:471@127.0.0.1:{p.sip_port}",
+                  f"--password={creds['password']}", "--tone", "1000", "--seconds", str(seconds))  # type: ignore[index]
+    assert p.send("POST", "/api/agents/rita/status", {"status": "available"})[0] == 200
+    return agent

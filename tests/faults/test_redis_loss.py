@@ -18,10 +18,21 @@ import pytest
 import redis.asyncio as aioredis
 
 from bus import keys
-from callcenter.embedded import free_port
 from tests.conftest import Platform, Stores, sipp
-from tests.faults.helpers import answered, byes, figure, hang_up, record, two_worker_platform, waiting_callers
-from tests.sip.phones import phone, result
+from tests.faults.helpers import (
+    agent_with_phone,
+    answered,
+    byes,
+    figure,
+    hang_up,
+    record,
+    redis_pid,
+    redis_port,
+    two_worker_platform,
+    wait_healthy,
+    waiting_callers,
+)
+from tests.sip.phones import result
 
 PLAN = """
 [[route]]
@@ -45,41 +56,6 @@ def platform(stores: Stores, tmp_path: Path) -> Iterator[Platform]:
     yield p
     if p.proc.poll() is None:
         assert p.stop() == 0
-
-
-def redis_pid(p: Platform) -> int:
-    return int((p.var_dir / "redis" / "redis.pid").read_text())
-
-
-def redis_port(p: Platform) -> int:
-    title = Path(f"/proc/{redis_pid(p)}/cmdline").read_bytes().split(b"\0")[0]  # "redis-server host:port"
-    return int(title.rsplit(b":", 1)[1].split()[0])
-
-
-def wait_healthy(p: Platform, since: float, timeout: float = 20) -> float:
-    """Seconds from ``since`` until /healthz is all ok again."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if p.get("/healthz")[0] == 200:
-                return time.time() - since
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"not healthy {timeout:.0f} s after the fault: {p.health()}")
-
-
-def agent_with_phone(p: Platform, seconds: int) -> object:
-    for method, path, body in (("POST", "/api/queues", {"name": "redisq", "settings": {"wrap_up": 1}}),
-                               ("POST", "/api/agents", {"login": "rita", "name": "Rita", "extension": "471"}),
-                               ("PUT", "/api/queues/redisq/members", {"members": [{"agent": "rita"}]})):
-        assert p.send(method, path, body)[0] in (200, 201, 409)
-    st, creds = p.send("POST", "/api/agents/rita/sip-password", {})
-    assert st == 200
-    agent = phone("--port", str(free_port()), "--agent", "--register", f"sip:471@127.0.0.1:{p.sip_port}",
-                  f"--password={creds['password']}", "--tone", "1000", "--seconds", str(seconds))  # type: ignore[index]
-    assert p.send("POST", "/api/agents/rita/status", {"status": "available"})[0] == 200
-    return agent
 
 
 async def test_redis_killed_calls_go_on_and_routing_comes_back(platform: Platform, pool: asyncpg.Pool,
