@@ -25,8 +25,6 @@ import statistics
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +34,7 @@ import asyncpg
 import psutil
 
 from bench.machine import machine as base_machine
+from bench.platform import fresh_database, workers_up
 from callcenter.auth import create_key
 from callcenter.db import migrate
 from callcenter.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
@@ -182,16 +181,6 @@ def machine() -> dict[str, str]:
             "sipp": version(["sipp", "-v"])[:60]}
 
 
-def workers_up(http_port: int, api_key: str) -> int:
-    req = urllib.request.Request(f"http://127.0.0.1:{http_port}/healthz",
-                                 headers={"Authorization": f"Bearer {api_key}"})
-    try:
-        with urllib.request.urlopen(req, timeout=5) as r:
-            return int(json.loads(r.read())["workers"]["up"])
-    except (OSError, ValueError, KeyError):
-        return 0
-
-
 async def _read_key(db_url: str) -> str:
     """A read-only key for the benchmark's health polling."""
     conn = await asyncpg.connect(db_url)
@@ -264,23 +253,13 @@ def run_bare(n: int, prompt: Path, quick: bool) -> Capacity:
         stop_all(bare)
 
 
-async def _fresh_database(pg: EmbeddedPostgres, admin: str) -> str:
-    """An empty database each round: records piling up over runs made later rounds slower."""
-    conn = await asyncpg.connect(admin)
-    try:
-        await conn.execute('DROP DATABASE IF EXISTS "bench" WITH (FORCE)')
-    finally:
-        await conn.close()
-    return await pg.ensure_database(admin, "bench")
-
-
 def run_platform(n: int, prompt: Path, quick: bool) -> Capacity:
     """The platform: same number of media processes. The loop workload never originates a leg, so no
     slot is kept back for one (media.outbound_reserve = 0) and both systems offer 4 calls per process."""
     shutil.rmtree(OUT / "redis", ignore_errors=True)  # from empty: its AOF grew run after run
     pg, rd = EmbeddedPostgres(OUT / "pgdata"), EmbeddedRedis(OUT / "redis")
     admin = pg.start()
-    db_url = asyncio.run(_fresh_database(pg, admin))
+    db_url = asyncio.run(fresh_database(pg, admin))
     api_key = asyncio.run(_read_key(db_url))
     redis_url = rd.start()
     cfg = OUT / "callcenter.toml"

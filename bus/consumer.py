@@ -56,13 +56,12 @@ _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL
 class StreamConsumer:
     def __init__(self, redis: aioredis.Redis, group: str, consumer: str, handler: Handler, *,
                  start: str = "0", count: int = 500, pause: float = 0.0, lease_ttl: float = LEASE_TTL,
-                 hold_for: float = 0.0, on_lease: Callable[[], None] | None = None):
+                 hold_for: float = 0.0):
         """``start``: where a new group begins ("0": everything still in the stream, "$": what comes
         next). ``pause``: seconds to wait after a batch, so that a busy stream is read in larger ones.
         ``hold_for``: seconds the lease is renewed while one batch's handler runs (webhook retries
         take long); past that, or by default, a handler that does not return loses the lease within
-        ``lease_ttl`` and another node takes the batch over (a frozen node's). ``on_lease``: called
-        each time this node (re)takes the lease, after Redis was away too."""
+        ``lease_ttl`` and another node takes the batch over (a frozen node's)."""
         self.redis = redis
         self.group = group
         self.consumer = consumer
@@ -72,7 +71,6 @@ class StreamConsumer:
         self.pause = pause
         self.lease_ttl = lease_ttl
         self.hold_for = hold_for
-        self.on_lease = on_lease
         self._lease_key = EVENTS_LEASE_KEY.format(group=group)
         self._lease = redis.register_script(_LEASE)
         self._release = redis.register_script(_RELEASE)
@@ -175,8 +173,6 @@ class StreamConsumer:
         if state == 2 or not self._renewed:
             await self._create_group()
             await self._adopt()
-            if self.on_lease is not None:
-                self.on_lease()
         self._renewed = now
         return True
 

@@ -58,9 +58,8 @@ ORPHAN_CLAIM_KEY = Key("cc:node:orphan:{interaction}", "string", "the node that 
 EVENTS = Key("cc:events", "stream", "every call, queue and agent event (field e: the JSON event)")
 EVENTS_LEASE_KEY = Key("cc:events:lease:{group}", "string", "the consumer that reads for a group now, with a TTL")
 
-SOCKETIO_CHANNEL = Key("cc:socketio", "channel", "pub/sub: python-socketio's fan-out to every node's clients")
-SOCKET_ROOMS_KEY = Key("cc:socketio:rooms:{node}", "hash", "room -> clients of one node subscribed to it (expires)")
-SOCKET_NODES = Key("cc:socketio:nodes", "zset", "nodes with socket.io clients -> when they last said so")
+SOCKETIO_CHANNEL = Key("cc:socketio", "channel", "pub/sub: python-socketio's emits between nodes")
+SOCKET_NODES = Key("cc:socketio:nodes", "zset", "nodes reading the event stream for socket.io -> when last seen")
 
 # ---------------------------------------------------------------- call sessions (callcenter/sessions.py)
 SESSION_KEY = Key("cc:call:{interaction}", "string", "a call's session as JSON, mirrored by its owning node")

@@ -49,7 +49,7 @@ async def run_api_node(cfg: Config, *, ready: asyncio.Event | None = None, stop:
     keys = auth.ApiKeys(pool)
     socket = CtiSocket(cfg.redis.url, redis, keys, node)
     loops.start("events.socketio", socket.reader.run)
-    loops.start("socketio.rooms", socket.keep_rooms)
+    loops.start("socketio.groups", socket.keep_groups)
     notices = Notices(pool)
     notices.on(API_KEYS, keys.forget)
     loops.start("postgres.notices", notices.run)

@@ -206,7 +206,7 @@ async def run(cfg: Config, *, demo_customers: int = 200, ready: asyncio.Event | 
         keys = auth.ApiKeys(pool)
         socket = CtiSocket(ends.redis_url, redis, keys, acd.node)
         loops.start("events.socketio", socket.reader.run)
-        loops.start("socketio.rooms", socket.keep_rooms)
+        loops.start("socketio.groups", socket.keep_groups)
         services.socket = socket
         notices = Notices(pool)  # a revoked key or a new phone password, from any node or the CLI
         notices.on(API_KEYS, keys.forget)

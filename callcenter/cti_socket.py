@@ -7,17 +7,15 @@ A client connects with an API key that has the ``read`` scope (``auth={"token": 
 Each is a room; an event goes to the rooms of its call, queue and agent, and to ``all``, and a
 client in several of them gets it once.
 
-The events come from the stream through the subscriber group ``socketio`` (bus/consumer.py): one
-node at a time reads it and emits through python-socketio's ``AsyncRedisManager``, which delivers
-to the clients connected to every node. An emit costs about 0.2 ms of CPU (a Redis PUBLISH, then
-every node's listener), so the reader emits only to rooms that some node has a client in: each node
-keeps its rooms' client counts in Redis (SOCKET_ROOMS_KEY, expiring unless renewed), and the reader
-reads them once a second.
-
-Pub/sub keeps nothing for a listener that is not subscribed: after Redis was away, a node's listener
-comes back on its own schedule (python-socketio retries after 1, 2, 4 … s). So whenever the reader
-(re)takes its lease, it first waits until every node with clients has its listener subscribed again
-(its pub/sub connection is named after the node), then emits: nothing is published into the void.
+Each node reads the event stream itself, through a subscriber group of its own (``socketio:<node>``,
+bus/consumer.py), and emits each event to its own clients whose rooms it concerns, in stream order.
+python-socketio's ``AsyncRedisManager`` still joins the nodes (an emit from any node reaches a
+client on any other), but the event feed does not go through its pub/sub: pub/sub keeps nothing for
+a listener that is away, and after a Redis restart each node's listener comes back on its own
+schedule (python-socketio retries after 1, 2, 4 … s), so events published meanwhile reached nobody.
+A group keeps its place in the stream across a restart: a node's clients miss nothing. A node only
+decodes and emits what its own clients asked for; nodes that have gone for GROUP_TTL have their
+groups removed by the others.
 """
 
 from __future__ import annotations
@@ -28,7 +26,6 @@ import json
 import logging
 import time
 import uuid
-from collections import Counter
 from typing import Any, cast
 
 import redis.asyncio as aioredis
@@ -37,7 +34,7 @@ from aiohttp import web
 
 from bus import events as ev
 from bus.consumer import StreamConsumer
-from bus.keys import SOCKET_NODES, SOCKET_ROOMS_KEY, SOCKETIO_CHANNEL
+from bus.keys import EVENTS, SOCKET_NODES, SOCKETIO_CHANNEL
 from bus.redis import REDIS_DOWN
 from callcenter.auth import PUBLIC, ApiKeys, BadCredentials, requires
 from callcenter.http_guard import long_lived
@@ -45,12 +42,10 @@ from callcenter.http_guard import long_lived
 log = logging.getLogger("callcenter.cti_socket")
 
 NAMESPACE = "/cti"
-GROUP = "socketio"  # its subscriber group on the event stream
+GROUP = "socketio:{node}"  # each node's subscriber group on the event stream
 PATH = "/socket.io/"
-ROOMS_TTL = 30  # seconds a node's room counts live in Redis unless renewed
-ROOMS_RENEW = 2.0  # seconds between renewals (a Redis that lost its data has them back this soon)
-LISTENERS_WAIT = 30.0  # seconds the reader waits for the nodes' listeners after Redis was away
-LISTENER_NAME = "cc-sio:{node}"  # the client name of each node's socket.io pub/sub connection
+KEEP_EVERY = 60.0  # seconds between two "this node reads" marks
+GROUP_TTL = 600.0  # a node not seen for this long has its group removed
 
 
 def rooms_of(e: ev.Event) -> list[str]:
@@ -71,8 +66,7 @@ def rooms_of(e: ev.Event) -> list[str]:
 class CtiSocket:
     def __init__(self, redis_url: str, redis: aioredis.Redis, keys: ApiKeys, node: str):
         self.keys = keys
-        manager = socketio.AsyncRedisManager(redis_url, channel=SOCKETIO_CHANNEL,
-                                             redis_options={"client_name": LISTENER_NAME.format(node=node)})
+        manager = socketio.AsyncRedisManager(redis_url, channel=SOCKETIO_CHANNEL)
         # WebSocket only: the polling transport's POSTs are not JSON, which the API refuses.
         self.sio = socketio.AsyncServer(async_mode="aiohttp", client_manager=manager, transports=["websocket"],
                                         cors_allowed_origins=[])
@@ -81,14 +75,9 @@ class CtiSocket:
         self.sio.on("disconnect", self._disconnect, namespace=NAMESPACE)
         self.redis = redis
         self.node = node
-        self.reader = StreamConsumer(redis, GROUP, node, self._deliver, start="$", hold_for=LISTENERS_WAIT + 5,
-                                     on_lease=self._leased)
-        self._listeners_unsure = True  # until the nodes' listeners are known to be subscribed
+        self.reader = StreamConsumer(redis, GROUP.format(node=node), node, self._deliver, start="$")
         self.emitted = 0
         self._rooms: dict[str, set[str]] = {}  # this node's clients' rooms, by client
-        self._wanted: set[str] = set()  # rooms some node has a client in (read once a second)
-        self._wanted_at = 0.0
-        self._watching: set[str] = set()  # the nodes that have clients
 
     def add_routes(self, app: web.Application) -> None:
         """The socket.io endpoint: open at the HTTP level (the key is checked on connecting to the
@@ -123,80 +112,36 @@ class CtiSocket:
                                           '{"queue": "<name>"} or {"agent": <id>}'}
         await self.sio.enter_room(sid, room, namespace=NAMESPACE)
         self._rooms.setdefault(sid, set()).add(room)
-        await self._publish_rooms()
-        self._wanted.add(room)
         return {"ok": True, "room": room}
 
     async def _disconnect(self, sid: str, *_: Any) -> None:
-        if self._rooms.pop(sid, None):
-            with contextlib.suppress(*REDIS_DOWN):
-                await self._publish_rooms()
+        self._rooms.pop(sid, None)
 
-    async def _publish_rooms(self) -> None:
-        """This node's rooms and their client counts, for the reader on whichever node it runs."""
-        counts = Counter(room for rooms in self._rooms.values() for room in rooms)
-        key = SOCKET_ROOMS_KEY.format(node=self.node)
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.delete(key)
-        if counts:
-            pipe.hset(key, mapping=dict(counts))  # type: ignore[arg-type]  # redis-py's Mapping is invariant
-            pipe.expire(key, ROOMS_TTL)
-            pipe.zadd(SOCKET_NODES, {self.node: time.time()})
-        await pipe.execute()
-
-    async def keep_rooms(self, stop: asyncio.Event) -> None:
-        """Renew this node's rooms before they expire (a dead node's go by themselves)."""
+    async def keep_groups(self, stop: asyncio.Event) -> None:
+        """Say this node reads (SOCKET_NODES); remove the groups of nodes gone for GROUP_TTL."""
         while not stop.is_set():
+            with contextlib.suppress(*REDIS_DOWN):
+                now = time.time()
+                await self.redis.zadd(SOCKET_NODES, {self.node: now})
+                for raw in cast(list[bytes], await self.redis.zrangebyscore(SOCKET_NODES, "-inf", now - GROUP_TTL)):
+                    gone = raw.decode()
+                    with contextlib.suppress(aioredis.ResponseError):  # no such group (or stream) any more
+                        await self.redis.xgroup_destroy(EVENTS, GROUP.format(node=gone))
+                    await self.redis.zrem(SOCKET_NODES, gone)
+                    log.info("socket.io: the event group of node %s (gone) removed", gone)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), ROOMS_RENEW)
-            if self._rooms and not stop.is_set():
-                with contextlib.suppress(*REDIS_DOWN):
-                    await self._publish_rooms()
-
-    def _leased(self) -> None:
-        self._listeners_unsure = True
-        self._wanted_at = 0.0
-
-    async def _wanted_rooms(self) -> set[str]:
-        now = time.monotonic()
-        if now - self._wanted_at >= 1.0:
-            live = cast(list[bytes], await self.redis.zrangebyscore(SOCKET_NODES, time.time() - ROOMS_TTL, "+inf"))
-            nodes = [n.decode() for n in live]
-            pipe = self.redis.pipeline(transaction=False)
-            for n in nodes:
-                pipe.hkeys(SOCKET_ROOMS_KEY.format(node=n))
-            rooms = await pipe.execute()
-            self._wanted = {r.decode() for keys in rooms for r in keys}
-            self._watching = {n for n, keys in zip(nodes, rooms, strict=True) if keys}
-            self._wanted_at = now
-        return self._wanted
-
-    async def _listeners_back(self) -> None:
-        """Wait (LISTENERS_WAIT at most) until every node with clients listens again."""
-        deadline = time.monotonic() + LISTENERS_WAIT
-        while True:
-            listing = cast(str | bytes, await self.redis.execute_command("CLIENT", "LIST", "TYPE", "pubsub"))
-            text = listing.decode() if isinstance(listing, bytes) else listing
-            names = {part[5:] for line in text.splitlines() for part in line.split() if part.startswith("name=")}
-            missing = {n for n in self._watching if LISTENER_NAME.format(node=n) not in names}
-            if not missing:
-                self._listeners_unsure = False
-                return
-            if time.monotonic() > deadline:
-                log.error("socket.io: the listeners of %s are not back after %.0f s; their clients miss events",
-                          sorted(missing), LISTENERS_WAIT)
-                self._listeners_unsure = False
-                return
-            await asyncio.sleep(0.2)
+                await asyncio.wait_for(stop.wait(), KEEP_EVERY)
 
     async def _deliver(self, events: list[ev.Event]) -> None:
-        wanted = await self._wanted_rooms()
-        if wanted and self._listeners_unsure:
-            await self._listeners_back()
+        """This node's clients get each event of their rooms, in stream order, once."""
+        local = {room for rooms in self._rooms.values() for room in rooms}
+        if not local:
+            return
         for e in events:
-            rooms = [r for r in rooms_of(e) if r in wanted]
+            rooms = [r for r in rooms_of(e) if r in local]
             if rooms:
-                await self.sio.emit("event", json.loads(e.encode()), to=rooms, namespace=NAMESPACE)
+                await self.sio.emit("event", json.loads(e.encode()), to=rooms, namespace=NAMESPACE,
+                                    ignore_queue=True)
                 self.emitted += 1
 
 
