@@ -1,7 +1,9 @@
 """The idle index: per queue, a sorted set of the members who can take a call now, in the order the
-queue's strategy offers them. It is kept by Lua code that runs inside every script that changes an
-agent's state or membership, so the index can never disagree with the state it indexes. Its keys
-(IDLE_KEY, MEMBER_OF_KEY, MEMBERS_KEY, STRATEGY_KEY) are in bus/keys.py.
+queue's strategy offers them, and the sets of its members logged in and available (the staffing the
+no-agents rule and the EWT read, in O(1) rather than by reading every member's state). It is kept by
+Lua code that runs inside every script that changes an agent's state or membership, so the index
+can never disagree with the state it indexes. Its keys (IDLE_KEY, LOGGED_IN_KEY, STAFFED_KEY,
+MEMBER_OF_KEY, MEMBERS_KEY, STRATEGY_KEY) are in bus/keys.py.
 
 Scores, the same order as acd.strategies.rank (a test holds the two together):
 
@@ -15,7 +17,8 @@ from __future__ import annotations
 
 from bus.keys import lua
 
-# Lua: index(aid) puts the agent in, or takes it out of, the idle set of every queue it belongs to.
+# Lua: index(aid) puts the agent in, or takes it out of, the idle, logged-in and staffed sets of
+# every queue it belongs to.
 LUA_INDEX = lua("""
 local function score_for(strategy, order, st)
   local idle_since = tonumber(st[3]) or 0
@@ -33,6 +36,7 @@ local function index(aid)
   local st = redis.call('HMGET', @AGENT_KEY(aid), 'status', 'activity', 'idle_since', 'calls',
                         'talk_time')
   local routable = st[1] == 'available' and st[2] == 'idle'
+  local logged_in = st[1] and st[1] ~= 'logged_out'
   local queues = redis.call('HGETALL', @MEMBER_OF_KEY(aid))
   for i = 1, #queues, 2 do
     local key = @IDLE_KEY(queues[i])
@@ -42,6 +46,8 @@ local function index(aid)
     else
       redis.call('ZREM', key, aid)
     end
+    redis.call(logged_in and 'SADD' or 'SREM', @LOGGED_IN_KEY(queues[i]), aid)
+    redis.call(st[1] == 'available' and 'SADD' or 'SREM', @STAFFED_KEY(queues[i]), aid)
   end
 end
 """)
@@ -60,6 +66,8 @@ local aid = ARGV[1]
 local key = @MEMBER_OF_KEY(aid)
 for _, q in ipairs(redis.call('HKEYS', key)) do
   redis.call('ZREM', @IDLE_KEY(q), aid)
+  redis.call('SREM', @LOGGED_IN_KEY(q), aid)
+  redis.call('SREM', @STAFFED_KEY(q), aid)
   redis.call('HDEL', @MEMBERS_KEY(q), aid)
 end
 redis.call('DEL', key)

@@ -72,6 +72,8 @@ DEADLINES = Key("cc:acd:deadlines", "zset", "agent id -> when its current state 
 # ---------------------------------------------------------------- ACD: the idle index (acd/idle_index.py)
 IDLE_KEY = Key("cc:acd:idle:{queue}", "zset", "agent id -> strategy score (lowest is offered first)")
 MEMBER_OF_KEY = Key("cc:acd:memberof:{agent_id}", "hash", "queue -> member order (penalty, then position)")
+LOGGED_IN_KEY = Key("cc:acd:in:{queue}", "set", "members logged in (any status but logged_out): the no-agents rule")
+STAFFED_KEY = Key("cc:acd:staffed:{queue}", "set", "members available (idle or busy): the EWT's staffed agents")
 MEMBERS_KEY = Key("cc:acd:members:{queue}", "hash", "agent id -> member order (the same, the other way round)")
 STRATEGY_KEY = Key("cc:acd:strategy", "hash", "queue -> strategy name")
 RR_KEY = Key("cc:acd:rr:{queue}", "string", "round-robin: the score of the last member offered")

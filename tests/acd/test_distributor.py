@@ -204,15 +204,22 @@ async def test_the_idle_index_follows_status_activity_and_memberships(acd: Acd) 
     assert await acd.directory.staffing("a") == Staffing(logged_in=2, staffed=1, idle=1)
     await acd.agents.transition(2, "available", now=20)  # back from lunch: idle from now
     assert await acd.directory.idle("a") == [1, 2]
+    assert await acd.directory.staffing("b") == Staffing(logged_in=1, staffed=1, idle=1)
     await acd.directory.put_memberships(2, {"b": 0})
     assert await acd.directory.idle("a") == [1] and await acd.directory.idle("b") == [2]
     assert await acd.directory.members("a") == [1]
+    assert await acd.directory.staffing("a") == Staffing(logged_in=1, staffed=1, idle=1)  # 2 left a
+    await acd.agents.transition(1, "reserve", Params(call_id="c-1"))
+    assert await acd.directory.staffing("a") == Staffing(logged_in=1, staffed=1, idle=0)  # busy, still staffed
+    await acd.agents.transition(1, "release")
     await acd.agents.transition(1, "logout")
     assert await acd.directory.idle("a") == []
+    assert await acd.directory.staffing("a") == Staffing(logged_in=0, staffed=0, idle=0)
     await acd.queue("b", strategy="fewest_calls")  # a strategy change re-scores the members
     assert await acd.redis.zscore(keys.IDLE_KEY.format(queue="b"), "2") == 20.0
     await acd.directory.drop_queue("b")
     assert await acd.directory.memberships(2) == {} and await acd.directory.queues() == ["a"]
+    assert await acd.directory.staffing("b") == Staffing(logged_in=0, staffed=0, idle=0)
 
 
 async def test_offers_are_published_for_the_node_that_holds_the_call(acd: Acd) -> None:

@@ -32,7 +32,7 @@ def test_keys_are_distinct_and_documented() -> None:
     reg = keys.registry()
     prefixes = [k.split("{")[0] for k in reg.values()]
     assert len(set(prefixes)) == len(prefixes)
-    assert all(k.kind in {"string", "hash", "zset", "list", "stream", "channel"} and k.doc for k in reg.values())
+    assert all(k.kind in {"string", "hash", "set", "zset", "list", "stream", "channel"} and k.doc for k in reg.values())
 
 
 def test_scripts_name_only_registry_keys() -> None:
