@@ -47,7 +47,7 @@ async def run_api_node(cfg: Config, *, ready: asyncio.Event | None = None, stop:
     hooks = webhook_sender(cfg, redis, pool, node)
     loops.start("events.webhooks", hooks.run)
     keys = auth.ApiKeys(pool)
-    socket = CtiSocket(cfg.redis.url, redis, keys, node)
+    socket = CtiSocket(cfg.redis.url, redis, keys, node, control=control, pool=pool)
     loops.start("events.socketio", socket.reader.run)
     loops.start("socketio.groups", socket.keep_groups)
     notices = Notices(pool)

@@ -204,7 +204,7 @@ async def run(cfg: Config, *, demo_customers: int = 200, ready: asyncio.Event | 
                                 loops=lambda: [*transport.status(), *loops.status()], redis_server=ends.redis_server,
                                 notifier=events.notifier, events=events.status, control=control, webhooks=hooks)
         keys = auth.ApiKeys(pool)
-        socket = CtiSocket(ends.redis_url, redis, keys, acd.node)
+        socket = CtiSocket(ends.redis_url, redis, keys, acd.node, control=control, pool=pool)
         loops.start("events.socketio", socket.reader.run)
         loops.start("socketio.groups", socket.keep_groups)
         services.socket = socket

@@ -28,16 +28,21 @@ import time
 import uuid
 from typing import Any, cast
 
+import asyncpg
 import redis.asyncio as aioredis
 import socketio
 from aiohttp import web
+from pydantic import ValidationError
 
 from bus import events as ev
 from bus.consumer import StreamConsumer
 from bus.keys import EVENTS, SOCKET_NODES, SOCKETIO_CHANNEL
 from bus.redis import REDIS_DOWN
+from callcenter import cti_service
 from callcenter.auth import PUBLIC, ApiKeys, BadCredentials, requires
-from callcenter.http_guard import long_lived
+from callcenter.commands import CallControl
+from callcenter.cti_service import ACTIONS
+from callcenter.http_guard import long_lived, problems
 
 log = logging.getLogger("callcenter.cti_socket")
 
@@ -64,14 +69,19 @@ def rooms_of(e: ev.Event) -> list[str]:
 
 
 class CtiSocket:
-    def __init__(self, redis_url: str, redis: aioredis.Redis, keys: ApiKeys, node: str):
+    def __init__(self, redis_url: str, redis: aioredis.Redis, keys: ApiKeys, node: str,
+                 control: CallControl | None = None, pool: asyncpg.Pool | None = None):
+        """``control``, ``pool``: call control (the ``command`` event), as the REST routes have it."""
         self.keys = keys
+        self.control = control
+        self.pool = pool
         manager = socketio.AsyncRedisManager(redis_url, channel=SOCKETIO_CHANNEL)
         # WebSocket only: the polling transport's POSTs are not JSON, which the API refuses.
         self.sio = socketio.AsyncServer(async_mode="aiohttp", client_manager=manager, transports=["websocket"],
                                         cors_allowed_origins=[])
         self.sio.on("connect", self._connect, namespace=NAMESPACE)
         self.sio.on("subscribe", self._subscribe, namespace=NAMESPACE)
+        self.sio.on("command", self._command, namespace=NAMESPACE)
         self.sio.on("disconnect", self._disconnect, namespace=NAMESPACE)
         self.redis = redis
         self.node = node
@@ -103,7 +113,8 @@ class CtiSocket:
         if not principal.allows("read"):
             raise socketio.exceptions.ConnectionRefusedError({"error": "not allowed: this needs the 'read' scope",
                                                               "needs": "read"})
-        await self.sio.save_session(sid, {"principal": principal.name}, namespace=NAMESPACE)
+        await self.sio.save_session(sid, {"principal": principal.name, "scopes": sorted(principal.scopes)},
+                                    namespace=NAMESPACE)
 
     async def _subscribe(self, sid: str, data: Any) -> dict[str, Any]:
         room = _room(data)
@@ -113,6 +124,38 @@ class CtiSocket:
         await self.sio.enter_room(sid, room, namespace=NAMESPACE)
         self._rooms.setdefault(sid, set()).add(room)
         return {"ok": True, "room": room}
+
+    async def _command(self, sid: str, data: Any) -> dict[str, Any]:
+        """``{"call": "<interaction id>", "command": "hold", "body": {…}}``: the commands and bodies of
+        ``POST /api/calls/<id>/<command>``, through the same service; the answer is REST's JSON."""
+        session = await self.sio.get_session(sid, namespace=NAMESPACE)
+        if "control" not in session.get("scopes", ()):
+            return {"ok": False, "error": "not allowed: this needs the 'control' scope", "needs": "control"}
+        if self.control is None or self.pool is None:
+            return {"ok": False, "error": "call control runs only in the platform's nodes"}
+        if not isinstance(data, dict) or not {"call", "command"} <= set(data) <= {"call", "command", "body"}:
+            return {"ok": False, "error": 'send {"call": "<interaction id>", "command": "<name>", "body": {…}}'}
+        action = ACTIONS.get(data["command"]) if isinstance(data["command"], str) else None
+        if action is None:
+            return {"ok": False, "error": f"command: one of {sorted(ACTIONS)}", "field": "command"}
+        try:
+            iid = str(uuid.UUID(str(data["call"])))
+        except ValueError:
+            return {"ok": False, "error": "call: not an interaction id (a UUID)", "field": "call"}
+        try:
+            raw = json.dumps(data.get("body", {}))
+            body = await cti_service.resolved(self.pool, action.body.model_validate_json(raw))
+        except ValidationError as exc:
+            return {"ok": False, "error": "invalid request", "problems": problems(exc)}
+        except cti_service.Refused as exc:
+            return {"ok": False, "error": exc.message, "field": exc.field}
+        command = action.make(iid, body, None)
+        result = await self.control.submit(command, str(session.get("principal", "")))
+        if result.ok:
+            return {"ok": True, "command": command.NAME}
+        return {"ok": False, "error": result.message, "reason": result.error,
+                **({"state": result.state} if result.state else {}),
+                **({"field": result.field} if result.field else {})}
 
     async def _disconnect(self, sid: str, *_: Any) -> None:
         self._rooms.pop(sid, None)

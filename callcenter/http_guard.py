@@ -180,7 +180,10 @@ async def read_body(request: web.Request, model: type[M]) -> M:
     except ValidationError as exc:
         if any(e["type"] == "json_invalid" for e in exc.errors()):
             raise http_error(400, "body is not valid JSON") from None
-        problems = [{"field": ".".join(str(p) for p in e["loc"]) or "(body)",
-                     "problem": "unknown field" if e["type"] == "extra_forbidden" else e["msg"]}
-                    for e in exc.errors()]
-        raise http_error(422, "invalid request", problems=problems) from None
+        raise http_error(422, "invalid request", problems=problems(exc)) from None
+
+
+def problems(exc: ValidationError) -> list[dict[str, str]]:
+    """Each field at fault in a body, and what is wrong with it (the error envelope's ``problems``)."""
+    return [{"field": ".".join(str(p) for p in e["loc"]) or "(body)",
+             "problem": "unknown field" if e["type"] == "extra_forbidden" else e["msg"]} for e in exc.errors()]

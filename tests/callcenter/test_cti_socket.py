@@ -20,6 +20,7 @@ from aiohttp.test_utils import TestServer
 from bus import events as ev
 from callcenter import api
 from callcenter.auth import ApiKeys, create_key
+from callcenter.commands import CallControl
 from callcenter.cti_socket import NAMESPACE, CtiSocket
 from callcenter.event_bus import EventBus
 from callcenter.tasks import Loops
@@ -169,3 +170,54 @@ async def test_another_node_s_clients_get_every_event_even_after_redis_dropped_i
         await bus.close()
         for server in servers:
             await server.close()
+
+
+async def test_commands_over_the_socket_are_the_rest_commands(r: aioredis.Redis, pool: asyncpg.Pool, stores: Stores,
+                                                              tmp_path: Path) -> None:
+    """``command`` takes the commands and bodies of POST /api/calls/<id>/<command>, through the same
+    service and call control; a key without the control scope is refused."""
+    bus = EventBus("cmd-node", r, pool, tmp_path / "spool", pause=0.0)
+    keys = ApiKeys(pool)
+    control = CallControl(r, bus.sessions, None, bus.notifier, timeout=1.0)
+    socket = CtiSocket(stores.redis_db(DB), r, keys, "cmd-node", control=control, pool=pool)
+    loops = Loops()
+    bus.start(loops)
+    loops.start("socketio", socket.reader.run)
+    server = TestServer(api.make_app(api.Services(pool, r, None, None, notifier=bus.notifier, socket=socket), [keys]))
+    await server.start_server()
+    url = str(server.make_url("/"))
+    async with pool.acquire() as conn:
+        read_only = await create_key(conn, "cti-read-only", ["read"])
+    got: list[dict[str, Any]] = []
+    crm = await client(url, stores.api_key, got)
+    watcher = await client(url, read_only, [])
+    iid = str(uuid.uuid4())
+    try:
+        bus.notifier.emit(ev.CallArrived(interaction=iid, caller_number="+15550077", media_call="w1-9"))
+        await crm.call("subscribe", {"call": iid}, namespace=NAMESPACE)
+        done = await crm.call("command", {"call": iid, "command": "data", "body": {"data": {"order": "A-17"}}},
+                              namespace=NAMESPACE)
+        assert done == {"ok": True, "command": "attach"}
+        for _ in range(300):
+            if any(g["name"] == "COMMAND" for g in got):
+                break
+            await asyncio.sleep(0.01)
+        applied = next(g for g in got if g["name"] == "COMMAND")
+        assert (applied["command"], applied["args"], applied["by"]) == ("attach", {"data": {"order": "A-17"}}, "tests")
+        refused = await crm.call("command", {"call": iid, "command": "hold", "body": {}}, namespace=NAMESPACE)
+        assert (refused["ok"], refused["reason"], refused["state"]) == (False, "state", "arriving")
+        bad = await crm.call("command", {"call": iid, "command": "transfer", "body": {"kind": "queue"}},
+                             namespace=NAMESPACE)
+        assert bad["ok"] is False and bad["problems"]
+        assert (await crm.call("command", {"call": "x", "command": "hold"}, namespace=NAMESPACE))["field"] == "call"
+        assert (await crm.call("command", {"call": iid, "command": "teleport"}, namespace=NAMESPACE))["field"] == \
+            "command"
+        denied = await watcher.call("command", {"call": iid, "command": "data", "body": {"data": {"x": "y"}}},
+                                    namespace=NAMESPACE)
+        assert denied == {"ok": False, "error": "not allowed: this needs the 'control' scope", "needs": "control"}
+    finally:
+        for c in (crm, watcher):
+            await c.disconnect()
+        await loops.stop()
+        await bus.close()
+        await server.close()
