@@ -51,6 +51,7 @@ log = logging.getLogger("callcenter.webhooks")
 BATCH = 100  # events per request
 RETRY_STATUS = frozenset({408, 429})
 GROUP = "webhook:{id}"
+STOP_WAIT = 1.0  # seconds a stopping consumer may take to finish a delivery in progress
 
 
 @dataclass(frozen=True)
@@ -136,10 +137,17 @@ class WebhookSender:
             self._running[sid] = (sub, consumer, stopping, asyncio.create_task(consumer.run(stopping)))
 
     async def _stop(self, sid: int) -> None:
+        """Stop a subscription's consumer. One waiting out a receiver that is down is not waited for:
+        its batch stays unacknowledged, and the next reader sends it again (a receiver that is down
+        must not hold up a node's shutdown)."""
         entry = self._running.pop(sid, None)
         if entry is not None:
             entry[2].set()
-            await asyncio.wait({entry[3]}, timeout=10)
+            _done, late = await asyncio.wait({entry[3]}, timeout=STOP_WAIT)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late, timeout=1.0)
 
     async def _redeliver(self) -> None:
         """Send again the dead letters marked for it, of the subscriptions this node reads."""

@@ -200,3 +200,29 @@ async def test_failures_are_retried_with_backoff_then_dead_lettered_and_redelive
     await _until(lambda: len(rec.got) == 9)
     assert rec.of(CALL_A)[-2:] == ["5", "6"] and rec.of(CALL_B) == ["0"]
     assert await pool.fetchval("SELECT count(*) FROM webhook_dead_letters WHERE webhook_id = $1", sid) == 0
+
+
+async def test_a_receiver_that_is_down_does_not_hold_up_a_stop_and_its_events_come_again(
+        running: Running, redis: aioredis.Redis, pool: asyncpg.Pool, receiver: tuple[Receiver, str]) -> None:
+    rec, url = receiver
+    await _subscribe(pool, redis, rec, url)
+    running.sender.backoff = 30.0  # retries far apart: the stop comes in the middle of them
+    _start(running)
+    rec.fail_next, rec.fail_status = 1000, 503
+    running.emit(*_digits(CALL_A, 2))
+    await _until(lambda: rec.requests >= 1)
+    asked = time.monotonic()
+    running.stop.set()
+    await asyncio.wait({running.tasks[0]}, timeout=10)
+    assert running.tasks[0].done() and time.monotonic() - asked < 3
+    assert running.sender.dead == 0  # not dead letters: not delivered yet
+    rec.fail_next = 0
+    after = webhooks.WebhookSender(redis, pool, "node-t2", attempts=3, backoff=0.1, timeout=2.0, refresh=0.2)
+    stop = asyncio.Event()
+    task = asyncio.create_task(after.run(stop))
+    try:
+        await _until(lambda: len(rec.got) == 2, timeout=15)  # the next reader sends the batch again
+        assert rec.of(CALL_A) == ["0", "1"]
+    finally:
+        stop.set()
+        await task

@@ -129,6 +129,8 @@ async def test_socketio_and_webhooks_get_every_event_of_a_call_across_a_redis_re
     finally:
         await sio.disconnect()
         await runner.cleanup()
+        # the database is shared with the modules that follow: they must not inherit a subscriber
+        await pool.execute("DELETE FROM webhooks WHERE id = $1", sub["id"])  # type: ignore[index]
     socket_ids = [e["id"] for e in _of(pushed, iid)]
     hook_ids = [e["id"] for e in _of(hooked, iid)]
     assert socket_ids == hook_ids, "the two feeds differ"
