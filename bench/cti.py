@@ -40,7 +40,7 @@ import socketio
 from aiohttp import web
 
 from bench.machine import machine
-from bench.platform import fresh_database, workers_up
+from bench.platform import fresh_database, workers_up, write_config
 from callcenter.auth import SCOPES, create_key
 from callcenter.db import migrate
 from callcenter.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
@@ -104,25 +104,8 @@ async def start(calls: int) -> tuple[subprocess.Popen[bytes], str, str, Any, Any
     (OUT / "dialplan.toml").write_text('[[route]]\nnumber = "700"\nname = "bench"\naction = "queue"\n'
                                        'prompt = "connecting"\nqueue = "bench"\n')
     cfg = OUT / "callcenter.toml"
-    cfg.write_text(f"""
-[http]
-host = "127.0.0.1"
-port = {http_port}
-[sip]
-port = {SIP_PORT}
-front_door = "kamailio"
-trusted_sources = ["127.0.0.1"]
-[media]
-workers = {workers}
-worker_sip_port = {WORKER_SIP}
-rtp_port = {RTP_BASE}
-outbound_reserve = 2
-[paths]
-var_dir = "{OUT / 'var'}"
-dialplan = "{OUT / 'dialplan.toml'}"
-[log]
-level = "WARNING"
-""")
+    write_config(cfg, http_port=http_port, sip_port=SIP_PORT, workers=workers, worker_sip=WORKER_SIP,
+                 rtp_port=RTP_BASE, outbound_reserve=2, var_dir=OUT / "var", dialplan=OUT / "dialplan.toml")
     prompts = ROOT / "var" / "prompts"
     if prompts.exists() and not (OUT / "var" / "prompts").exists():
         shutil.copytree(prompts, OUT / "var" / "prompts")

@@ -34,7 +34,7 @@ import asyncpg
 import psutil
 
 from bench.machine import machine as base_machine
-from bench.platform import fresh_database, workers_up
+from bench.platform import fresh_database, workers_up, write_config
 from callcenter.auth import create_key
 from callcenter.db import migrate
 from callcenter.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
@@ -264,24 +264,8 @@ def run_platform(n: int, prompt: Path, quick: bool) -> Capacity:
     redis_url = rd.start()
     cfg = OUT / "callcenter.toml"
     http_port = free_port()
-    cfg.write_text(f"""
-[http]
-host = "127.0.0.1"
-port = {http_port}
-[sip]
-port = {SIP_PORT}
-front_door = "kamailio"
-trusted_sources = ["127.0.0.1"]
-[media]
-workers = {n}
-worker_sip_port = {WORKER_SIP}
-rtp_port = {RTP_BASE}
-outbound_reserve = 0
-[paths]
-var_dir = "{OUT / 'platform-var'}"
-[log]
-level = "WARNING"
-""")
+    write_config(cfg, http_port=http_port, sip_port=SIP_PORT, workers=n, worker_sip=WORKER_SIP, rtp_port=RTP_BASE,
+                 outbound_reserve=0, var_dir=OUT / "platform-var")
     (OUT / "platform-var").mkdir(exist_ok=True)
     if not (OUT / "platform-var" / "prompts").exists():
         shutil.copytree(prompt.parent, OUT / "platform-var" / "prompts")

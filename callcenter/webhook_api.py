@@ -72,10 +72,10 @@ def _principal(request: web.Request) -> Principal:
     return principal  # type: ignore[no-any-return]
 
 
-def _owned(request: web.Request) -> tuple[str, list[Any]]:
+def _owned(request: web.Request, param: int) -> tuple[str, list[Any]]:
     """A WHERE clause limiting rows to the caller's subscriptions (all of them for configure)."""
     principal = _principal(request)
-    return ("true", []) if principal.allows("configure") else ("api_key_id = $2", [principal.key_id])
+    return ("true", []) if principal.allows("configure") else (f"api_key_id = ${param}", [principal.key_id])
 
 
 def _id(request: web.Request) -> int:
@@ -86,7 +86,7 @@ def _id(request: web.Request) -> int:
 
 
 async def _one(request: web.Request) -> asyncpg.Record:
-    where, args = _owned(request)
+    where, args = _owned(request, 2)
     row = await request.app[POOL].fetchrow(f"SELECT {_FIELDS} FROM webhooks WHERE id = $1 AND {where}",
                                            _id(request), *args)
     if row is None:
@@ -115,8 +115,7 @@ async def create(request: web.Request) -> web.Response:
 @describe("the webhook subscriptions (a key's own; all with configure)")
 @requires("read")
 async def list_all(request: web.Request) -> web.Response:
-    where, args = _owned(request)
-    where = where.replace("$2", "$1")
+    where, args = _owned(request, 1)
     rows = await request.app[POOL].fetch(f"SELECT {_FIELDS} FROM webhooks WHERE {where} ORDER BY id", *args)
     return _json({"items": [dict(r) for r in rows]})
 
