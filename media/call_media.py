@@ -138,6 +138,8 @@ class CallMedia:
         info = st.call.getInfo()
         for mi in info.media:
             if mi.type == pj.PJMEDIA_TYPE_AUDIO and mi.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
+                if not st.media_ready:
+                    self._drain(st)
                 st.media_ready = True
         if st.media_ready and st.pending_play is not None:
             cmd, st.pending_play = st.pending_play, None
@@ -169,6 +171,14 @@ class CallMedia:
         self._release_recorder(st, "recorder")
 
     # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def _drain(st: CallState) -> None:
+        """Send the call's audio to the (null) sound device for as long as it lasts. The conference
+        bridge reads only ports that have a listener; one that has none (a caller on hold, in the
+        queue, muted) fills its jitter buffer, and whoever is bridged with it next first hears that
+        stale audio, then seconds of clicks while the buffer discards its way back."""
+        st.call.getAudioMedia(-1).startTransmit(pj.Endpoint.instance().audDevManager().getPlaybackDevMedia())
+
     def _unbridge(self, st: CallState, other: CallState, media: bool = True) -> None:
         if media and st.media_ready and other.media_ready:
             a, b = st.call.getAudioMedia(-1), other.call.getAudioMedia(-1)

@@ -37,3 +37,11 @@ def tone_power(samples: list[int], rate: int, hz: float) -> float:
     for x in samples:
         s1, s2 = x + coeff * s1 - s2, s1
     return (s1 * s1 + s2 * s2 - coeff * s1 * s2) / max(1, len(samples)) ** 2
+
+
+def steadiness(samples: list[int], rate: int, hz: float, piece: float = 0.25) -> float:
+    """The power of ``hz`` in the weakest ``piece`` of the samples over that in the strongest: near 1
+    for a clean tone, near 0 where it breaks up (frames dropped or repeated shift its phase)."""
+    n = int(piece * rate)
+    powers = [tone_power(samples[i:i + n], rate, hz) for i in range(0, len(samples) - n + 1, n)]
+    return min(powers) / max(powers) if powers and max(powers) > 0 else 0.0
