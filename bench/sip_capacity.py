@@ -54,7 +54,8 @@ class Run:
     calls: int
     answered: int
     refused: int
-    cpu: float  # machine CPU busy % while the calls were up
+    cpu: float  # machine CPU busy % while the calls were up (steal included: the VM had no use of it)
+    steal: float  # of which the hypervisor gave to other guests: a busy neighbour, not our calls
     components: dict[str, float]  # CPU-seconds per second (1.0 = one core busy) of each component
 
     @property
@@ -62,10 +63,11 @@ class Run:
         return self.answered == self.calls
 
 
-def cpu_times() -> tuple[int, int]:
+def cpu_times() -> tuple[int, int, int]:
+    """Busy, steal and total ticks of the machine so far (/proc/stat)."""
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     idle = fields[3] + fields[4]
-    return sum(fields) - idle, sum(fields)
+    return sum(fields) - idle, fields[7], sum(fields)
 
 
 # Which processes make up each component, by a word of their command line (Redis rewrites its own).
@@ -112,13 +114,14 @@ def sipp_load(target: str, calls: int, rate: int, hold_ms: int, workdir: Path) -
     ramp, hold = calls / rate, hold_ms / 1000
     start, end = (ramp + 0.5, ramp + max(1.0, hold / 2)) if hold > ramp else (ramp * 0.3, ramp * 0.8)
     time.sleep(start)
-    b0, t0, c0, w0 = *cpu_times(), component_times(), time.monotonic()
+    b0, s0, t0, c0, w0 = *cpu_times(), component_times(), time.monotonic()
     time.sleep(end - start)
-    b1, t1, c1, w1 = *cpu_times(), component_times(), time.monotonic()
+    b1, s1, t1, c1, w1 = *cpu_times(), component_times(), time.monotonic()
     proc.wait()
     text = "".join(p.read_text() for p in workdir.glob("*_logs.log"))
-    return Run(calls, text.count("ANSWERED "), text.count("REFUSED "), 100.0 * (b1 - b0) / max(1, t1 - t0),
-               component_rates(c0, c1, w1 - w0))
+    ticks = max(1, t1 - t0)
+    return Run(calls, text.count("ANSWERED "), text.count("REFUSED "), 100.0 * (b1 - b0) / ticks,
+               100.0 * (s1 - s0) / ticks, component_rates(c0, c1, w1 - w0))
 
 
 def search(label: str, steps: list[int], attempt: Callable[[int], Run]) -> tuple[int, list[Run]]:
@@ -128,7 +131,7 @@ def search(label: str, steps: list[int], attempt: Callable[[int], Run]) -> tuple
         runs.append(r)
         parts = ", ".join(f"{c} {v:.2f}" for c, v in r.components.items())
         print(f"  {label} {n:>5}: answered {r.answered}/{r.calls}, refused {r.refused}, cpu {r.cpu:.0f}% "
-              f"(cores: {parts})", flush=True)
+              f"(steal {r.steal:.0f}%; cores: {parts})", flush=True)
         if not r.ok:
             break
         best = n
@@ -220,9 +223,11 @@ def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
 
 
 def cpu_per_call(bare: Capacity, plat: Capacity) -> dict[str, float] | None:
-    """Machine CPU per call set up, at the highest rate both systems passed: on a machine whose
-    setup rate is bound by CPU, this is what the rate ratio comes from, measured at equal load."""
-    passed = [{int(str(r["calls"])): float(str(r["cpu"])) for r in c.runs["rate"] if r["answered"] == r["calls"]}
+    """Machine CPU per call set up (steal left out), at the highest rate both systems passed: on a
+    machine whose setup rate is bound by CPU, this is what the rate ratio comes from, measured at
+    equal load."""
+    passed = [{int(str(r["calls"])): float(str(r["cpu"])) - float(str(r["steal"])) for r in c.runs["rate"]
+               if r["answered"] == r["calls"]}
               for c in (bare, plat)]
     common = sorted(set(passed[0]) & set(passed[1]))
     if not common:
