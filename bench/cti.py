@@ -39,7 +39,7 @@ import redis.asyncio as aioredis
 import socketio
 from aiohttp import web
 
-from bench.machine import machine
+from bench.machine import CpuMeter, machine
 from bench.platform import fresh_database, workers_up, write_config
 from callcenter.auth import SCOPES, create_key
 from callcenter.db import migrate
@@ -222,12 +222,14 @@ async def run(a: argparse.Namespace) -> dict[str, Any]:
              "-d", str(hold_ms), "-i", "127.0.0.1", "-p", str(free_port()), "-mp", "46000", "-nostdin",
              "-recv_timeout", "20000", f"127.0.0.1:{SIP_PORT}"], cwd=OUT, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL)
+        setup_cpu = CpuMeter()
         deadline = time.monotonic() + a.calls / a.rate + 60
         while len(feeds.calls) < a.calls and time.monotonic() < deadline:
             await asyncio.sleep(0.5)
         connected = len(feeds.calls)
         print(f"  {connected}/{a.calls} calls connected to agents; {len(feeds.socket)} deliveries so far", flush=True)
         setup_socket, setup_hook = list(feeds.socket), list(feeds.hook)
+        cpu = {"setup": setup_cpu.read()}
         # the commands: every connected call held, then resumed, ten at a time
         rtt: list[float] = []
         refused: list[str] = []
@@ -247,10 +249,12 @@ async def run(a: argparse.Namespace) -> dict[str, Any]:
                 rtt.append(await asyncio.wait_for(arrival, 10) - t0)
 
         agents_on_call = list(feeds.calls)
+        commands_cpu = CpuMeter()
         for _ in range(a.command_rounds):
             for name, state in (("hold", "held"), ("resume", "connected")):
                 for n in range(0, len(agents_on_call), 10):
                     await asyncio.gather(*(command(ag, name, state) for ag in agents_on_call[n:n + 10]))
+        cpu["commands"] = commands_cpu.read()
         await asyncio.sleep(2.0)
         return {
             "calls": a.calls, "connected": connected, "subscribers": a.subscribers, "supervisors": a.supervisors,
@@ -261,6 +265,7 @@ async def run(a: argparse.Namespace) -> dict[str, Any]:
             "command_rest": summary(feeds.rest), "socketio_media_stamped": summary(feeds.socket_media),
             "webhook_media_stamped": summary(feeds.hook_media), "commands_refused": len(refused),
             "refusals": refused[:5],
+            "machine_cpu": {phase: {"busy_pct": b, "steal_pct": st} for phase, (b, st) in cpu.items()},
         }
     finally:
         await stack.aclose()
@@ -312,6 +317,8 @@ def main() -> None:
     print(f"{result['connected']}/{result['calls']} calls connected, {result['subscribers']} subscribers "
           f"({result['supervisors']} on every event), {result['webhook_events']} webhook events, "
           f"{result['commands_refused']} commands refused")
+    for phase, c in result["machine_cpu"].items():
+        print(f"machine CPU while {phase}: {c['busy_pct']:.0f}% busy, of which {c['steal_pct']:.0f}% steal")
     print("targets: socket.io p99 <= 50 ms, command round trip p99 <= 100 ms")
 
 

@@ -33,6 +33,7 @@ from typing import Any
 import asyncpg
 import psutil
 
+from bench.machine import CpuMeter
 from bench.machine import machine as base_machine
 from bench.platform import fresh_database, workers_up, write_config
 from callcenter.auth import create_key
@@ -61,13 +62,6 @@ class Run:
     @property
     def ok(self) -> bool:
         return self.answered == self.calls
-
-
-def cpu_times() -> tuple[int, int, int]:
-    """Busy, steal and total ticks of the machine so far (/proc/stat)."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + fields[4]
-    return sum(fields) - idle, fields[7], sum(fields)
 
 
 # Which processes make up each component, by a word of their command line (Redis rewrites its own).
@@ -114,25 +108,34 @@ def sipp_load(target: str, calls: int, rate: int, hold_ms: int, workdir: Path) -
     ramp, hold = calls / rate, hold_ms / 1000
     start, end = (ramp + 0.5, ramp + max(1.0, hold / 2)) if hold > ramp else (ramp * 0.3, ramp * 0.8)
     time.sleep(start)
-    b0, s0, t0, c0, w0 = *cpu_times(), component_times(), time.monotonic()
+    meter, c0, w0 = CpuMeter(), component_times(), time.monotonic()
     time.sleep(end - start)
-    b1, s1, t1, c1, w1 = *cpu_times(), component_times(), time.monotonic()
+    (cpu, steal), c1, w1 = meter.read(), component_times(), time.monotonic()
     proc.wait()
     text = "".join(p.read_text() for p in workdir.glob("*_logs.log"))
-    ticks = max(1, t1 - t0)
-    return Run(calls, text.count("ANSWERED "), text.count("REFUSED "), 100.0 * (b1 - b0) / ticks,
-               100.0 * (s1 - s0) / ticks, component_rates(c0, c1, w1 - w0))
+    return Run(calls, text.count("ANSWERED "), text.count("REFUSED "), cpu, steal, component_rates(c0, c1, w1 - w0))
 
 
-def search(label: str, steps: list[int], attempt: Callable[[int], Run]) -> tuple[int, list[Run]]:
+def search(label: str, steps: list[int], attempt: Callable[[int], Run], refine: int = 0) -> tuple[int, list[Run]]:
+    """The highest step with no failed call. ``refine``: after the first failure, try the steps
+    between the last pass and it, ``refine`` apart (a coarse grid turns a few % of CPU into a whole
+    step, 20 % of the ratio)."""
     best, runs = 0, []
-    for n in steps:
+
+    def one(n: int) -> bool:
         r = attempt(n)
         runs.append(r)
         parts = ", ".join(f"{c} {v:.2f}" for c, v in r.components.items())
         print(f"  {label} {n:>5}: answered {r.answered}/{r.calls}, refused {r.refused}, cpu {r.cpu:.0f}% "
               f"(steal {r.steal:.0f}%; cores: {parts})", flush=True)
-        if not r.ok:
+        return r.ok
+
+    for n in steps:
+        if not one(n):
+            for m in range(best + refine, n, refine) if refine else ():
+                if not one(m):
+                    break
+                best = m
             break
         best = n
     return best, runs
@@ -160,7 +163,7 @@ def measure(name: str, target: str, capacity: int, quick: bool) -> Capacity:
     time.sleep(2)
     rates = list(range(25, 401, 25)) if not quick else [25, 50]
     best_r, rate_runs = search("calls/s", rates,
-                               lambda r: sipp_load(target, r * 10, r, 500, OUT / name / f"r{r}"))
+                               lambda r: sipp_load(target, r * 10, r, 500, OUT / name / f"r{r}"), refine=5)
     return Capacity(best_c, best_r, next((r.cpu for r in conc_runs if r.calls == best_c), None),
                     {"concurrent": [r.__dict__ for r in conc_runs], "rate": [r.__dict__ for r in rate_runs]})
 

@@ -17,6 +17,7 @@ or only rings (--ring-only), hangs up after --talk seconds if given, records eac
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import math
 import struct
@@ -220,6 +221,7 @@ class _Call(pj.Call):
 
 
 def main() -> None:
+    faulthandler.enable()  # a crash inside pjsua2 says where it was (stderr reaches the test's message)
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--call")
