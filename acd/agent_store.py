@@ -40,7 +40,9 @@ end
 
 # KEYS: agent hash, deadlines zset. ARGV: expected version, agent id, deadline, transition, node, now,
 # event id, then field, value, ... The idle index follows in the same script: routing never sees a
-# state the index disagrees with.
+# state the index disagrees with. The reconciler's finding that a call is still alive (still_on_call)
+# moves only the deadline: not an event (100 agents on call made 100 events every 30 s, to every
+# supervisor's console and webhook, saying nothing).
 _CAS = LUA_INDEX + LUA_AGENT_STATE + """
 local v = redis.call('HGET', KEYS[1], 'version') or '0'
 if v ~= ARGV[1] then return 0 end
@@ -51,7 +53,9 @@ else
   redis.call('ZREM', KEYS[2], ARGV[2])
 end
 index(ARGV[2])
-agent_state(ARGV[2], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
+if ARGV[4] ~= 'still_on_call' then
+  agent_state(ARGV[2], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
+end
 return 1
 """
 

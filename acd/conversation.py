@@ -6,7 +6,8 @@ agent's wrap-up, the queue's handle time for the EWT average (docs/metrics.md).
 ``converse`` returns None when the call is over, or a Handoff: the caller goes into a queue (a blind
 transfer to a queue, or back to their own when a transfer's target did not answer). The caller's
 state while talking is the session's (bus/call_session.py): connected, held, consulting (the caller
-on hold, the agent with the target), conferenced, transferring.
+on hold, the agent with the target), conferenced, transferring. The consultation of a third party
+(attended transfer, conference) is consultation.py's.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 
-from acd import transfer
+from acd import consultation, transfer
+from acd.consultation import TRANSFER_RING, Consultation
 from acd.ewt import update_aht
 from acd.models import QueueSettings
 from acd.services import QueueServices
@@ -28,8 +30,6 @@ from bus import commands as cmd
 from bus import events as ev
 from bus.keys import AHT_KEY
 from media.client import CallEnded, CallHandle, MediaError, OriginateFailed
-
-TRANSFER_RING = 30.0  # seconds an extension or outside number may ring
 
 
 class Record(Protocol):
@@ -57,24 +57,22 @@ class Party:
     kind: str = "agent"
     target: str = ""
 
-
-@dataclass
-class _Consultation:
-    target: Target
-    ringing: asyncio.Task[CallHandle] | None  # until the target answers
-    leg: CallHandle | None = None
-    started: float = 0.0
-    conference_at: float = 0.0  # when the three began to talk (0: not yet)
+    @classmethod
+    def reached(cls, leg: CallHandle, target: Target, at: float) -> Party:
+        """The target of a transfer, answered at ``at``."""
+        return cls(leg, target.agent_id, at, target.kind, target.name)
 
 
 async def converse(svc: QueueServices, record: Record, queue: str, settings: QueueSettings, customer: CallHandle,
                    party: Party, wait: float, expect_call: str, caller_id: str = "") -> Handoff | None:
     """Bridge the customer with ``party`` and act on commands until the call is over for the queue.
     ``expect_call``: the call the agents' states name (their transitions' expected call)."""
-    return await _Talk(svc, record, queue, settings, customer, party, wait, expect_call, caller_id).run()
+    return await Talk(svc, record, queue, settings, customer, party, wait, expect_call, caller_id).run()
 
 
-class _Talk:
+class Talk:
+    """One conversation's state and its loop (consultation.py acts on it too)."""
+
     def __init__(self, svc: QueueServices, record: Record, queue: str, settings: QueueSettings,
                  customer: CallHandle, party: Party, wait: float, expect_call: str, caller_id: str):
         self.svc, self.record, self.queue, self.settings = svc, record, queue, settings
@@ -83,7 +81,7 @@ class _Talk:
         self.hold_music = svc.prompts.path(settings.hold_prompt)
         self.held = False
         self.muted = False
-        self.consult: _Consultation | None = None
+        self.consult: Consultation | None = None
         self.blind: Target | None = None  # a blind transfer to ring, once its command is answered
         self.handoff: Handoff | None = None  # a blind transfer to a queue
 
@@ -122,12 +120,12 @@ class _Talk:
                     if self.consult is None or self.consult.leg is None:
                         await self._finish(agent_first=True)
                         return None
-                    await self._complete()  # the agent hung up on a consultation: the transfer completes
+                    await consultation.complete(self)  # the agent hung up on a consultation: the transfer completes
                     continue
                 if "ringing" in fired:
-                    await self._target_rang()
+                    await consultation.target_rang(self)
                 if "target" in fired:
-                    await self._target_left()
+                    await consultation.target_left(self)
                 if "command" in fired and nxt is not None:
                     command, answer = nxt.result()
                     nxt = None
@@ -148,7 +146,7 @@ class _Talk:
                     answer.set_result(cmd.refused("gone", "the call has ended"))
             elif nxt is not None:
                 nxt.cancel()
-            await self._drop_consultation()
+            await consultation.drop(self)
 
     # ------------------------------------------------------------------ commands
     async def _command(self, c: cmd.Command) -> cmd.Result:
@@ -176,9 +174,9 @@ class _Talk:
         if isinstance(c, cmd.Transfer) and state in ("connected", "held"):
             return await self._start_blind(c)
         if isinstance(c, cmd.Consult) and state in ("connected", "held"):
-            return await self._start_consult(c)
+            return await consultation.start(self, c)
         if isinstance(c, cmd.CancelConsult) and state == "consulting":
-            await self._cancel()
+            await consultation.cancel(self)
             return cmd.DONE
         if isinstance(c, cmd.CompleteTransfer | cmd.Conference) and state in ("consulting", "conferenced"):
             if self.consult is None or self.consult.leg is None:
@@ -186,15 +184,15 @@ class _Talk:
             if isinstance(c, cmd.Conference):
                 if state == "conferenced":
                     return cmd.refused("state", "the call is a conference already", state)
-                await self._conference()
+                await consultation.conference(self)
             else:
-                await self._complete()
+                await consultation.complete(self)
             return cmd.DONE
         if isinstance(c, cmd.LeaveConference) and state == "conferenced":
             if c.leg == "agent":
-                await self._complete()
+                await consultation.complete(self)
             else:
-                await self._drop_target()
+                await consultation.drop_target(self)
             return cmd.DONE
         if isinstance(c, cmd.SendDtmf):
             return await self._dtmf(c, state)
@@ -232,7 +230,7 @@ class _Talk:
                                    agent_id=self.party.agent_id, kind=c.kind, target=c.target,
                                    to_agent_id=target.agent_id, talk=round(talk, 3)))
         await self.customer.start_play(self.hold_music, loop=True)  # until the target answers
-        await self._end_party(self.party, talk)
+        await self.end_party(self.party, talk)
         if target.kind == "queue":
             self.handoff = Handoff(target.name)
         else:
@@ -267,7 +265,7 @@ class _Talk:
             self.emit(ev.PartyConnect(interaction=self.record.interaction, queue=self.queue, kind=target.kind,
                                       target=target.name, party_call=leg.call_id))
         return await converse(self.svc, self.record, self.queue, self.settings, self.customer,
-                              Party(leg, target.agent_id, now, target.kind, target.name), self.wait,
+                              Party.reached(leg, target, now), self.wait,
                               self.expect_call, self.caller_id)
 
     async def _ring(self, target: Target, timeout: float) -> CallHandle:
@@ -286,115 +284,10 @@ class _Talk:
             raise CallEnded(self.customer.hangup_event)  # type: ignore[arg-type]
         return ringing.result()
 
-    # ------------------------------------------------------------------ consultation
-    async def _start_consult(self, c: cmd.Consult) -> cmd.Result:
-        try:
-            target = await transfer.resolve(self.svc, c.kind, c.target, call_id=self.expect_call,
-                                            ring_timeout=TRANSFER_RING + 5, current_agent=self.party.agent_id,
-                                            queues=False)
-        except Refused as exc:
-            return exc.result
-        if not self.held:
-            await self.customer.unbridge(self.party.leg)
-            await self.customer.start_play(self.hold_music, loop=True)
-            self.held = True
-        timeout = self.settings.ring_timeout if target.agent_id else TRANSFER_RING
-        ringing = asyncio.create_task(self.customer.originate(target.uri, timeout=timeout, caller_id=self.caller_id))
-        self.consult = _Consultation(target, ringing, started=time.time())
-        self.emit(ev.Consult(interaction=self.record.interaction, queue=self.queue, agent_id=self.party.agent_id,
-                             kind=c.kind, target=c.target, to_agent_id=target.agent_id))
-        return cmd.DONE
-
-    async def _target_rang(self) -> None:
-        c = self.consult
-        assert c is not None and c.ringing is not None
-        try:
-            c.leg = c.ringing.result()
-        except OriginateFailed as exc:
-            self.consult = None
-            await agent_step(self.svc, c.target.agent_id, "release", self.expect_call)
-            self.emit(ev.ConsultEnd(interaction=self.record.interaction, queue=self.queue,
-                                    agent_id=self.party.agent_id, result="failed", cause=exc.cause))
-            return
-        finally:
-            c.ringing = None
-        await agent_step(self.svc, c.target.agent_id, "connect", self.expect_call)
-        with contextlib.suppress(CallEnded, MediaError):
-            await self.party.leg.bridge(c.leg)
-
-    async def _target_left(self) -> None:
-        """The consulted target hung up: back to the caller on hold, or, from a conference, to the
-        caller and the agent."""
-        c = self.consult
-        assert c is not None and c.leg is not None
-        self.consult = None
-        await agent_step(self.svc, c.target.agent_id, "end_call", self.expect_call, self.settings.wrap_up)
-        cause = c.leg.hangup_event.cause if c.leg.hangup_event else ""
-        if c.conference_at:
-            self.emit(ev.ConferenceEnd(interaction=self.record.interaction, queue=self.queue,
-                                       agent_id=self.party.agent_id, left="target",
-                                       seconds=round(time.time() - c.conference_at, 3)))
-        else:
-            self.emit(ev.ConsultEnd(interaction=self.record.interaction, queue=self.queue,
-                                    agent_id=self.party.agent_id, result="ended", cause=cause))
-
-    async def _cancel(self) -> None:
-        await self._drop_consultation()
-        self.emit(ev.ConsultEnd(interaction=self.record.interaction, queue=self.queue, agent_id=self.party.agent_id,
-                                result="cancelled"))
-        await self.customer.stop_play()
-        await self.customer.bridge(self.party.leg)
-        self.held = False
-
-    async def _conference(self) -> None:
-        c = self.consult
-        assert c is not None and c.leg is not None
-        await self.customer.bridge(self.party.leg)  # stops the hold music
-        await self.customer.bridge(c.leg)
-        self.held = False
-        c.conference_at = time.time()
-        self.emit(ev.Conference(interaction=self.record.interaction, queue=self.queue, agent_id=self.party.agent_id,
-                                to_agent_id=c.target.agent_id, target=c.target.name))
-
-    async def _drop_target(self) -> None:
-        c = self.consult
-        assert c is not None and c.leg is not None
-        await c.leg.hangup()
-        await self._target_left()
-
-    async def _complete(self) -> None:
-        """The agent leaves the caller with the consulted target."""
-        c = self.consult
-        assert c is not None and c.leg is not None
-        now = time.time()
-        old = self.party
-        talk = now - old.connected_at
-        self.emit(ev.AttendedTransfer(interaction=self.record.interaction, queue=self.queue, agent_id=old.agent_id,
-                                      kind=c.target.kind, target=c.target.name, to_agent_id=c.target.agent_id,
-                                      talk=round(talk, 3),
-                                      conference=round(now - c.conference_at, 3) if c.conference_at else 0.0))
-        self.party = Party(c.leg, c.target.agent_id, now, c.target.kind, c.target.name)
-        self.consult = None
-        self.muted = False
-        await self._end_party(old, talk)
-        if not c.conference_at:
-            await self.customer.bridge(c.leg)  # stops the hold music
-        self.held = False
-
-    async def _drop_consultation(self) -> None:
-        """End a consultation still going (a cancel, or the call's end)."""
-        c, self.consult = self.consult, None
-        if c is None:
-            return
-        if c.ringing is not None:
-            c.ringing.cancel()  # the originate hangs its leg up
-            with contextlib.suppress(asyncio.CancelledError, OriginateFailed):
-                c.leg = await c.ringing
-        if c.leg is not None:
-            await c.leg.hangup()
-            await agent_step(self.svc, c.target.agent_id, "end_call", self.expect_call, self.settings.wrap_up)
-        else:
-            await agent_step(self.svc, c.target.agent_id, "release", self.expect_call)
+    def hand_over(self, leg: CallHandle, target: Target, at: float) -> Party:
+        """The caller talks to ``target`` now (an attended transfer); returns whom they talked to."""
+        old, self.party = self.party, Party.reached(leg, target, at)
+        return old
 
     # ------------------------------------------------------------------ the end
     async def _finish(self, agent_first: bool) -> None:
@@ -402,11 +295,11 @@ class _Talk:
         complete = ev.CompleteAgent if agent_first else ev.CompleteCaller
         self.emit(complete(interaction=self.record.interaction, queue=self.queue, agent_id=self.party.agent_id,
                            wait=round(self.wait, 3), talk=round(talk, 3)))
-        await self._drop_consultation()
+        await consultation.drop(self)
         await self.customer.hangup()
-        await self._end_party(self.party, talk)
+        await self.end_party(self.party, talk)
 
-    async def _end_party(self, party: Party, talk: float) -> None:
+    async def end_party(self, party: Party, talk: float) -> None:
         """Hang up a party's leg; an agent goes to wrap-up and their time counts in the queue's AHT."""
         await party.leg.hangup()
         if party.agent_id is None:

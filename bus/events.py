@@ -40,10 +40,14 @@ class Event:
     def field_names(cls) -> tuple[str, ...]:
         return _ORDER[cls]
 
-    def encode(self) -> str:
+    def body(self) -> dict[str, Any]:
+        """The event as the JSON object docs/events.md shows (for a socket.io emit, which encodes it)."""
         body: dict[str, Any] = {"v": SCHEMA, "name": self.NAME}
         body.update((n, getattr(self, n)) for n in _ORDER[type(self)])
-        return json.dumps(body, separators=(",", ":"), default=str)
+        return body
+
+    def encode(self) -> str:
+        return json.dumps(self.body(), separators=(",", ":"), default=str)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -692,9 +696,10 @@ class AgentReleased(AgentEvent):
 @dataclass(frozen=True, kw_only=True)
 class AgentStateChanged(AgentEvent):
     """An agent's state changed (the table in acd/agent_state.py): every transition, including the
-    reservations the routing script makes and the releases of the reconciler. The Redis script that
-    makes the change writes this event to the stream itself, so none is missing and each agent's
-    come in order."""
+    reservations the routing script makes and the releases of the reconciler, except the reconciler's
+    periodic finding that the agent's call is still alive (``still_on_call`` moves only the time of
+    the next check). The Redis script that makes the change writes this event to the stream itself,
+    so none is missing and each agent's come in order."""
 
     NAME = "AGENTSTATE"
     transition: str  # the named transition: login, reserve, connect, ring_no_answer, end_call …

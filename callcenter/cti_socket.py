@@ -183,7 +183,7 @@ class CtiSocket:
         for e in events:
             rooms = [r for r in rooms_of(e) if r in local]
             if rooms:
-                await self.sio.emit("event", json.loads(e.encode()), to=rooms, namespace=NAMESPACE,
+                await self.sio.emit("event", e.body(), to=rooms, namespace=NAMESPACE,
                                     ignore_queue=True)
                 self.emitted += 1
 

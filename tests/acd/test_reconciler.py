@@ -12,6 +12,9 @@ import pytest_asyncio
 from acd.agent_state import NO_ANSWER, Activity, AgentState, Params, Status
 from acd.agent_store import AgentStore
 from acd.reconciler import Reconciler
+from bus import events as ev
+from bus.keys import EVENTS
+from bus.stream import FIELD
 from tests.conftest import ROOT, Stores, fresh_redis
 
 
@@ -49,6 +52,13 @@ async def test_each_stuck_activity_is_released(store: AgentStore) -> None:
     assert [c[1].deadline for c in changes] == sorted(c[1].deadline for c in changes)
     assert dict(await rec.run_once(now=46)) == {3: "end_wrap_up"}
     assert (await store.get(3)).routable
+    # The stream has every change but the finding that agent 2's call is alive: it changed nothing
+    # anyone sees, only the time of the next check.
+    entries: list[tuple[bytes, dict[bytes, bytes]]] = await store.redis.xrange(EVENTS)  # type: ignore[assignment]
+    streamed = [(e.agent_id, e.transition) for _id, fields in entries
+                for e in ev.decode_all(fields[FIELD.encode()])[0] if isinstance(e, ev.AgentStateChanged)]
+    assert [t for a, t in streamed if a == 2] == ["login", "reserve", "connect"]
+    assert [t for a, t in streamed if a == 3] == ["login", "reserve", "connect", "end_call", "end_wrap_up"]
 
 
 async def test_agent_reserved_by_a_process_that_died_is_freed(store: AgentStore, stores: Stores) -> None:

@@ -17,6 +17,7 @@ def test_every_event_round_trips(cls: type[ev.Event]) -> None:
     e = example(cls)
     assert ev.decode(e.encode()) == e
     assert json.loads(e.encode())["v"] == ev.SCHEMA
+    assert json.loads(e.encode()) == json.loads(json.dumps(e.body()))  # what socket.io sends is the same JSON
 
 
 def test_names_are_unique_and_in_queue_log_style() -> None:
