@@ -48,7 +48,7 @@ async def run_api_node(cfg: Config, *, ready: asyncio.Event | None = None, stop:
     loops.start("events.webhooks", hooks.run)
     keys = auth.ApiKeys(pool)
     socket = CtiSocket(cfg.redis.url, redis, keys, node, control=control, pool=pool)
-    loops.start("events.socketio", socket.reader.run)
+    loops.start("events.socketio", socket.read)
     loops.start("socketio.groups", socket.keep_groups)
     notices = Notices(pool)
     notices.on(API_KEYS, keys.forget)

@@ -205,7 +205,7 @@ async def run(cfg: Config, *, demo_customers: int = 200, ready: asyncio.Event | 
                                 notifier=events.notifier, events=events.status, control=control, webhooks=hooks)
         keys = auth.ApiKeys(pool)
         socket = CtiSocket(ends.redis_url, redis, keys, acd.node, control=control, pool=pool)
-        loops.start("events.socketio", socket.reader.run)
+        loops.start("events.socketio", socket.read)
         loops.start("socketio.groups", socket.keep_groups)
         services.socket = socket
         notices = Notices(pool)  # a revoked key or a new phone password, from any node or the CLI

@@ -14,8 +14,9 @@ client on any other), but the event feed does not go through its pub/sub: pub/su
 a listener that is away, and after a Redis restart each node's listener comes back on its own
 schedule (python-socketio retries after 1, 2, 4 … s), so events published meanwhile reached nobody.
 A group keeps its place in the stream across a restart: a node's clients miss nothing. A node only
-decodes and emits what its own clients asked for; nodes that have gone for GROUP_TTL have their
-groups removed by the others.
+decodes and emits what its own clients asked for, and reads nothing while it has none (a call node
+whose CTI clients are on the API nodes); its first client's subscription starts its group afresh at
+the stream's end. Nodes that have gone for GROUP_TTL have their groups removed by the others.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ NAMESPACE = "/cti"
 GROUP = "socketio:{node}"  # each node's subscriber group on the event stream
 PATH = "/socket.io/"
 KEEP_EVERY = 60.0  # seconds between two "this node reads" marks
+READY_WAIT = 2.0  # seconds a first subscription waits for the reader (Redis away: it answers anyway)
 GROUP_TTL = 600.0  # a node not seen for this long has its group removed
 
 
@@ -88,6 +90,9 @@ class CtiSocket:
         self.reader = StreamConsumer(redis, GROUP.format(node=node), node, self._deliver, start="$")
         self.emitted = 0
         self._rooms: dict[str, set[str]] = {}  # this node's clients' rooms, by client
+        self._followed = asyncio.Event()  # some client of this node is in a room
+        self._ready = asyncio.Event()  # the reader reads from where the current followers began
+        self._unfollowed: asyncio.Event | None = None  # ends the reader's run
 
     def add_routes(self, app: web.Application) -> None:
         """The socket.io endpoint: open at the HTTP level (the key is checked on connecting to the
@@ -123,6 +128,10 @@ class CtiSocket:
                                           '{"queue": "<name>"} or {"agent": <id>}'}
         await self.sio.enter_room(sid, room, namespace=NAMESPACE)
         self._rooms.setdefault(sid, set()).add(room)
+        self._followed.set()
+        if not self._ready.is_set():  # the first follower: answer once the reader reads from now on
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ready.wait(), READY_WAIT)
         return {"ok": True, "room": room}
 
     async def _command(self, sid: str, data: Any) -> dict[str, Any]:
@@ -159,6 +168,38 @@ class CtiSocket:
 
     async def _disconnect(self, sid: str, *_: Any) -> None:
         self._rooms.pop(sid, None)
+        if not any(self._rooms.values()):
+            self._followed.clear()
+            self._ready.clear()  # a follower that comes now waits for the reader to start afresh
+            if self._unfollowed is not None:
+                self._unfollowed.set()
+
+    async def read(self, stop: asyncio.Event) -> None:
+        """Read the stream for this node's clients while it has any. Each time it gets its first,
+        the group starts afresh at the stream's end: what came while nobody here followed is for
+        nobody, and must not come as a burst of old events."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._followed.wait(), 0.5)  # looking at ``stop`` twice a second
+            if not self._followed.is_set():
+                continue
+            try:
+                with contextlib.suppress(aioredis.ResponseError):  # no group (or stream) yet
+                    await self.redis.xgroup_destroy(EVENTS, self.reader.group)
+                await self.redis.xgroup_create(EVENTS, self.reader.group, id="$", mkstream=True)
+            except REDIS_DOWN as exc:
+                log.warning("socket.io: cannot start reading the event stream: %s", exc)
+                await asyncio.sleep(0.5)
+                continue
+            until = self._unfollowed = asyncio.Event()
+            ended = asyncio.create_task(_relay(stop, until))
+            self._ready.set()
+            try:
+                if self._followed.is_set():
+                    await self.reader.run(until)
+            finally:
+                self._ready.clear()
+                ended.cancel()
 
     async def keep_groups(self, stop: asyncio.Event) -> None:
         """Say this node reads (SOCKET_NODES); remove the groups of nodes gone for GROUP_TTL."""
@@ -186,6 +227,11 @@ class CtiSocket:
                 await self.sio.emit("event", e.body(), to=rooms, namespace=NAMESPACE,
                                     ignore_queue=True)
                 self.emitted += 1
+
+
+async def _relay(stop: asyncio.Event, until: asyncio.Event) -> None:
+    await stop.wait()
+    until.set()
 
 
 def _room(data: Any) -> str | None:

@@ -50,7 +50,7 @@ async def test_clients_get_their_rooms_events_in_order_once(r: aioredis.Redis, p
     socket = CtiSocket(stores.redis_db(DB), r, keys, "sock-node")
     loops = Loops()
     bus.start(loops)
-    loops.start("socketio", socket.reader.run)
+    loops.start("socketio", socket.read)
     app = api.make_app(api.Services(pool, r, None, None, notifier=bus.notifier, socket=socket), [keys])
     server = TestServer(app)
     await server.start_server()
@@ -61,16 +61,11 @@ async def test_clients_get_their_rooms_events_in_order_once(r: aioredis.Redis, p
     got: list[dict[str, Any]] = []
     clients: list[socketio.AsyncClient] = []
     try:
-        for _ in range(200):
-            if socket.reader.reading:
-                break
-            await asyncio.sleep(0.01)
-        bus.notifier.emit(ev.CallArrived(interaction=str(uuid.uuid4()), caller_number="+15550040"))
-        for _ in range(300):
-            if socket.reader.handled:
-                break
-            await asyncio.sleep(0.01)
-        assert socket.reader.handled and socket.emitted == 0  # nobody listens: nothing is published
+        before = ev.CallArrived(interaction=str(uuid.uuid4()), caller_number="+15550040")
+        bus.notifier.emit(before)
+        await asyncio.sleep(0.3)
+        # Nobody follows this node: it reads nothing, and what came meanwhile is for nobody.
+        assert not socket.reader.reading and socket.reader.handled == 0 and socket.emitted == 0
         watcher = await client(url, stores.api_key, got)
         clients.append(watcher)
         assert await watcher.call("subscribe", {"call": mine}, namespace=NAMESPACE) == {"ok": True,
@@ -115,6 +110,60 @@ async def test_clients_get_their_rooms_events_in_order_once(r: aioredis.Redis, p
         await server.close()
 
 
+async def test_a_node_reads_only_while_followed_and_its_next_follower_gets_no_old_events(
+        r: aioredis.Redis, pool: asyncpg.Pool, stores: Stores, tmp_path: Path) -> None:
+    bus = EventBus("idle-node", r, pool, tmp_path / "spool", pause=0.0)
+    keys = ApiKeys(pool)
+    socket = CtiSocket(stores.redis_db(DB), r, keys, "idle-node")
+    loops = Loops()
+    bus.start(loops)
+    loops.start("socketio", socket.read)
+    server = TestServer(api.make_app(api.Services(pool, r, None, None, notifier=bus.notifier, socket=socket), [keys]))
+    await server.start_server()
+    url = str(server.make_url("/"))
+
+    async def follow(got: list[dict[str, Any]]) -> socketio.AsyncClient:
+        sio = await client(url, stores.api_key, got)
+        assert (await sio.call("subscribe", {"all": True}, namespace=NAMESPACE))["ok"]
+        return sio
+
+    async def arrived(got: list[dict[str, Any]], n: int) -> None:
+        for _ in range(300):
+            if len(got) >= n:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+
+    first: list[dict[str, Any]] = []
+    second: list[dict[str, Any]] = []
+    try:
+        bus.notifier.emit(ev.AgentLogin(agent_id=901))
+        sio = await follow(first)
+        followed = ev.AgentLogin(agent_id=902)
+        bus.notifier.emit(followed)
+        await arrived(first, 1)
+        assert [g["id"] for g in first] == [followed.id]
+        await sio.disconnect()
+        for _ in range(300):
+            if not socket.reader.reading:
+                break
+            await asyncio.sleep(0.01)
+        handled = socket.reader.handled
+        bus.notifier.emit(ev.AgentLogin(agent_id=903))  # for nobody
+        await asyncio.sleep(0.3)
+        assert not socket.reader.reading and socket.reader.handled == handled
+        sio = await follow(second)
+        again = ev.AgentLogin(agent_id=904)
+        bus.notifier.emit(again)
+        await arrived(second, 1)
+        assert [g["id"] for g in second] == [again.id]
+        await sio.disconnect()
+    finally:
+        await loops.stop()
+        await bus.close()
+        await server.close()
+
+
 async def test_another_node_s_clients_get_every_event_even_after_redis_dropped_its_connections(
         r: aioredis.Redis, pool: asyncpg.Pool, stores: Stores, tmp_path: Path) -> None:
     """The events are emitted on node A; the client is on node B, which reads the stream for its own
@@ -127,8 +176,8 @@ async def test_another_node_s_clients_get_every_event_even_after_redis_dropped_i
     other = CtiSocket(stores.redis_db(DB), r, keys, "node-b")
     loops = Loops()
     bus.start(loops)
-    loops.start("socketio-a", reader.reader.run)
-    loops.start("socketio-b", other.reader.run)
+    loops.start("socketio-a", reader.read)
+    loops.start("socketio-b", other.read)
     servers = [TestServer(api.make_app(api.Services(pool, r, None, None, notifier=bus.notifier, socket=reader),
                                        [keys])),
                TestServer(api.make_app(api.Services(pool, r, None, None, notifier=bus.notifier, socket=other),
@@ -182,7 +231,7 @@ async def test_commands_over_the_socket_are_the_rest_commands(r: aioredis.Redis,
     socket = CtiSocket(stores.redis_db(DB), r, keys, "cmd-node", control=control, pool=pool)
     loops = Loops()
     bus.start(loops)
-    loops.start("socketio", socket.reader.run)
+    loops.start("socketio", socket.read)
     server = TestServer(api.make_app(api.Services(pool, r, None, None, notifier=bus.notifier, socket=socket), [keys]))
     await server.start_server()
     url = str(server.make_url("/"))
