@@ -40,8 +40,7 @@ async def start(talk: Talk, c: cmd.Consult) -> cmd.Result:
     except Refused as exc:
         return exc.result
     if not talk.held:
-        await talk.customer.unbridge(talk.party.leg)
-        await talk.customer.start_play(talk.hold_music, loop=True)
+        await talk.customer.unbridge(talk.party.leg, music=talk.hold_music)
         talk.held = True
     timeout = talk.settings.ring_timeout if target.agent_id else TRANSFER_RING
     ringing = asyncio.create_task(talk.customer.originate(target.uri, timeout=timeout, caller_id=talk.caller_id))
@@ -92,8 +91,7 @@ async def cancel(talk: Talk) -> None:
     await drop(talk)
     talk.emit(ev.ConsultEnd(interaction=talk.record.interaction, queue=talk.queue, agent_id=talk.party.agent_id,
                             result="cancelled"))
-    await talk.customer.stop_play()
-    await talk.customer.bridge(talk.party.leg)
+    await talk.customer.bridge(talk.party.leg)  # stops the hold music
     talk.held = False
 
 

@@ -152,13 +152,11 @@ class Talk:
     async def _command(self, c: cmd.Command) -> cmd.Result:
         state = self._state()
         if isinstance(c, cmd.Hold) and state == "connected":
-            await self.customer.unbridge(self.party.leg)  # the agent hears silence
-            await self.customer.start_play(self.hold_music, loop=True)
+            await self.customer.unbridge(self.party.leg, music=self.hold_music)  # the agent hears silence
             self.held = True
             return cmd.DONE
         if isinstance(c, cmd.Resume) and state == "held":
-            await self.customer.stop_play()
-            await self.customer.bridge(self.party.leg)
+            await self.customer.bridge(self.party.leg)  # stops the hold music
             self.held = False
             return cmd.DONE
         if isinstance(c, cmd.Hangup) and c.leg == "agent":

@@ -364,8 +364,7 @@ async def _connected(w: _Wait, leg: CallHandle, agent_id: int, offered_at: float
     w.record.emit(ev.Connect(interaction=w.record.interaction, queue=w.queue, agent_id=agent_id, at=now,
                              wait=round(now - w.enqueued_at, 3), ring=round(now - offered_at, 3),
                              agent_call=leg.call_id))
-    with contextlib.suppress(CallEnded):
-        await w.call.stop_play()
+    # converse bridges the two legs, which stops the hold music
     handoff = await converse(w.svc, w.record, w.queue, w.settings, w.call, Party(leg, agent_id, now),
                              now - w.enqueued_at, expect_call=w.call.call_id, caller_id=w.caller_id)
     if isinstance(handoff, Handoff):

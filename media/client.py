@@ -158,8 +158,13 @@ class CallHandle:
         await self._request(mp.Bridge(self.call_id, other_call_id=other.call_id),
                             self._mine(mp.Bridged), timeout)
 
-    async def unbridge(self, other: "CallHandle") -> None:
-        await self.client.send(self.worker_id, mp.Unbridge(self.call_id, other_call_id=other.call_id))
+    async def unbridge(self, other: "CallHandle", music: str = "") -> None:
+        """Disconnect from ``other``; with ``music``, this call hears it in a loop from then on (hold
+        music: both in one message)."""
+        cmds: list[mp.Command] = [mp.Unbridge(self.call_id, other_call_id=other.call_id)]
+        if music:
+            cmds.append(mp.Play(self.call_id, path=music, loop=True))
+        await self.client.send(self.worker_id, *cmds)
 
     async def record(self, path: str) -> None:
         await self.client.send(self.worker_id, mp.Record(self.call_id, path=path))
