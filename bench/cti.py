@@ -82,6 +82,7 @@ class Feeds:
     hook_media: list[float] = field(default_factory=list)
     rest: list[float] = field(default_factory=list)  # a command's HTTP answer
     hook_events: int = 0
+    slowest: list[tuple[float, float, str]] = field(default_factory=list)  # (latency, at, event) of socket.io
     calls: dict[int, str] = field(default_factory=dict)  # agent id -> the interaction connected to them
     waiting: dict[tuple[str, str], asyncio.Future[float]] = field(default_factory=dict)  # (call, state) -> arrival
 
@@ -146,8 +147,22 @@ async def baseline(redis_url: str, n: int = 500) -> list[float]:
     return out
 
 
+def _late(slow: list[tuple[float, float, str]], t0: float) -> dict[str, Any]:
+    """When the socket.io deliveries over 100 ms were emitted (seconds into the run), by second, and
+    which events they were: a tail is a moment or a steady cost."""
+    by_second: dict[int, int] = {}
+    names: dict[str, int] = {}
+    for _latency, at, name in slow:
+        by_second[int(at - t0)] = by_second.get(int(at - t0), 0) + 1
+        names[name] = names.get(name, 0) + 1
+    return {"count": len(slow), "by_second": dict(sorted(by_second.items())),
+            "by_event": dict(sorted(names.items(), key=lambda kv: -kv[1]))}
+
+
 async def run(a: argparse.Namespace) -> dict[str, Any]:
     proc, base, key, pg, rd, redis_url, db_url = await start(a.calls)
+    t_start = time.time()
+    marks: dict[str, float] = {}  # seconds into the run each phase began
     feeds = Feeds()
     clients: list[socketio.AsyncClient] = []
     runner: web.AppRunner | None = None
@@ -201,6 +216,8 @@ async def run(a: argparse.Namespace) -> dict[str, Any]:
                          watcher: bool = n < len(ids) and not supervisor) -> None:
                 now = time.time()
                 (feeds.socket_media if from_media(e) else feeds.socket).append(now - e["at"])
+                if now - e["at"] > 0.1:
+                    feeds.slowest.append((now - e["at"], e["at"], e["name"]))
                 if watcher and e["name"] == "CALLSTATE":
                     if e["state"] == "connected":
                         feeds.calls[agent] = e["interaction"]
@@ -213,8 +230,10 @@ async def run(a: argparse.Namespace) -> dict[str, Any]:
             room = {"all": True} if supervisor else {"agent": agent}
             assert (await sio.call("subscribe", room, namespace="/cti"))["ok"]
             clients.append(sio)
+        marks["subscribed"] = round(time.time() - t_start, 1)
         for i in range(a.calls):
             await api(http, base, "POST", f"/api/agents/a{i}/status", {"status": "available"})
+        marks["agents_available"] = round(time.time() - t_start, 1)
         # the calls: placed at --rate, held until the commands are done
         hold_ms = int((a.calls / a.rate + 60 + a.calls * 0.2 * a.command_rounds) * 1000)
         sipp_uac = subprocess.Popen(
@@ -223,10 +242,12 @@ async def run(a: argparse.Namespace) -> dict[str, Any]:
              "-recv_timeout", "20000", f"127.0.0.1:{SIP_PORT}"], cwd=OUT, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL)
         setup_cpu = CpuMeter()
+        marks["calls_placed"] = round(time.time() - t_start, 1)
         deadline = time.monotonic() + a.calls / a.rate + 60
         while len(feeds.calls) < a.calls and time.monotonic() < deadline:
             await asyncio.sleep(0.5)
         connected = len(feeds.calls)
+        marks["connected"] = round(time.time() - t_start, 1)
         print(f"  {connected}/{a.calls} calls connected to agents; {len(feeds.socket)} deliveries so far", flush=True)
         setup_socket, setup_hook = list(feeds.socket), list(feeds.hook)
         cpu = {"setup": setup_cpu.read()}
@@ -265,6 +286,7 @@ async def run(a: argparse.Namespace) -> dict[str, Any]:
             "command_rest": summary(feeds.rest), "socketio_media_stamped": summary(feeds.socket_media),
             "webhook_media_stamped": summary(feeds.hook_media), "commands_refused": len(refused),
             "refusals": refused[:5],
+            "socketio_over_100ms": _late(feeds.slowest, t_start), "phases_began_at": marks,
             "machine_cpu": {phase: {"busy_pct": b, "steal_pct": st} for phase, (b, st) in cpu.items()},
         }
     finally:
@@ -317,6 +339,8 @@ def main() -> None:
     print(f"{result['connected']}/{result['calls']} calls connected, {result['subscribers']} subscribers "
           f"({result['supervisors']} on every event), {result['webhook_events']} webhook events, "
           f"{result['commands_refused']} commands refused")
+    print(f"phases began (s into the run): {result['phases_began_at']}; socket.io deliveries over 100 ms: "
+          f"{json.dumps(result['socketio_over_100ms'])}")
     for phase, c in result["machine_cpu"].items():
         print(f"machine CPU while {phase}: {c['busy_pct']:.0f}% busy, of which {c['steal_pct']:.0f}% steal")
     print("targets: socket.io p99 <= 50 ms, command round trip p99 <= 100 ms")
