@@ -147,6 +147,11 @@ async def baseline(redis_url: str, n: int = 500) -> list[float]:
     return out
 
 
+def _cores(since: tuple[float, float]) -> float:
+    """CPU this process used since ``since`` (process time, monotonic), in cores."""
+    return round((time.process_time() - since[0]) / max(1e-9, time.monotonic() - since[1]), 2)
+
+
 def _late(slow: list[tuple[float, float, str]], t0: float) -> dict[str, Any]:
     """When the socket.io deliveries over 100 ms were emitted (seconds into the run), by second, and
     which events they were: a tail is a moment or a steady cost."""
@@ -241,7 +246,7 @@ async def run(a: argparse.Namespace) -> dict[str, Any]:
              "-d", str(hold_ms), "-i", "127.0.0.1", "-p", str(free_port()), "-mp", "46000", "-nostdin",
              "-recv_timeout", "20000", f"127.0.0.1:{SIP_PORT}"], cwd=OUT, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL)
-        setup_cpu = CpuMeter()
+        setup_cpu, setup_self = CpuMeter(), (time.process_time(), time.monotonic())
         marks["calls_placed"] = round(time.time() - t_start, 1)
         deadline = time.monotonic() + a.calls / a.rate + 60
         while len(feeds.calls) < a.calls and time.monotonic() < deadline:
@@ -251,6 +256,7 @@ async def run(a: argparse.Namespace) -> dict[str, Any]:
         print(f"  {connected}/{a.calls} calls connected to agents; {len(feeds.socket)} deliveries so far", flush=True)
         setup_socket, setup_hook = list(feeds.socket), list(feeds.hook)
         cpu = {"setup": setup_cpu.read()}
+        me = {"setup": _cores(setup_self)}
         # the commands: every connected call held, then resumed, ten at a time
         rtt: list[float] = []
         refused: list[str] = []
@@ -270,12 +276,13 @@ async def run(a: argparse.Namespace) -> dict[str, Any]:
                 rtt.append(await asyncio.wait_for(arrival, 10) - t0)
 
         agents_on_call = list(feeds.calls)
-        commands_cpu = CpuMeter()
+        commands_cpu, commands_self = CpuMeter(), (time.process_time(), time.monotonic())
         for _ in range(a.command_rounds):
             for name, state in (("hold", "held"), ("resume", "connected")):
                 for n in range(0, len(agents_on_call), 10):
                     await asyncio.gather(*(command(ag, name, state) for ag in agents_on_call[n:n + 10]))
         cpu["commands"] = commands_cpu.read()
+        me["commands"] = _cores(commands_self)
         await asyncio.sleep(2.0)
         return {
             "calls": a.calls, "connected": connected, "subscribers": a.subscribers, "supervisors": a.supervisors,
@@ -287,7 +294,8 @@ async def run(a: argparse.Namespace) -> dict[str, Any]:
             "webhook_media_stamped": summary(feeds.hook_media), "commands_refused": len(refused),
             "refusals": refused[:5],
             "socketio_over_100ms": _late(feeds.slowest, t_start), "phases_began_at": marks,
-            "machine_cpu": {phase: {"busy_pct": b, "steal_pct": st} for phase, (b, st) in cpu.items()},
+            "machine_cpu": {phase: {"busy_pct": b, "steal_pct": st, "benchmark_cores": me[phase]}
+                            for phase, (b, st) in cpu.items()},
         }
     finally:
         await stack.aclose()
@@ -342,7 +350,8 @@ def main() -> None:
     print(f"phases began (s into the run): {result['phases_began_at']}; socket.io deliveries over 100 ms: "
           f"{json.dumps(result['socketio_over_100ms'])}")
     for phase, c in result["machine_cpu"].items():
-        print(f"machine CPU while {phase}: {c['busy_pct']:.0f}% busy, of which {c['steal_pct']:.0f}% steal")
+        print(f"machine CPU while {phase}: {c['busy_pct']:.0f}% busy, of which {c['steal_pct']:.0f}% steal; "
+              f"this benchmark's own process (the 200 clients, the receiver) {c['benchmark_cores']:.2f} cores")
     print("targets: socket.io p99 <= 50 ms, command round trip p99 <= 100 ms")
 
 
