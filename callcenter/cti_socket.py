@@ -221,12 +221,14 @@ class CtiSocket:
         local = {room for rooms in self._rooms.values() for room in rooms}
         if not local:
             return
-        for e in events:
-            rooms = [r for r in rooms_of(e) if r in local]
-            if rooms:
-                await self.sio.emit("event", e.body(), to=rooms, namespace=NAMESPACE,
-                                    ignore_queue=True)
-                self.emitted += 1
+        # All at once: each emit waits for a turn of the event loop, and a loop turn on a busy node
+        # is milliseconds, so emitting one event after another fell behind at 150 events a second
+        # (bench/cti: 2 s late). Each client still gets them in order: the emits' tasks run in the
+        # order they are made, and queue each client's packets without waiting.
+        emits = [self.sio.emit("event", e.body(), to=rooms, namespace=NAMESPACE, ignore_queue=True)
+                 for e in events if (rooms := [r for r in rooms_of(e) if r in local])]
+        await asyncio.gather(*emits)
+        self.emitted += len(emits)
 
 
 async def _relay(stop: asyncio.Event, until: asyncio.Event) -> None:
