@@ -81,6 +81,7 @@ class Phone:
         self.record_path = ""
         self.player: pj.AudioMediaPlayer | None = None
         self.recorder: pj.AudioMediaRecorder | None = None
+        self.released: list[pj.AudioMedia] = []  # of ended calls: dropped outside pjsua2's callbacks
         self.agent = False
         self.ring_only = False
         self.talk = 0.0
@@ -112,8 +113,11 @@ class Phone:
         self.ended_at = time.time()
         if self.agent and self.calls:
             self.calls[-1]["ended_at"] = self.ended_at
+        # The player and recorder are released after this callback returns (run_for), not inside
+        # it: a test phone that dropped them here died in libHandleEvents (SIGSEGV), rarely.
+        self.released += [m for m in (self.player, self.recorder) if m is not None]
         self.player = None
-        self.recorder = None  # closes the WAV file
+        self.recorder = None
         self.call = None  # dropped inside DISCONNECTED (pitfall 1)
         self.answered_at = 0.0
 
@@ -121,6 +125,7 @@ class Phone:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline and (self.agent or not (self.disconnected and self.call is None)):
             self.ep.libHandleEvents(20)
+            self.released.clear()  # closes an ended call's WAV file
             if self.dtmf and self.answered_at and time.monotonic() - self.answered_at > self.dtmf_after:
                 keys, self.dtmf = self.dtmf, ""
                 if self.call is not None:
@@ -156,6 +161,7 @@ class Phone:
 
     def destroy(self) -> None:
         self.player = self.recorder = None
+        self.released.clear()
         self.call = None
         self.acc.shutdown()
         del self.acc
