@@ -5,6 +5,7 @@ refused at the door."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -43,100 +44,103 @@ async def client(url: str, token: str, events: list[dict[str, Any]]) -> socketio
     return sio
 
 
-async def test_clients_get_their_rooms_events_in_order_once(r: aioredis.Redis, pool: asyncpg.Pool, stores: Stores,
-                                                            tmp_path: Path) -> None:
-    bus = EventBus("sock-node", r, pool, tmp_path / "spool", pause=0.0)
+@contextlib.asynccontextmanager
+async def _node(r: aioredis.Redis, pool: asyncpg.Pool, stores: Stores, tmp: Path, name: str,
+                control: bool = False) -> AsyncIterator[tuple[EventBus, CtiSocket, str]]:
+    """One node serving the CTI socket (and, with ``control``, call control): its bus, its socket
+    and its URL."""
+    bus = EventBus(name, r, pool, tmp / "spool", pause=0.0)
     keys = ApiKeys(pool)
-    socket = CtiSocket(stores.redis_db(DB), r, keys, "sock-node")
-    loops = Loops()
-    bus.start(loops)
-    loops.start("socketio", socket.read)
-    app = api.make_app(api.Services(pool, r, None, None, notifier=bus.notifier, socket=socket), [keys])
-    server = TestServer(app)
-    await server.start_server()
-    url = str(server.make_url("/"))
-    async with pool.acquire() as conn:
-        control_only = await create_key(conn, "cti-control-only", ["control"])
-    mine, other, everything = str(uuid.uuid4()), str(uuid.uuid4()), []
-    got: list[dict[str, Any]] = []
-    clients: list[socketio.AsyncClient] = []
-    try:
-        before = ev.CallArrived(interaction=str(uuid.uuid4()), caller_number="+15550040")
-        bus.notifier.emit(before)
-        await asyncio.sleep(0.3)
-        # Nobody follows this node: it reads nothing, and what came meanwhile is for nobody.
-        assert not socket.reader.reading and socket.reader.handled == 0 and socket.emitted == 0
-        watcher = await client(url, stores.api_key, got)
-        clients.append(watcher)
-        assert await watcher.call("subscribe", {"call": mine}, namespace=NAMESPACE) == {"ok": True,
-                                                                                      "room": f"call:{mine}"}
-        assert await watcher.call("subscribe", {"queue": "support"}, namespace=NAMESPACE)  # also a room of mine
-        refused = await watcher.call("subscribe", {"call": "not-a-uuid"}, namespace=NAMESPACE)
-        assert refused["ok"] is False
-        supervisor = await client(url, stores.api_key, everything)
-        clients.append(supervisor)
-        await supervisor.call("subscribe", {"all": True}, namespace=NAMESPACE)
-
-        sent = [ev.CallArrived(interaction=mine, caller_number="+15550041"), ev.CallAnswered(interaction=mine),
-                ev.EnterQueue(interaction=mine, queue="support", position=1),
-                ev.Offer(interaction=mine, queue="support", agents=[4]),
-                ev.CallArrived(interaction=other, caller_number="+15550042"),
-                ev.Hangup(interaction=mine, cause="normal_clearing")]
-        for e in sent:
-            bus.notifier.emit(e)
-        for _ in range(300):
-            if any(g["name"] == "CALLSTATE" and g["state"] == "ended" for g in got):  # the last one
-                break
-            await asyncio.sleep(0.01)
-        mine_ids = [e.id for e in sent if e.interaction == mine]  # type: ignore[attr-defined]
-        assert [g["id"] for g in got if g["name"] != "CALLSTATE"] == mine_ids  # in order, once, not the other call
-        assert [g["state"] for g in got if g["name"] == "CALLSTATE"] == ["ivr", "queued", "offering", "ended"]
-        assert (got[0]["v"], got[0]["name"], got[0]["caller_number"], got[0]["node"]) == (1, "DID", "+15550041",
-                                                                                         "sock-node")
-        for _ in range(100):
-            if len([e for e in everything if e["name"] != "CALLSTATE"]) >= len(sent):
-                break
-            await asyncio.sleep(0.01)
-        assert [e["id"] for e in everything if e["name"] != "CALLSTATE"] == [e.id for e in sent]
-
-        for token in ("cc_nope_nope", "", control_only):  # wrong key, no key, a key without the read scope
-            with pytest.raises(socketio.exceptions.ConnectionError):
-                await client(url, token, [])
-    finally:
-        for c in clients:
-            await c.disconnect()
-        await loops.stop()
-        await bus.close()
-        await server.close()
-
-
-async def test_a_node_reads_only_while_followed_and_its_next_follower_gets_no_old_events(
-        r: aioredis.Redis, pool: asyncpg.Pool, stores: Stores, tmp_path: Path) -> None:
-    bus = EventBus("idle-node", r, pool, tmp_path / "spool", pause=0.0)
-    keys = ApiKeys(pool)
-    socket = CtiSocket(stores.redis_db(DB), r, keys, "idle-node")
+    calls = CallControl(r, bus.sessions, None, bus.notifier, timeout=1.0) if control else None
+    socket = CtiSocket(stores.redis_db(DB), r, keys, name, control=calls, pool=pool if control else None)
     loops = Loops()
     bus.start(loops)
     loops.start("socketio", socket.read)
     server = TestServer(api.make_app(api.Services(pool, r, None, None, notifier=bus.notifier, socket=socket), [keys]))
     await server.start_server()
-    url = str(server.make_url("/"))
-
-    async def follow(got: list[dict[str, Any]]) -> socketio.AsyncClient:
-        sio = await client(url, stores.api_key, got)
-        assert (await sio.call("subscribe", {"all": True}, namespace=NAMESPACE))["ok"]
-        return sio
-
-    async def arrived(got: list[dict[str, Any]], n: int) -> None:
-        for _ in range(300):
-            if len(got) >= n:
-                break
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(0.1)
-
-    first: list[dict[str, Any]] = []
-    second: list[dict[str, Any]] = []
     try:
+        yield bus, socket, str(server.make_url("/"))
+    finally:
+        await loops.stop()
+        await bus.close()
+        await server.close()
+
+
+async def test_clients_get_their_rooms_events_in_order_once(r: aioredis.Redis, pool: asyncpg.Pool, stores: Stores,
+                                                            tmp_path: Path) -> None:
+    async with _node(r, pool, stores, tmp_path, "sock-node") as (bus, socket, url):
+        async with pool.acquire() as conn:
+            control_only = await create_key(conn, "cti-control-only", ["control"])
+        mine, other = str(uuid.uuid4()), str(uuid.uuid4())
+        everything: list[dict[str, Any]] = []
+        got: list[dict[str, Any]] = []
+        clients: list[socketio.AsyncClient] = []
+        try:
+            before = ev.CallArrived(interaction=str(uuid.uuid4()), caller_number="+15550040")
+            bus.notifier.emit(before)
+            await asyncio.sleep(0.3)
+            # Nobody follows this node: it reads nothing, and what came meanwhile is for nobody.
+            assert not socket.reader.reading and socket.reader.handled == 0 and socket.emitted == 0
+            watcher = await client(url, stores.api_key, got)
+            clients.append(watcher)
+            assert await watcher.call("subscribe", {"call": mine}, namespace=NAMESPACE) == {"ok": True,
+                                                                                          "room": f"call:{mine}"}
+            assert await watcher.call("subscribe", {"queue": "support"}, namespace=NAMESPACE)  # also a room of mine
+            refused = await watcher.call("subscribe", {"call": "not-a-uuid"}, namespace=NAMESPACE)
+            assert refused["ok"] is False
+            supervisor = await client(url, stores.api_key, everything)
+            clients.append(supervisor)
+            await supervisor.call("subscribe", {"all": True}, namespace=NAMESPACE)
+
+            sent = [ev.CallArrived(interaction=mine, caller_number="+15550041"), ev.CallAnswered(interaction=mine),
+                    ev.EnterQueue(interaction=mine, queue="support", position=1),
+                    ev.Offer(interaction=mine, queue="support", agents=[4]),
+                    ev.CallArrived(interaction=other, caller_number="+15550042"),
+                    ev.Hangup(interaction=mine, cause="normal_clearing")]
+            for e in sent:
+                bus.notifier.emit(e)
+            for _ in range(300):
+                if any(g["name"] == "CALLSTATE" and g["state"] == "ended" for g in got):  # the last one
+                    break
+                await asyncio.sleep(0.01)
+            mine_ids = [e.id for e in sent if e.interaction == mine]  # type: ignore[attr-defined]
+            assert [g["id"] for g in got if g["name"] != "CALLSTATE"] == mine_ids  # in order, once, not the other call
+            assert [g["state"] for g in got if g["name"] == "CALLSTATE"] == ["ivr", "queued", "offering", "ended"]
+            assert (got[0]["v"], got[0]["name"], got[0]["caller_number"], got[0]["node"]) == (1, "DID", "+15550041",
+                                                                                             "sock-node")
+            for _ in range(100):
+                if len([e for e in everything if e["name"] != "CALLSTATE"]) >= len(sent):
+                    break
+                await asyncio.sleep(0.01)
+            assert [e["id"] for e in everything if e["name"] != "CALLSTATE"] == [e.id for e in sent]
+
+            for token in ("cc_nope_nope", "", control_only):  # wrong key, no key, a key without the read scope
+                with pytest.raises(socketio.exceptions.ConnectionError):
+                    await client(url, token, [])
+        finally:
+            for c in clients:
+                await c.disconnect()
+
+
+
+async def test_a_node_reads_only_while_followed_and_its_next_follower_gets_no_old_events(
+        r: aioredis.Redis, pool: asyncpg.Pool, stores: Stores, tmp_path: Path) -> None:
+    async with _node(r, pool, stores, tmp_path, "idle-node") as (bus, socket, url):
+
+        async def follow(got: list[dict[str, Any]]) -> socketio.AsyncClient:
+            sio = await client(url, stores.api_key, got)
+            assert (await sio.call("subscribe", {"all": True}, namespace=NAMESPACE))["ok"]
+            return sio
+
+        async def arrived(got: list[dict[str, Any]], n: int) -> None:
+            for _ in range(300):
+                if len(got) >= n:
+                    break
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.1)
+
+        first: list[dict[str, Any]] = []
+        second: list[dict[str, Any]] = []
         bus.notifier.emit(ev.AgentLogin(agent_id=901))
         sio = await follow(first)
         followed = ev.AgentLogin(agent_id=902)
@@ -158,11 +162,6 @@ async def test_a_node_reads_only_while_followed_and_its_next_follower_gets_no_ol
         await arrived(second, 1)
         assert [g["id"] for g in second] == [again.id]
         await sio.disconnect()
-    finally:
-        await loops.stop()
-        await bus.close()
-        await server.close()
-
 
 async def test_another_node_s_clients_get_every_event_even_after_redis_dropped_its_connections(
         r: aioredis.Redis, pool: asyncpg.Pool, stores: Stores, tmp_path: Path) -> None:
@@ -225,48 +224,39 @@ async def test_commands_over_the_socket_are_the_rest_commands(r: aioredis.Redis,
                                                               tmp_path: Path) -> None:
     """``command`` takes the commands and bodies of POST /api/calls/<id>/<command>, through the same
     service and call control; a key without the control scope is refused."""
-    bus = EventBus("cmd-node", r, pool, tmp_path / "spool", pause=0.0)
-    keys = ApiKeys(pool)
-    control = CallControl(r, bus.sessions, None, bus.notifier, timeout=1.0)
-    socket = CtiSocket(stores.redis_db(DB), r, keys, "cmd-node", control=control, pool=pool)
-    loops = Loops()
-    bus.start(loops)
-    loops.start("socketio", socket.read)
-    server = TestServer(api.make_app(api.Services(pool, r, None, None, notifier=bus.notifier, socket=socket), [keys]))
-    await server.start_server()
-    url = str(server.make_url("/"))
-    async with pool.acquire() as conn:
-        read_only = await create_key(conn, "cti-read-only", ["read"])
-    got: list[dict[str, Any]] = []
-    crm = await client(url, stores.api_key, got)
-    watcher = await client(url, read_only, [])
-    iid = str(uuid.uuid4())
-    try:
-        bus.notifier.emit(ev.CallArrived(interaction=iid, caller_number="+15550077", media_call="w1-9"))
-        await crm.call("subscribe", {"call": iid}, namespace=NAMESPACE)
-        done = await crm.call("command", {"call": iid, "command": "data", "body": {"data": {"order": "A-17"}}},
-                              namespace=NAMESPACE)
-        assert done == {"ok": True, "command": "attach"}
-        for _ in range(300):
-            if any(g["name"] == "COMMAND" for g in got):
-                break
-            await asyncio.sleep(0.01)
-        applied = next(g for g in got if g["name"] == "COMMAND")
-        assert (applied["command"], applied["args"], applied["by"]) == ("attach", {"data": {"order": "A-17"}}, "tests")
-        refused = await crm.call("command", {"call": iid, "command": "hold", "body": {}}, namespace=NAMESPACE)
-        assert (refused["ok"], refused["reason"], refused["state"]) == (False, "state", "arriving")
-        bad = await crm.call("command", {"call": iid, "command": "transfer", "body": {"kind": "queue"}},
-                             namespace=NAMESPACE)
-        assert bad["ok"] is False and bad["problems"]
-        assert (await crm.call("command", {"call": "x", "command": "hold"}, namespace=NAMESPACE))["field"] == "call"
-        assert (await crm.call("command", {"call": iid, "command": "teleport"}, namespace=NAMESPACE))["field"] == \
-            "command"
-        denied = await watcher.call("command", {"call": iid, "command": "data", "body": {"data": {"x": "y"}}},
-                                    namespace=NAMESPACE)
-        assert denied == {"ok": False, "error": "not allowed: this needs the 'control' scope", "needs": "control"}
-    finally:
-        for c in (crm, watcher):
-            await c.disconnect()
-        await loops.stop()
-        await bus.close()
-        await server.close()
+    async with _node(r, pool, stores, tmp_path, "cmd-node", control=True) as (bus, socket, url):
+        async with pool.acquire() as conn:
+            read_only = await create_key(conn, "cti-read-only", ["read"])
+        got: list[dict[str, Any]] = []
+        crm = await client(url, stores.api_key, got)
+        watcher = await client(url, read_only, [])
+        iid = str(uuid.uuid4())
+        try:
+            bus.notifier.emit(ev.CallArrived(interaction=iid, caller_number="+15550077", media_call="w1-9"))
+            await crm.call("subscribe", {"call": iid}, namespace=NAMESPACE)
+            done = await crm.call("command", {"call": iid, "command": "data", "body": {"data": {"order": "A-17"}}},
+                                  namespace=NAMESPACE)
+            assert done == {"ok": True, "command": "attach"}
+            for _ in range(300):
+                if any(g["name"] == "COMMAND" for g in got):
+                    break
+                await asyncio.sleep(0.01)
+            applied = next(g for g in got if g["name"] == "COMMAND")
+            assert (applied["command"], applied["args"], applied["by"]) == (
+                "attach", {"data": {"order": "A-17"}}, "tests")
+            refused = await crm.call("command", {"call": iid, "command": "hold", "body": {}},
+                                     namespace=NAMESPACE)
+            assert (refused["ok"], refused["reason"], refused["state"]) == (False, "state", "arriving")
+            bad = await crm.call("command", {"call": iid, "command": "transfer", "body": {"kind": "queue"}},
+                                 namespace=NAMESPACE)
+            assert bad["ok"] is False and bad["problems"]
+            assert (await crm.call("command", {"call": "x", "command": "hold"}, namespace=NAMESPACE))["field"] == "call"
+            assert (await crm.call("command", {"call": iid, "command": "teleport"}, namespace=NAMESPACE))["field"] == \
+                "command"
+            denied = await watcher.call("command", {"call": iid, "command": "data", "body": {"data": {"x": "y"}}},
+                                        namespace=NAMESPACE)
+            assert denied == {"ok": False, "error": "not allowed: this needs the 'control' scope", "needs": "control"}
+        finally:
+            for c in (crm, watcher):
+                await c.disconnect()
+
