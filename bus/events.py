@@ -625,6 +625,121 @@ class Recording(CallEvent):
     path: str = ""  # the WAV file, under the recordings directory
 
 
+# ---------------------------------------------------------------- the IVR (ivr/)
+
+
+@event
+@dataclass(frozen=True, kw_only=True)
+class IvrNode(CallEvent):
+    """The call entered a node of an IVR flow."""
+
+    NAME = "IVR_NODE"
+    flow: str
+    node: str
+    node_type: str
+    version: int = 0  # the flow set's version the call runs on
+
+
+@event
+@dataclass(frozen=True, kw_only=True)
+class IvrInput(CallEvent):
+    """The caller answered a menu, a collection or a survey question: a key, digits or a phrase.
+    A PIN is never in it (``value`` is masked)."""
+
+    NAME = "IVR_INPUT"
+    flow: str
+    node: str
+    kind: str  # key, digits, speech
+    value: str
+    confidence: float | None = None  # speech: the recognizer's lowest word confidence
+
+
+@event
+@dataclass(frozen=True, kw_only=True)
+class IvrNoInput(CallEvent):
+    """A menu or collection heard nothing in time."""
+
+    NAME = "IVR_NOINPUT"
+    flow: str
+    node: str
+    attempt: int
+
+
+@event
+@dataclass(frozen=True, kw_only=True)
+class IvrNoMatch(CallEvent):
+    """An answer that is not one of the menu's, or digits that fail the validation."""
+
+    NAME = "IVR_NOMATCH"
+    flow: str
+    node: str
+    attempt: int
+    kind: str  # key, digits, speech
+    value: str = ""
+
+
+@event
+@dataclass(frozen=True, kw_only=True)
+class IvrLookup(CallEvent):
+    """A CRM lookup of the IVR, with its result and how long it took."""
+
+    NAME = "IVR_LOOKUP"
+    flow: str
+    node: str
+    query: str
+    result: str  # found, empty, failed, timeout
+    ms: float
+
+
+@event
+@dataclass(frozen=True, kw_only=True)
+class IdentifyFailed(CallEvent):
+    """The caller could not be identified: wrong PINs, unknown account, a locked account, no input."""
+
+    NAME = "IDENTIFY_FAILED"
+    reason: str  # wrong_pin, unknown_account, locked, no_input
+    attempts: int = 0
+    account: str = ""  # the account number given, if any
+    locked_until: float | None = None  # set when this failure locked the account's phone access
+
+
+@event
+@dataclass(frozen=True, kw_only=True)
+class TicketCreated(CallEvent):
+    """The IVR opened a ticket for the caller (a fault report)."""
+
+    NAME = "TICKET"
+    number: str
+    kind: str
+    customer_id: int
+
+
+@event
+@dataclass(frozen=True, kw_only=True)
+class SurveyAnswer(CallEvent):
+    """One answer of a post-call survey, stored as soon as it is given."""
+
+    NAME = "SURVEY"
+    survey: str
+    question: str
+    answer: int
+    how: str = "key"  # key, speech
+    queue: str = ""  # the queue and agent of the call the survey is about
+    agent_id: int | None = None
+    customer_id: int | None = None
+
+
+@event
+@dataclass(frozen=True, kw_only=True)
+class IvrExit(CallEvent):
+    """The call left the IVR: how, and from which node (containment and drop-out reporting)."""
+
+    NAME = "IVR_EXIT"
+    flow: str
+    node: str
+    reason: str  # served, agent, abandoned, voicemail, callback, transfer, closed, refused, error, loop
+
+
 # ---------------------------------------------------------------- agents
 
 

@@ -56,6 +56,7 @@ class CallHandle:
         self.root = root or self
         self.uri = uri  # what an originated leg dials
         self.answered = False
+        self.masked = False  # the caller is keying a secret (a PIN): its keys stay out of the record
         self._answer_sent = False
         self.hangup_event: mp.HungUp | None = None
         self.ended = asyncio.Event()

@@ -1,0 +1,99 @@
+"""The call-script API: what a flow does with a call, in the caller's terms: play a prompt or a
+spoken text, say values, ask for keys (a menu, digits), attach data, hang up. It drives the call
+only through media.client.CallHandle, so flows run against a fake media client in unit tests.
+
+Keys come from the worker's type-ahead: a key that cuts a prompt short is kept by the worker and
+is the first key of the collection that follows, so nothing pressed between two commands is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from bus import events as ev
+from ivr import say
+from ivr.services import Prompts
+from media.client import CallHandle
+
+log = logging.getLogger("ivr.script")
+
+ALL_KEYS = "0123456789*#"
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the caller gave: ``digits`` ("" when nothing came), and why the collection ended
+    (max, terminator, timeout)."""
+
+    digits: str
+    reason: str
+
+
+class CallScript:
+    def __init__(self, call: CallHandle, prompts: Prompts, emit: Callable[[ev.Event], None], interaction: str):
+        self.call = call
+        self.prompts = prompts
+        self._emit = emit
+        self.interaction = interaction
+
+    def emit(self, event: ev.Event) -> None:
+        self._emit(event)
+
+    # ------------------------------------------------------------------ output
+    async def play(self, prompt: str, interrupt: bool = False) -> None:
+        """A prompt of the prompts file, to its end (or the first key, with ``interrupt``)."""
+        await self.play_file(self.prompts.path(prompt), interrupt)
+
+    async def play_file(self, path: str, interrupt: bool = False) -> None:
+        await self.call.play(path, interrupt_digits=ALL_KEYS if interrupt else "", answer=True)
+
+    async def speak(self, text: str, interrupt: bool = False) -> None:
+        """A text known only now, in the prompts' voice (made once, then kept; off the event loop)."""
+        await self.play_file(await asyncio.to_thread(self.prompts.spoken, text), interrupt)
+
+    async def say(self, parts: Sequence[tuple[str, object]], interrupt: bool = False, currency: str = "USD") -> None:
+        """Prompts and values as one prompt: ``parts`` are (kind, value) with kind prompt, number,
+        money, digits, date or time (ivr/say.py). Raises say.SayError for a value of the wrong kind."""
+        await self.play_file(await self.said(parts, currency), interrupt)
+
+    async def said(self, parts: Sequence[tuple[str, object]], currency: str = "USD") -> str:
+        names: list[str] = []
+        for kind, value in parts:
+            if kind == "prompt":
+                names.append(str(value))
+            elif kind == "money":
+                names += say.money(value, currency)
+            else:
+                names += getattr(say, kind)(value)
+        return await asyncio.to_thread(self.prompts.joined, names)
+
+    # ------------------------------------------------------------------ input
+    async def ask(self, prompt: str | None, max_digits: int, timeout: float, inter_timeout: float = 3.0,
+                  terminator: str = "#", masked: bool = False) -> Answer:
+        """Play ``prompt`` (a key cuts it short), then collect up to ``max_digits``. ``masked``: the
+        digits are a secret (a PIN), kept out of the call's events."""
+        root = self.call.root
+        root.masked = masked or root.masked
+        try:
+            if prompt:
+                await self.play(prompt, interrupt=True)
+            got = await self.call.collect(max_digits, first_timeout=timeout, inter_timeout=inter_timeout,
+                                          terminators=terminator)
+        finally:
+            if masked:
+                root.masked = False
+        return Answer(got.digits, got.reason)
+
+    # ------------------------------------------------------------------ the call
+    def attach(self, data: dict[str, str], by: str = "ivr") -> None:
+        """Attach data to the call: the session carries it to the agent's screen and the CTI."""
+        self.emit(ev.CommandApplied(interaction=self.interaction, command="attach", by=by, args={"data": data}))
+
+    async def hangup(self, prompt: str | None = None) -> None:
+        if prompt:
+            await self.play(prompt)
+        await self.call.hangup()
+
