@@ -64,20 +64,25 @@ class Party:
 
 
 async def converse(svc: QueueServices, record: Record, queue: str, settings: QueueSettings, customer: CallHandle,
-                   party: Party, wait: float, expect_call: str, caller_id: str = "") -> Handoff | None:
+                   party: Party, wait: float, expect_call: str, caller_id: str = "",
+                   keep_caller: bool = False) -> Handoff | None:
     """Bridge the customer with ``party`` and act on commands until the call is over for the queue.
-    ``expect_call``: the call the agents' states name (their transitions' expected call)."""
-    return await Talk(svc, record, queue, settings, customer, party, wait, expect_call, caller_id).run()
+    ``expect_call``: the call the agents' states name (their transitions' expected call).
+    ``keep_caller``: when the agent hangs up first the caller stays on the line (a survey follows)."""
+    return await Talk(svc, record, queue, settings, customer, party, wait, expect_call, caller_id,
+                      keep_caller).run()
 
 
 class Talk:
     """One conversation's state and its loop (consultation.py acts on it too)."""
 
     def __init__(self, svc: QueueServices, record: Record, queue: str, settings: QueueSettings,
-                 customer: CallHandle, party: Party, wait: float, expect_call: str, caller_id: str):
+                 customer: CallHandle, party: Party, wait: float, expect_call: str, caller_id: str,
+                 keep_caller: bool = False):
         self.svc, self.record, self.queue, self.settings = svc, record, queue, settings
         self.customer, self.party, self.wait, self.expect_call = customer, party, wait, expect_call
         self.caller_id = caller_id
+        self.keep_caller = keep_caller
         self.hold_music = svc.prompts.path(settings.hold_prompt)
         self.held = False
         self.muted = False
@@ -264,7 +269,7 @@ class Talk:
                                       target=target.name, party_call=leg.call_id))
         return await converse(self.svc, self.record, self.queue, self.settings, self.customer,
                               Party.reached(leg, target, now), self.wait,
-                              self.expect_call, self.caller_id)
+                              self.expect_call, self.caller_id, self.keep_caller)
 
     async def _ring(self, target: Target, timeout: float) -> CallHandle:
         """The target's leg once answered; OriginateFailed if it is not, or if the caller hangs up."""
@@ -294,7 +299,8 @@ class Talk:
         self.emit(complete(interaction=self.record.interaction, queue=self.queue, agent_id=self.party.agent_id,
                            wait=round(self.wait, 3), talk=round(talk, 3)))
         await consultation.drop(self)
-        await self.customer.hangup()
+        if not (agent_first and self.keep_caller):
+            await self.customer.hangup()
         await self.end_party(self.party, talk)
 
     async def end_party(self, party: Party, talk: float) -> None:

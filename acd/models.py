@@ -64,6 +64,8 @@ class QueueSettings(_Strict):
     callback_interval: float = Field(60.0, ge=1, le=3600, description="seconds between attempts")
     callback_ring_timeout: float = Field(30.0, gt=0, le=120)
     routing: list[RoutingStep] = Field(default_factory=lambda: [RoutingStep(after=0)])
+    # The IVR flow (sip_config/ivr/) the caller goes to when the agent hangs up first; "": none.
+    survey: str = Field("", pattern=r"^([A-Za-z_][A-Za-z0-9_.-]{0,63})?$")
 
     @model_validator(mode="after")
     def _keys(self) -> "QueueSettings":

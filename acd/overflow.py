@@ -21,12 +21,14 @@ async def queue_flow(call: CallHandle, svc: QueueServices, queue: str, record: R
                      skills: dict[str, int] | None = None, caller_id: str = "", callback_uri: str = "",
                      interaction: str = "", voicemail_dir: Path,
                      voicemail_seconds: float = 60.0, goodbye_prompt: str = "unavailable",
-                     voicemail_prompt: str = "leave_message") -> QueueResult:
+                     voicemail_prompt: str = "leave_message", keep_caller: bool = False) -> QueueResult:
+    """The caller's whole time with the ACD: queues, transfers between them, overflows. ``keep_caller``:
+    an agent who hangs up first leaves the caller on the line, for the survey that follows."""
     visited = [queue]
     transfers = 0
     while True:
         result = await run_queue(call, svc, queue, record, priority=priority, skills=skills, caller_id=caller_id,
-                                 callback_uri=callback_uri, interaction=interaction)
+                                 callback_uri=callback_uri, interaction=interaction, keep_caller=keep_caller)
         if result.outcome == "transferred" and transfers < MAX_TRANSFERS:
             queue, visited, transfers = result.transfer_to, [result.transfer_to], transfers + 1
             continue  # the same interaction and priority, in the next queue

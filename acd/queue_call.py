@@ -57,12 +57,13 @@ class _Wait:
     caller_id: str = ""
     callback_uri: str = ""
     keep: bool = False  # the call stays queued after the flow ends (a callback was requested)
+    keep_caller: bool = False  # the caller stays on the line when the agent hangs up (a survey follows)
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
 
 async def run_queue(call: CallHandle, svc: QueueServices, queue: str, record: Record, *, priority: int = 0,
                     skills: dict[str, int] | None = None, caller_id: str = "", callback_uri: str = "",
-                    interaction: str = "") -> QueueResult:
+                    interaction: str = "", keep_caller: bool = False) -> QueueResult:
     settings = await svc.directory.settings(queue)
     if settings is None:
         log.error("call %s sent to unknown queue %r", call.call_id, queue)
@@ -76,7 +77,7 @@ async def run_queue(call: CallHandle, svc: QueueServices, queue: str, record: Re
 
     await call.answer(wait=False)
     now = time.time()
-    w = _Wait(call, queue, settings, now, record, svc, caller_id, callback_uri)
+    w = _Wait(call, queue, settings, now, record, svc, caller_id, callback_uri, keep_caller=keep_caller)
     offers = svc.offers.open(call.call_id)
     try:
         await svc.distributor.put_call(call.call_id, CallInfo(queue, now, priority, skills or {}, svc.node,
@@ -202,6 +203,30 @@ async def _request_callback(w: _Wait, cause: str) -> QueueResult | None:
         await w.call.play(w.svc.prompts.path(CALLBACK_CONFIRM_PROMPT), interrupt_digits="")
         await w.call.hangup()
     return QueueResult("callback")
+
+
+async def request_callback(call: CallHandle, svc: QueueServices, queue: str, record: Record, *, priority: int = 0,
+                           skills: dict[str, int] | None = None, callback_uri: str, interaction: str,
+                           prompt: str = CALLBACK_CONFIRM_PROMPT) -> bool:
+    """A callback asked for before queueing (the IVR's after-hours choice): the caller takes a place
+    in ``queue`` without waiting on the line, hears ``prompt`` and is hung up; acd/callback.py calls
+    them back when the place reaches an agent. False if the queue does not exist or cannot call back."""
+    settings = await svc.directory.settings(queue)
+    if settings is None or not callback_uri or svc.originate is None:
+        return False
+    now = time.time()
+    await svc.distributor.put_call(call.call_id, CallInfo(queue, now, priority, skills or {}, svc.node, interaction,
+                                                          callback_uri=callback_uri))
+    position = await svc.waiting.enqueue(queue, call.call_id, priority, now)
+    record.emit(ev.EnterQueue(interaction=record.interaction, queue=queue, at=now, position=position,
+                              priority=priority, skills=skills or {}))
+    record.emit(ev.CallbackRequested(interaction=record.interaction, queue=queue, position=position, wait=0.0,
+                                     uri=callback_uri, cause="ivr"))
+    with contextlib.suppress(CallEnded):
+        await call.play(svc.prompts.path(prompt), interrupt_digits="", answer=True)
+        await call.hangup()
+    await svc.distributor.decide_for(queue, call.call_id, settings)
+    return True
 
 
 async def _all_logged_out(w: _Wait) -> bool:
@@ -366,7 +391,8 @@ async def _connected(w: _Wait, leg: CallHandle, agent_id: int, offered_at: float
                              agent_call=leg.call_id))
     # converse bridges the two legs, which stops the hold music
     handoff = await converse(w.svc, w.record, w.queue, w.settings, w.call, Party(leg, agent_id, now),
-                             now - w.enqueued_at, expect_call=w.call.call_id, caller_id=w.caller_id)
+                             now - w.enqueued_at, expect_call=w.call.call_id, caller_id=w.caller_id,
+                             keep_caller=w.keep_caller)
     if isinstance(handoff, Handoff):
         return QueueResult("transferred", agent_id=agent_id, transfer_to=handoff.queue)
     return QueueResult("connected", agent_id=agent_id)

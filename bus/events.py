@@ -492,7 +492,7 @@ class CallbackRequested(QueueEvent):
     position: int | None = None
     wait: float = 0.0
     uri: str = ""  # where the customer will be called
-    cause: str = ""  # key (the caller asked) or timeout (the queue's overflow)
+    cause: str = ""  # key (the caller asked), timeout (the queue's overflow) or ivr (chosen before queueing)
 
 
 @event

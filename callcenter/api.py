@@ -17,11 +17,12 @@ from aiohttp import web
 from acd.agent_store import AgentStore
 from acd.directory import Directory
 from bus.notifier import Notifier
-from callcenter import acd_api, cti_api, openapi, webhook_api
+from callcenter import acd_api, cti_api, ivr_api, openapi, webhook_api
 from callcenter.auth import PUBLIC, Authenticator, requires
 from callcenter.commands import CallControl
 from callcenter.cti_socket import CtiSocket
 from callcenter.embedded import EmbeddedRedis
+from callcenter.flow_library import FlowLibrary
 from callcenter.frontdoor import FrontDoor
 from callcenter.http_guard import PRINCIPAL, access, check_routes, error, errors, http_error, time_limit
 from callcenter.openapi import UUID, describe
@@ -49,6 +50,7 @@ class Services:
     control: CallControl | None = None  # third-party call control (callcenter/commands.py)
     socket: CtiSocket | None = None  # live events over socket.io (callcenter/cti_socket.py)
     webhooks: WebhookSender | None = None  # webhook deliveries (callcenter/webhooks.py)
+    flows: FlowLibrary | None = None  # the IVR's flows (callcenter/flow_library.py)
 
 
 SERVICES: web.AppKey[Services] = web.AppKey("services", Services)
@@ -210,6 +212,8 @@ def make_app(services: Services, authenticators: list[Authenticator], request_ti
                        services.prompts, services.notifier)
     cti_api.add_routes(app, services.redis, services.control, services.pool)
     webhook_api.add_routes(app, services.pool, services.redis)
+    if services.flows is not None:
+        ivr_api.add_routes(app, services.flows)
     if services.socket is not None:
         services.socket.add_routes(app)
     openapi.add_route(app)

@@ -19,11 +19,13 @@ from callcenter.acd_node import AcdNode
 from callcenter.calls import CallRouter
 from callcenter.commands import CallControl
 from callcenter.config import Config, ConfigError
+from callcenter.crm import PostgresCrm
 from callcenter.cti_socket import CtiSocket
 from callcenter.db import create_pool, migrate
 from callcenter.dialplan import load_dialplan
 from callcenter.embedded import EmbeddedPostgres, EmbeddedRedis
 from callcenter.event_bus import EventBus
+from callcenter.flow_library import FlowLibrary, check_flows
 from callcenter.frontdoor import Destination, FrontDoor, Policy, kamailio_path
 from callcenter.nodes import node_id
 from callcenter.notices import API_KEYS, SIP_CREDENTIALS, Notices
@@ -97,6 +99,8 @@ async def run(cfg: Config, *, demo_customers: int = 200, ready: asyncio.Event | 
               stop: asyncio.Event | None = None) -> None:
     prompts = load_prompts(cfg.path(cfg.paths.prompts), cfg.var_dir / "prompts")
     plan = load_dialplan(cfg.path(cfg.paths.dialplan), set(prompts.texts))
+    library = FlowLibrary(cfg.path(cfg.paths.ivr), cfg.path(cfg.paths.calendars), set(prompts.texts),
+                          plan.flows_used)
     front = choose_front_door(cfg)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -114,6 +118,8 @@ async def run(cfg: Config, *, demo_customers: int = 200, ready: asyncio.Event | 
                 log.info("loaded demo data: %d customers", demo_customers)
             if demo_customers and await demo_data.acd(conn):
                 log.info("loaded demo queues (support, billing) and agents (extensions 201-204)")
+            if demo_customers and await demo_data.ivr_callers(conn):
+                log.info("loaded the demo hotline's callers (README: numbers, accounts and PINs)")
             if demo_customers:
                 key_file = cfg.var_dir / "dev-api-key"
                 token = await auth.development_key(conn, key_file)
@@ -150,7 +156,9 @@ async def run(cfg: Config, *, demo_customers: int = 200, ready: asyncio.Event | 
                       record_for=lambda iid: router.record_for(iid), notifier=events.notifier,
                       outside_uri=cfg.acd.callback_uri)
         router = CallRouter(client, events.notifier, events.sessions, plan, prompts, pool, cfg.crm.default_region,
-                            acd=acd, voicemail_dir=cfg.var_dir / "voicemail", callback_uri=cfg.acd.callback_uri)
+                            acd=acd, voicemail_dir=cfg.var_dir / "voicemail", callback_uri=cfg.acd.callback_uri,
+                            flows=library, crm=PostgresCrm(pool))
+        loop.add_signal_handler(signal.SIGHUP, library.reload)
         control = CallControl(redis, events.sessions, client, events.notifier, recordings=cfg.var_dir / "recordings")
         loops.start("calls.commands", control.run)
         hooks = webhook_sender(cfg, redis, pool, events.notifier.node)
@@ -202,7 +210,8 @@ async def run(cfg: Config, *, demo_customers: int = 200, ready: asyncio.Event | 
         services = api.Services(pool, redis, supervisor, frontdoor, acd.agents, acd.directory, cfg.sip.realm,
                                 credentials.changed if credentials is not None else None, frozenset(prompts.texts),
                                 loops=lambda: [*transport.status(), *loops.status()], redis_server=ends.redis_server,
-                                notifier=events.notifier, events=events.status, control=control, webhooks=hooks)
+                                notifier=events.notifier, events=events.status, control=control, webhooks=hooks,
+                                flows=library)
         keys = auth.ApiKeys(pool)
         socket = CtiSocket(ends.redis_url, redis, keys, acd.node, control=control, pool=pool)
         loops.start("events.socketio", socket.read)
@@ -263,7 +272,9 @@ async def check(cfg: Config) -> list[str]:
     problems: list[str] = []
     try:
         prompts = load_prompts(cfg.path(cfg.paths.prompts), cfg.var_dir / "prompts")
-        load_dialplan(cfg.path(cfg.paths.dialplan), set(prompts.texts))
+        plan = load_dialplan(cfg.path(cfg.paths.dialplan), set(prompts.texts))
+        problems += [str(p) for p in check_flows(cfg.path(cfg.paths.ivr), cfg.path(cfg.paths.calendars),
+                                                 set(prompts.texts), plan.flows_used())]
     except ConfigError as exc:
         problems.append(str(exc))
     try:

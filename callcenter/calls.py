@@ -15,11 +15,16 @@ import asyncpg
 from acd.overflow import queue_flow
 from bus import events as ev
 from bus.notifier import Notifier
-from callcenter.dialplan import BridgeRoute, DialPlan, GreetingRoute, LoopRoute, QueueRoute
+from callcenter.dialplan import BridgeRoute, DialPlan, FlowRoute, GreetingRoute, LoopRoute, QueueRoute
+from callcenter.ivr_queues import AcdQueues
 from callcenter.phones import to_e164
 from callcenter.prompts import PromptSet
 from callcenter.sessions import SessionTracker
 from ivr import flows
+from ivr.context import CallContext
+from ivr.engine import FlowRun
+from ivr.script import CallScript
+from ivr.services import Crm, IvrServices
 from media import protocol as mp
 from media.client import CallHandle, MediaClient
 
@@ -27,6 +32,7 @@ log = logging.getLogger("callcenter.calls")
 
 if TYPE_CHECKING:
     from callcenter.acd_node import AcdNode
+    from callcenter.flow_library import FlowLibrary
 
 LOOKUP_TIMEOUT = 1.5  # seconds a database read on a call's path may take (acquiring a connection included)
 
@@ -34,8 +40,11 @@ LOOKUP_TIMEOUT = 1.5  # seconds a database read on a call's path may take (acqui
 class CallRouter:
     def __init__(self, client: MediaClient, notifier: Notifier, sessions: SessionTracker, plan: DialPlan,
                  prompts: PromptSet, pool: asyncpg.Pool | None, default_region: str = "US", acd: AcdNode | None = None,
-                 voicemail_dir: Path = Path("var/voicemail"), callback_uri: str = ""):
+                 voicemail_dir: Path = Path("var/voicemail"), callback_uri: str = "",
+                 flows: FlowLibrary | None = None, crm: Crm | None = None):
         self.client = client
+        self.flows = flows  # the IVR's flows (FlowRoute)
+        self.crm = crm
         self.sessions = sessions  # the session of each call this node runs, by its media call too
         self.acd = acd
         self.voicemail_dir = voicemail_dir
@@ -66,10 +75,11 @@ class CallRouter:
             e = ev.DialAnswered(**base) if leg else ev.CallAnswered(**base)
         elif isinstance(me, mp.Ringing):
             e = ev.DialRinging(**base)
-        elif isinstance(me, mp.Digit):
-            e = ev.Dtmf(digit=me.digit, method=me.method, **base)
+        elif isinstance(me, mp.Digit):  # a secret (a PIN) being keyed is never in the record
+            e = ev.Dtmf(digit="*" if handle.root.masked else me.digit, method=me.method, **base)
         elif isinstance(me, mp.DigitsCollected):
-            e = ev.DigitsCollected(digits=me.digits, reason=me.reason, **base)
+            e = ev.DigitsCollected(digits="*" * len(me.digits) if handle.root.masked else me.digits,
+                                   reason=me.reason, **base)
         elif isinstance(me, mp.PromptFinished):
             e = ev.PromptPlayed(prompt=me.path.rsplit("/", 1)[-1], reason=me.reason, digit=me.digit, **base)
         elif isinstance(me, mp.Bridged):
@@ -126,6 +136,10 @@ class CallRouter:
     async def on_call(self, handle: CallHandle) -> None:
         session = self.sessions.for_call(handle.call_id)
         route = self.plan.match(handle.arrival.dialed_number) if handle.arrival and session else None
+        if isinstance(route, FlowRoute):  # the flow identifies the caller (its identify node)
+            assert session is not None
+            await self._flow(handle, session.interaction, route)
+            return
         lookup = asyncio.create_task(self._identify(handle))
         try:
             if route is None:
@@ -162,6 +176,24 @@ class CallRouter:
                          interaction=interaction,
                          voicemail_dir=self.voicemail_dir, voicemail_seconds=route.voicemail_seconds,
                          goodbye_prompt=route.goodbye_prompt, voicemail_prompt=route.voicemail_prompt)
+
+    async def _flow(self, handle: CallHandle, interaction: str, route: FlowRoute) -> None:
+        if self.flows is None or self.crm is None or self.acd is None:
+            raise RuntimeError("flow route without the IVR's flows, CRM and ACD")
+        flows = self.flows.current  # the call keeps this version whatever a reload brings
+        arrival = handle.arrival
+        assert arrival is not None
+        record = _Record(self, uuid.UUID(interaction))
+        svc = self.acd.services
+        queues = AcdQueues(svc, record, interaction, arrival.caller_number, self._callback_uri(arrival),
+                           self.voicemail_dir, can_survey=lambda name: name in flows.flows)
+        services = IvrServices(self.crm, queues, self.prompts, self.notifier.emit,
+                               dial_uri=lambda number: svc.dial_uri("number", number))
+        ctx = CallContext(call={"caller_number": arrival.caller_number, "dialed_number": arrival.dialed_number,
+                                "caller_e164": to_e164(arrival.caller_number, self.default_region) or "",
+                                "interaction": interaction})
+        await FlowRun(flows, CallScript(handle, self.prompts, self.notifier.emit, interaction), services, ctx).run(
+            route.flow)
 
     def _callback_uri(self, arrival: mp.CallArrived) -> str:
         if not self.callback_uri:

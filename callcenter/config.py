@@ -99,6 +99,8 @@ class PathsConfig(_Section):
     var_dir: str = "var"
     dialplan: str = "sip_config/dialplan.toml"
     prompts: str = "sip_config/prompts.toml"
+    ivr: str = "sip_config/ivr"  # the IVR flows, one YAML file per flow (docs/ivr.md)
+    calendars: str = "sip_config/calendars.yaml"  # business hours and holidays the flows ask about
     kamailio_template: str = "sip_config/kamailio.cfg"
 
 

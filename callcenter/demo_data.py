@@ -155,7 +155,7 @@ async def generate(conn: asyncpg.Connection, customers: int, region: str = "US",
 
 
 DEMO_QUEUES = {
-    "support": {"strategy": "longest_idle", "callback_key": "1", "announce_every": 45},
+    "support": {"strategy": "longest_idle", "callback_key": "1", "announce_every": 45, "survey": "survey"},
     "billing": {"strategy": "fewest_calls", "exit_key": "0", "overflow": {"kind": "voicemail"},
                 "routing": [{"after": 0, "require": {"billing": 4}}, {"after": 30, "require": {"billing": 2}},
                             {"after": 60, "require": {}}]},
@@ -194,4 +194,47 @@ async def acd(conn: asyncpg.Connection) -> bool:
             for q in queues:
                 await conn.execute("INSERT INTO queue_members (queue_id, agent_id, position) SELECT id, $2, $3 "
                                    "FROM queues WHERE name = $1", q, aid, position)
+    return True
+
+
+# Callers to try the demo hotline with (README): number, name, tier, account, PIN, balance, points,
+# last order (status, total, days ago) or None, open ticket subject or None. Two share a number, so
+# that number is asked for an account and a PIN.
+IVR_CALLERS = [
+    ("+15550100001", "Ann", "Lee", "gold", "10000001", "1234", "1250.75", 4200, ("shipped", "89.90", 3),
+     "Charged twice"),
+    ("+15550100002", "Ben", "Ortiz", "standard", "10000002", "2222", "-15.20", 0, ("delivered", "12.00", 40), None),
+    ("+15550100002", "Cora", "Ortiz", "vip", "10000003", "3333", "98000.00", 51000, None, None),
+    ("+15550100004", "Dev", "Patel", "standard", "10000004", "4444", "0.00", 0, None, None),
+]
+
+
+async def ivr_callers(conn: asyncpg.Connection) -> bool:
+    """The demo hotline's known callers (IVR_CALLERS), unless their accounts exist. Returns whether it
+    wrote anything."""
+    from callcenter.crm import hash_pin
+
+    if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM accounts WHERE number = $1)", IVR_CALLERS[0][4]):
+        return False
+    now = datetime.now(UTC)
+    async with conn.transaction():
+        for phone, first, last, tier, account, pin, balance, points, order, ticket in IVR_CALLERS:
+            cid = await conn.fetchval(
+                "INSERT INTO customers (kind, first_name, last_name, display_name, value_tier, country) "
+                "VALUES ('individual', $1, $2, $1 || ' ' || $2, $3, 'US') RETURNING id", first, last, tier)
+            await conn.execute("INSERT INTO customer_phones (customer_id, e164, is_primary) VALUES ($1, $2, true)",
+                               cid, phone)
+            await conn.execute("INSERT INTO accounts (customer_id, number, kind, balance, points, pin_hash) "
+                               "VALUES ($1, $2, 'checking', $3, $4, $5)", cid, account, Decimal(balance), points,
+                               hash_pin(pin))
+            if order:
+                status, total, days = order
+                placed = now - timedelta(days=days)
+                await conn.execute("INSERT INTO orders (customer_id, number, status, total, placed_at, updated_at) "
+                                   "VALUES ($1, $2, $3, $4, $5, $5)", cid, f"5{account}", status, Decimal(total),
+                                   placed)
+            if ticket:
+                await conn.execute("INSERT INTO tickets (customer_id, number, kind, status, subject, opened_at, "
+                                   "updated_at) VALUES ($1, $2, 'complaint', 'open', $3, $4, $4)",
+                                   cid, f"T{account[-6:]}", ticket, now - timedelta(days=2))
     return True

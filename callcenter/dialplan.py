@@ -60,7 +60,15 @@ class QueueRoute(_Route):
     _levels = field_validator("skills")(check_levels)
 
 
-Route = Annotated[Union[GreetingRoute, BridgeRoute, LoopRoute, QueueRoute], Field(discriminator="action")]
+class FlowRoute(_Route):
+    """Run an IVR flow of sip_config/ivr/ (docs/ivr.md); ``prompt`` is not used (the flow speaks)."""
+
+    action: Literal["flow"]
+    flow: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
+    prompt: str = ""
+
+
+Route = Annotated[Union[GreetingRoute, BridgeRoute, LoopRoute, QueueRoute, FlowRoute], Field(discriminator="action")]
 
 
 class DialPlan(BaseModel):
@@ -85,10 +93,14 @@ class DialPlan(BaseModel):
                 default = r
         return default
 
+    def flows_used(self) -> set[str]:
+        return {r.flow for r in self.route if isinstance(r, FlowRoute)}
+
     def prompts_used(self) -> set[str]:
         names: set[str] = set()
         for r in self.route:
-            names.add(r.prompt)
+            if r.prompt:
+                names.add(r.prompt)
             for extra in ("then_prompt", "fallback_prompt", "goodbye_prompt", "voicemail_prompt"):
                 v = getattr(r, extra, None)
                 if v:

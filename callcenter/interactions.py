@@ -36,7 +36,8 @@ COLUMNS = (
     "sip_call_id", "customer_id", "route", "worker_id", "media_call_id", "arrived_at", "answered_at",
     "queued_at", "queue_id", "agent_offered_at", "agent_answered_at", "agent_id", "ended_at",
     "disconnect_reason", "disconnect_side", "sip_code", "digits", "node", "hold_count", "hold_seconds",
-    "hold_longest", "call_data", "transfer_count", "transfers", "conference_seconds",
+    "hold_longest", "call_data", "transfer_count", "transfers", "conference_seconds", "ivr_flow", "ivr_exit",
+    "ivr_exit_node",
 )
 TIME_COLUMNS = {c for c in COLUMNS if c.endswith("_at")}
 # The database is away (retry later) as opposed to refusing the data (REFUSED).
@@ -66,6 +67,10 @@ _EVENT_INSERT = (
     "SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::bigint[], $5::bigint[], $6::jsonb[], "
     "$7::text[]) ON CONFLICT (event_id) DO NOTHING"
 )
+_SURVEY_INSERT = (
+    "INSERT INTO survey_answers (event_id, interaction_id, at, survey, question, answer, how, customer_id, agent_id, "
+    "queue) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (event_id) DO NOTHING"
+)
 _AGENT_INSERT = (
     "INSERT INTO agent_events (agent_id, at, event, queue_id, data, event_id) "
     "SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::bigint[], $5::jsonb[], $6::text[]) "
@@ -86,6 +91,7 @@ class _Batch:
     rows: dict[uuid.UUID, _Pending] = field(default_factory=dict)
     calls: list[tuple[Any, ...]] = field(default_factory=list)  # interaction_events, queue by name
     agents: list[tuple[Any, ...]] = field(default_factory=list)  # agent_events, queue by name
+    surveys: list[tuple[Any, ...]] = field(default_factory=list)  # survey_answers
 
     def add(self, e: ev.Event) -> None:
         if isinstance(e, ev.AgentEvent):
@@ -100,6 +106,9 @@ class _Batch:
         elif changed := records.changes(e):
             pending = self.rows.setdefault(iid, _Pending(new=False))
             pending.fields.update((k, v) for k, v in changed.items() if v is not None)
+        if isinstance(e, ev.SurveyAnswer):
+            self.surveys.append((e.id, iid, ts(e.at), e.survey, e.question, e.answer, e.how, e.customer_id,
+                                 e.agent_id, e.queue or None))
         if isinstance(e, ev.CallStateChanged):
             return  # its totals are on the record; the change itself follows from the event before it
         queue, agent_id = (e.queue, e.agent_id) if isinstance(e, ev.QueueEvent) else (None, None)
@@ -191,6 +200,8 @@ class InteractionLog:
                 cols = list(zip(*[(*r[:3], self._queue_ids.get(r[3]) if r[3] else None, *r[4:]) for r in b.agents],
                                 strict=True))
                 written += int((await conn.execute(_AGENT_INSERT, *cols)).split()[-1])
+            if b.surveys:  # after the records they belong to
+                await conn.executemany(_SURVEY_INSERT, b.surveys)
         self.written_events += written
 
     async def _isolate(self, events: list[ev.Event]) -> None:

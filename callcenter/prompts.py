@@ -55,6 +55,27 @@ class PromptSet:
         return str(target)
 
 
+    def joined(self, names: list[str]) -> str:
+        """One prompt made of several (a value read out, ivr/say.py): their audio one after the other,
+        made on first use (~1 ms; call it in a thread) and kept under said/."""
+        paths = [self.path(n) for n in names]
+        stamp = "|".join(f"{p}:{os.stat(p).st_mtime_ns}" for p in paths)  # a remade part makes a new whole
+        digest = hashlib.sha1(stamp.encode()).hexdigest()[:20]
+        target = self.out_dir / "said" / f"j{digest}.wav"
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f"j{digest}.{os.getpid()}.wav")
+            with wave.open(str(tmp), "wb") as out:
+                out.setnchannels(1)
+                out.setsampwidth(2)
+                out.setframerate(RATE)
+                for p in paths:
+                    with wave.open(p, "rb") as part:
+                        out.writeframes(part.readframes(part.getnframes()))
+            tmp.replace(target)
+        return str(target)
+
+
 def load_prompts(path: Path, out_dir: Path) -> PromptSet:
     try:
         with open(path, "rb") as f:
@@ -90,7 +111,7 @@ def build(prompts: PromptSet, force: bool = False) -> list[str]:
         if not force and target.exists() and stamp.exists() and stamp.read_text() == digest:
             continue
         if use_speech:
-            _speak(text, prompts.voice, prompts.speed, target)
+            _speak(text, prompts.voice, prompts.speed, target, pad=SAY_PAD if name.startswith("say_") else PAD)
         else:
             _tones(text, target)
         stamp.write_text(digest)
@@ -98,12 +119,17 @@ def build(prompts: PromptSet, force: bool = False) -> list[str]:
     return written
 
 
-def _speak(text: str, voice: str, speed: int, target: Path) -> None:
+PAD = ("pad", "0.1", "0.2")  # sox effects after the level: silence before and after a prompt
+# A fragment of a value read out (say_*) is joined to others: its own silence is cut off both ends.
+SAY_PAD = ("silence", "1", "0.01", "1%", "reverse", "silence", "1", "0.01", "1%", "reverse", "pad", "0", "0.04")
+
+
+def _speak(text: str, voice: str, speed: int, target: Path, pad: tuple[str, ...] = PAD) -> None:
     tmp = target.with_suffix(".tmp.wav")
     raw = subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "--stdout", text],
                          check=True, capture_output=True).stdout
     subprocess.run(["sox", "-D", "-t", "wav", "-", "-r", str(RATE), "-c", "1", "-b", "16", "-e", "signed-integer",
-                    str(tmp), "norm", "-3", "pad", "0.1", "0.2"], input=raw, check=True, capture_output=True)
+                    str(tmp), "norm", "-3", *pad], input=raw, check=True, capture_output=True)
     tmp.replace(target)
 
 

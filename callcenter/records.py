@@ -53,6 +53,8 @@ def changes(e: ev.CallEvent) -> dict[str, Any]:
         return {"agent_id": e.agent_id, "agent_answered_at": ts(e.at)}
     if isinstance(e, ev.AttendedTransfer) and e.to_agent_id is not None:  # the record names the last agent
         return {"agent_id": e.to_agent_id}
+    if isinstance(e, ev.IvrExit):
+        return {"ivr_flow": e.flow, "ivr_exit": e.reason, "ivr_exit_node": e.node}
     if isinstance(e, ev.CallStateChanged):  # the session's running totals: the latest is the truth
         out: dict[str, Any] = {"call_data": json.dumps(e.data)} if e.data else {}
         if e.holds:

@@ -261,7 +261,7 @@ class FlowRun:
                                    result="failed", ms=round((time.monotonic() - started) * 1000, 1)))
             return n.failed
         self.emit(ev.TicketCreated(interaction=self.interaction, number=number, kind=n.kind, customer_id=int(customer)))
-        self.ctx.set(n.into, {"number": number, "kind": n.kind})
+        self.ctx.set(n.into, {"number": number, "kind": n.kind, "digits": "".join(c for c in number if c.isdigit())})
         return n.next
 
     # ------------------------------------------------------------------ ways out
@@ -284,6 +284,7 @@ class FlowRun:
                 await self._flow(queued.survey)
             except CallEnded:
                 pass
+        await self.script.call.hangup()  # kept for a survey that did not run: nothing more to do
         return exit_
 
     async def _callback(self, n: fm.Callback) -> Exit:

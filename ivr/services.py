@@ -91,4 +91,3 @@ class IvrServices:
     prompts: Prompts
     emit: Callable[[ev.Event], None]
     dial_uri: Callable[[str], str | None]  # an outside number -> the SIP URI to call it at (None: not allowed)
-    default_region: str = "US"

@@ -1,0 +1,51 @@
+"""The IVR's flows over HTTP: which flows the node runs (version, files) and a reload after editing
+sip_config/ivr/ (the same as SIGHUP). A reload with problems changes nothing and answers 422 with
+each problem: file, line, node and what is wrong."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict
+
+from callcenter.auth import requires
+from callcenter.flow_library import FlowLibrary
+from callcenter.http_guard import http_error, read_body
+from callcenter.openapi import describe
+
+LIBRARY: web.AppKey[FlowLibrary] = web.AppKey("ivr_library", FlowLibrary)
+
+
+class NoBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def _summary(library: FlowLibrary) -> dict[str, object]:
+    current = library.current
+    return {"version": current.version,
+            "flows": [{"name": name, "file": current.files.get(name, ""), "nodes": len(flow.nodes),
+                       "description": flow.description} for name, flow in sorted(current.flows.items())]}
+
+
+@describe("the IVR flows this node runs")
+@requires("read")
+async def list_flows(request: web.Request) -> web.Response:
+    return web.json_response(_summary(request.app[LIBRARY]))
+
+
+@describe("load the IVR flows again (a failed reload keeps the flows in use)", body=NoBody)
+@requires("configure")
+async def reload(request: web.Request) -> web.Response:
+    await read_body(request, NoBody)
+    library = request.app[LIBRARY]
+    problems = await asyncio.to_thread(library.reload)
+    if problems:
+        raise http_error(422, "the flows were not reloaded; the previous ones stay in use", problems=problems[:50])
+    return web.json_response(_summary(library))
+
+
+def add_routes(app: web.Application, library: FlowLibrary) -> None:
+    app[LIBRARY] = library
+    app.router.add_get("/api/ivr/flows", list_flows)
+    app.router.add_post("/api/ivr/reload", reload)
