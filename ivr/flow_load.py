@@ -30,10 +30,11 @@ class Problem:
     line: int
     node: str
     message: str
+    what: str = "node"  # what ``node`` names: a node, or a calendar
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
-        return f"{where}: {'node ' + repr(self.node) + ': ' if self.node else ''}{self.message}"
+        return f"{where}: {self.what + ' ' + repr(self.node) + ': ' if self.node else ''}{self.message}"
 
 
 class FlowError(Exception):
@@ -121,8 +122,8 @@ def _validation_problems(file: str, exc: ValidationError, data: Any, lines: dict
             msg = f"unknown node type {e.get('input', {}).get('type')!r}" if isinstance(e.get("input"), dict) else msg
         elif e["type"] == "union_tag_not_found":
             msg = "a node needs a type"
-        out.append(Problem(file, _line_of(loc, data, lines), node,
-                           f"{'.'.join(shown) + ': ' if shown else ''}{msg}"))
+        out.append(Problem(file, _line_of(loc, data, lines), node, f"{'.'.join(shown) + ': ' if shown else ''}{msg}",
+                           "node" if node_key == "nodes" else "calendar"))
     return out
 
 
