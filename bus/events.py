@@ -635,7 +635,7 @@ class IvrNode(CallEvent):
 
     NAME = "IVR_NODE"
     flow: str
-    node: str
+    ivr_node: str  # the flow's node (``node`` is the control-plane node, as in every event)
     node_type: str
     version: int = 0  # the flow set's version the call runs on
 
@@ -648,7 +648,7 @@ class IvrInput(CallEvent):
 
     NAME = "IVR_INPUT"
     flow: str
-    node: str
+    ivr_node: str
     kind: str  # key, digits, speech
     value: str
     confidence: float | None = None  # speech: the recognizer's lowest word confidence
@@ -661,7 +661,7 @@ class IvrNoInput(CallEvent):
 
     NAME = "IVR_NOINPUT"
     flow: str
-    node: str
+    ivr_node: str
     attempt: int
 
 
@@ -672,7 +672,7 @@ class IvrNoMatch(CallEvent):
 
     NAME = "IVR_NOMATCH"
     flow: str
-    node: str
+    ivr_node: str
     attempt: int
     kind: str  # key, digits, speech
     value: str = ""
@@ -685,7 +685,7 @@ class IvrLookup(CallEvent):
 
     NAME = "IVR_LOOKUP"
     flow: str
-    node: str
+    ivr_node: str
     query: str
     result: str  # found, empty, failed, timeout
     ms: float
@@ -736,7 +736,7 @@ class IvrExit(CallEvent):
 
     NAME = "IVR_EXIT"
     flow: str
-    node: str
+    ivr_node: str
     reason: str  # served, agent, abandoned, voicemail, callback, transfer, closed, refused, error, loop
 
 

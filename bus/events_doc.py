@@ -34,7 +34,7 @@ SAMPLES: dict[str, Any] = {
                    "at": 1764590400.125}],
     "to_agent_id": 9, "leg": "o-77aa0b1c2d3e4f50", "result": "cancelled", "left": "target", "conference": 0.0,
     "party_call": "o-77aa0b1c2d3e4f50", "action": "start", "recording": "",
-    "flow": "main", "node": "menu", "node_type": "menu", "value": "2", "confidence": 0.97, "ms": 12.5,
+    "flow": "main", "ivr_node": "menu", "node_type": "menu", "value": "2", "confidence": 0.97, "ms": 12.5,
     "attempts": 1, "account": "10000001", "locked_until": None, "number": "T100001", "survey": "after_call",
     "question": "csat", "answer": 4, "query": "balance",
 }

@@ -76,7 +76,8 @@ class CallRouter:
         elif isinstance(me, mp.Ringing):
             e = ev.DialRinging(**base)
         elif isinstance(me, mp.Digit):  # a secret (a PIN) being keyed is never in the record
-            e = ev.Dtmf(digit="*" if handle.root.masked else me.digit, method=me.method, **base)
+            hidden = handle.root.masked or handle.root.hide_keys and not leg
+            e = ev.Dtmf(digit="*" if hidden else me.digit, method=me.method, **base)
         elif isinstance(me, mp.DigitsCollected):
             e = ev.DigitsCollected(digits="*" * len(me.digits) if handle.root.masked else me.digits,
                                    reason=me.reason, **base)

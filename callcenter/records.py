@@ -54,7 +54,7 @@ def changes(e: ev.CallEvent) -> dict[str, Any]:
     if isinstance(e, ev.AttendedTransfer) and e.to_agent_id is not None:  # the record names the last agent
         return {"agent_id": e.to_agent_id}
     if isinstance(e, ev.IvrExit):
-        return {"ivr_flow": e.flow, "ivr_exit": e.reason, "ivr_exit_node": e.node}
+        return {"ivr_flow": e.flow, "ivr_exit": e.reason, "ivr_exit_node": e.ivr_node}
     if isinstance(e, ev.CallStateChanged):  # the session's running totals: the latest is the truth
         out: dict[str, Any] = {"call_data": json.dumps(e.data)} if e.data else {}
         if e.holds:

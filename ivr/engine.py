@@ -64,8 +64,13 @@ class FlowRun:
     def emit(self, event: ev.Event) -> None:
         self.script.emit(event)
 
+    def here(self, cls: type[ev.CallEvent], **fields: Any) -> None:
+        """Emit an IVR event of the node the call is at."""
+        self.emit(cls(interaction=self.interaction, flow=self.flow, ivr_node=self.node, **fields))  # type: ignore[call-arg]
+
     # ------------------------------------------------------------------ the loop
     async def run(self, flow: str, node: str | None = None) -> Exit:
+        self.script.call.root.hide_keys = True  # keys typed ahead may be a PIN: see CallHandle
         try:
             exit_ = await self._flow(flow, node)
         except _Returned:  # a return with no subflow to go back to: the flow is done
@@ -78,7 +83,8 @@ class FlowRun:
             exit_ = Exit("error", self.flow, self.node)
             await self._end(SORRY)
         if self.report_exit:
-            self.emit(ev.IvrExit(interaction=self.interaction, flow=exit_.flow, node=exit_.node, reason=exit_.reason))
+            self.emit(ev.IvrExit(interaction=self.interaction, flow=exit_.flow, ivr_node=exit_.node,
+                                 reason=exit_.reason))
         return exit_
 
     async def _flow(self, name: str, start: str | None = None) -> Exit:
@@ -94,7 +100,7 @@ class FlowRun:
                     await self._end(GOODBYE)
                     return Exit("loop", name, current)
                 node = flow.nodes[current]
-                self.emit(ev.IvrNode(interaction=self.interaction, flow=name, node=current,
+                self.emit(ev.IvrNode(interaction=self.interaction, flow=name, ivr_node=current,
                                      node_type=node.type, version=self.flows.version))  # type: ignore[attr-defined]
                 if isinstance(node, fm.Goto):
                     jump = (node.flow, node.node)
@@ -154,19 +160,17 @@ class FlowRun:
             attempt += 1
             ans = await self.script.ask(n.prompt, 1, n.timeout)
             if not ans.digits:
-                self.emit(ev.IvrNoInput(interaction=self.interaction, flow=self.flow, node=self.node, attempt=attempt))
+                self.here(ev.IvrNoInput, attempt=attempt)
                 if await self._retry(n, attempt, n.no_input_prompt):
                     continue
                 return n.fallback
             choice = next((c for c in n.choices if c.key == ans.digits), None)
             if choice is None:
-                self.emit(ev.IvrNoMatch(interaction=self.interaction, flow=self.flow, node=self.node, attempt=attempt,
-                                        kind="key", value=ans.digits))
+                self.here(ev.IvrNoMatch, attempt=attempt, kind="key", value=ans.digits)
                 if await self._retry(n, attempt, n.invalid_prompt):
                     continue
                 return n.fallback
-            self.emit(ev.IvrInput(interaction=self.interaction, flow=self.flow, node=self.node, kind="key",
-                                  value=ans.digits))
+            self.here(ev.IvrInput, kind="key", value=ans.digits)
             if n.var:
                 self.ctx.set(n.var, choice.value or choice.key or choice.phrases[0])
             return choice.goto
@@ -179,19 +183,17 @@ class FlowRun:
             ans = await self.script.ask(n.prompt, n.max_length, n.timeout, n.inter_timeout, n.terminator,
                                         masked=secret)
             if not ans.digits:
-                self.emit(ev.IvrNoInput(interaction=self.interaction, flow=self.flow, node=self.node, attempt=attempt))
+                self.here(ev.IvrNoInput, attempt=attempt)
                 if await self._retry(n, attempt, n.no_input_prompt):
                     continue
                 return n.fallback
             shown = "*" * len(ans.digits) if secret else ans.digits
             if not await self._valid(n, ans.digits):
-                self.emit(ev.IvrNoMatch(interaction=self.interaction, flow=self.flow, node=self.node, attempt=attempt,
-                                        kind="digits", value=shown))
+                self.here(ev.IvrNoMatch, attempt=attempt, kind="digits", value=shown)
                 if await self._retry(n, attempt, n.invalid_prompt):
                     continue
                 return n.fallback
-            self.emit(ev.IvrInput(interaction=self.interaction, flow=self.flow, node=self.node, kind="digits",
-                                  value=shown))
+            self.here(ev.IvrInput, kind="digits", value=shown)
             self.ctx.set(n.var, ans.digits)
             return n.next
 
@@ -237,8 +239,7 @@ class FlowRun:
             except LookupFailed as exc:
                 log.warning("lookup %s failed: %s", n.query, exc)
                 result = "failed"
-        self.emit(ev.IvrLookup(interaction=self.interaction, flow=self.flow, node=self.node, query=n.query,
-                               result=result, ms=round((time.monotonic() - started) * 1000, 1)))
+        self.here(ev.IvrLookup, query=n.query, result=result, ms=round((time.monotonic() - started) * 1000, 1))
         if result == "found":
             self.ctx.set(n.into or n.query, data)
             return n.found
@@ -257,8 +258,8 @@ class FlowRun:
                 int(customer), n.kind, str(self.ctx.render(n.subject)), n.priority, self.interaction), 1.0)
         except (LookupFailed, TimeoutError) as exc:
             log.warning("ticket for call %s not created: %s", self.interaction, exc or "timeout")
-            self.emit(ev.IvrLookup(interaction=self.interaction, flow=self.flow, node=self.node, query="create_ticket",
-                                   result="failed", ms=round((time.monotonic() - started) * 1000, 1)))
+            self.here(ev.IvrLookup, query="create_ticket", result="failed",
+                      ms=round((time.monotonic() - started) * 1000, 1))
             return n.failed
         self.emit(ev.TicketCreated(interaction=self.interaction, number=number, kind=n.kind, customer_id=int(customer)))
         self.ctx.set(n.into, {"number": number, "kind": n.kind, "digits": "".join(c for c in number if c.isdigit())})
@@ -274,8 +275,9 @@ class FlowRun:
             await self.script.play(n.prompt)
         exit_ = Exit("agent", self.flow, self.node)
         if self.report_exit:
-            self.emit(ev.IvrExit(interaction=self.interaction, flow=exit_.flow, node=exit_.node, reason="agent"))
+            self.emit(ev.IvrExit(interaction=self.interaction, flow=exit_.flow, ivr_node=exit_.node, reason="agent"))
             self.report_exit = False  # the way out is told: what the queue does next is the ACD's record
+        self.script.call.root.hide_keys = False  # keys for the agent's side are the record's again
         queued = await self.svc.queues.enqueue(self.script.call, n.queue, priority, dict(n.skills), n.intent)
         if queued.outcome == "connected" and queued.survey and queued.survey in self.flows.flows \
                 and not self.script.call.ended.is_set():
@@ -311,7 +313,7 @@ class FlowRun:
         if call.ended.is_set():
             await leg.hangup()
             raise CallEnded(call.hangup_event)  # type: ignore[arg-type]
-        self.emit(ev.IvrExit(interaction=self.interaction, flow=self.flow, node=self.node, reason="transfer"))
+        self.here(ev.IvrExit, reason="transfer")
         self.report_exit = False
         await call.bridge(leg)
         await first_ended(call, leg)
@@ -334,11 +336,9 @@ class FlowRun:
                                               customer_id=int(customer) if customer is not None else None))
                     break
                 if ans.digits:
-                    self.emit(ev.IvrNoMatch(interaction=self.interaction, flow=self.flow, node=self.node,
-                                            attempt=attempt, kind="key", value=ans.digits))
+                    self.here(ev.IvrNoMatch, attempt=attempt, kind="key", value=ans.digits)
                 else:
-                    self.emit(ev.IvrNoInput(interaction=self.interaction, flow=self.flow, node=self.node,
-                                            attempt=attempt))
+                    self.here(ev.IvrNoInput, attempt=attempt)
                 if attempt <= n.retries and n.invalid_prompt:
                     await self.script.play(n.invalid_prompt, interrupt=True)
         if n.thanks_prompt:

@@ -38,6 +38,7 @@ class CallScript:
         self.prompts = prompts
         self._emit = emit
         self.interaction = interaction
+        self._full = False  # the last answer ended at its full length (a # may still follow it)
 
     def emit(self, event: ev.Event) -> None:
         self._emit(event)
@@ -82,9 +83,14 @@ class CallScript:
                 await self.play(prompt, interrupt=True)
             got = await self.call.collect(max_digits, first_timeout=timeout, inter_timeout=inter_timeout,
                                           terminators=terminator)
+            if got.reason == "terminator" and not got.digits and self._full:
+                # The caller ended the last answer with # though it was complete: that # is not this one.
+                got = await self.call.collect(max_digits, first_timeout=timeout, inter_timeout=inter_timeout,
+                                              terminators=terminator)
         finally:
             if masked:
                 root.masked = False
+        self._full = got.reason == "max"
         return Answer(got.digits, got.reason)
 
     # ------------------------------------------------------------------ the call

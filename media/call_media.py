@@ -54,10 +54,14 @@ class CallMedia:
         self._end_collect(st, None)
         st.collect = Collect(cmd.max_digits, cmd.terminators, cmd.inter_timeout)
         typed, st.typeahead = st.typeahead, ""
-        for d in typed:
-            if st.collect is not None:
-                self._collect_digit(st, d)
+        for i, d in enumerate(typed):
+            if st.collect is None:  # this collection is done: the rest waits for the next one
+                st.typeahead = typed[i:]
+                break
+            self._collect_digit(st, d)
         if st.collect is not None:
+            if st.collect.timer is not None:  # a typed-ahead key started the inter-key timer: start it again
+                st.collect.timer.cancel()
             timeout = cmd.inter_timeout if st.collect.digits else cmd.first_timeout
             st.collect.timer = self.loop.call_later(timeout, self._collect_timeout, st.call.key)
 

@@ -57,6 +57,9 @@ class CallHandle:
         self.uri = uri  # what an originated leg dials
         self.answered = False
         self.masked = False  # the caller is keying a secret (a PIN): its keys stay out of the record
+        # In the IVR keys may be typed ahead of the question they answer (a PIN too): single keys
+        # are recorded without their value; the answers are (IVR_INPUT, masked when secret).
+        self.hide_keys = False
         self._answer_sent = False
         self.hangup_event: mp.HungUp | None = None
         self.ended = asyncio.Event()

@@ -169,7 +169,7 @@ class Platform:
 
 
 def write_config(path: Path, *, var_dir: Path, http_port: int, sip_port: int, worker_port: int, rtp_port: int,
-                 front_door: str, workers: int, dialplan: Path, extra: str = "") -> None:
+                 front_door: str, workers: int, dialplan: Path, extra: str = "", paths: str = "") -> None:
     path.write_text(f"""
 [http]
 host = "127.0.0.1"
@@ -188,6 +188,7 @@ rtp_port = {rtp_port}
 var_dir = "{var_dir}"
 dialplan = "{dialplan}"
 prompts = "{ROOT / 'sip_config' / 'prompts.toml'}"
+{paths}
 """)
 
 
@@ -205,9 +206,9 @@ def worker_ports() -> tuple[int, int]:
 
 def start_platform(stores: Stores, tmp: Path, *, front_door: str = "none", workers: int = 1,
                    dialplan: Path | None = None, extra: str = "", redis_db: int | None = 1,
-                   own_database: bool = False, demo_customers: int = 0) -> Platform:
+                   own_database: bool = False, demo_customers: int = 0, paths: str = "") -> Platform:
     """``redis_db=None`` / ``own_database``: the platform runs its own embedded Redis / PostgreSQL
-    (under its var/), as `make run` does."""
+    (under its var/), as `make run` does. ``paths``: more lines of the [paths] section."""
     var_dir = tmp / "var"
     var_dir.mkdir(parents=True, exist_ok=True)
     # Prompts are built once by `make test`; share them instead of regenerating per platform.
@@ -219,7 +220,7 @@ def start_platform(stores: Stores, tmp: Path, *, front_door: str = "none", worke
     cfg = tmp / "callcenter.toml"
     write_config(cfg, var_dir=var_dir, http_port=http_port, sip_port=sip_port, worker_port=worker_port,
                  rtp_port=rtp_port, front_door=front_door, workers=workers,
-                 dialplan=dialplan or ROOT / "sip_config" / "dialplan.toml", extra=extra)
+                 dialplan=dialplan or ROOT / "sip_config" / "dialplan.toml", extra=extra, paths=paths)
     redis_url = stores.redis_db(redis_db) if redis_db is not None else ""
     if redis_url:
         redis.Redis.from_url(redis_url).flushdb()

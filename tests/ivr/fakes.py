@@ -116,11 +116,15 @@ class FakeCaller(FakeMedia):
     def _start_collect(self, c: mp.CollectDigits) -> None:
         self._collect[c.call_id] = {"cmd": c, "digits": "", "timer": None}
         typed = self._typeahead.pop(c.call_id, "")
-        for k in typed:
-            if c.call_id in self._collect:
-                self._collect_key(c.call_id, k)
+        for i, k in enumerate(typed):
+            if c.call_id not in self._collect:
+                self._typeahead[c.call_id] = typed[i:]
+                break
+            self._collect_key(c.call_id, k)
         if c.call_id in self._collect:
             st = self._collect[c.call_id]
+            if st["timer"] is not None:
+                st["timer"].cancel()
             st["timer"] = asyncio.get_running_loop().call_later(
                 c.inter_timeout if st["digits"] else c.first_timeout, self._end_collect, c.call_id, "timeout")
 

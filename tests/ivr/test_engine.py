@@ -48,7 +48,7 @@ async def test_a_menu_key_cuts_the_prompt_and_chooses(h: Harness) -> None:
     exit_ = await h.call("main")
     assert h.media.heard == ["main_menu", "welcome"]
     assert exit_.reason == "served" and exit_.node == "two"
-    assert [e.node for e in h.of(ev.IvrNode)] == ["menu", "two"]
+    assert [e.ivr_node for e in h.of(ev.IvrNode)] == ["menu", "two"]
     assert [(e.kind, e.value) for e in h.of(ev.IvrInput)] == [("key", "2")]
     assert h.run.ctx.get("picked") == "2"
     assert h.of(ev.IvrExit)[0].reason == "served"
@@ -416,3 +416,13 @@ nodes:
     assert h.media.dialed == ["sip:15551234@carrier"]
     h.media.remote_hangup(h.media.calls["w1-1"])
     assert (await task).reason == "transfer"
+
+
+async def test_a_hash_after_a_complete_answer_is_not_the_next_answer(h: Harness) -> None:
+    h.write("main", LOOKUP)
+    h.crm.accounts["12345678"] = ("1234", ANN)
+    h.media.answers = [("enter_account", "12345678#1234")]  # all typed ahead, with a needless #
+    exit_ = await h.call("main", caller="+15559999999")
+    assert [(e.customer_id, e.how) for e in h.of(ev.CustomerIdentified)] == [(11, "account_pin")]
+    assert h.media.heard[:2] == ["enter_account", "enter_pin"]
+    assert exit_.reason == "agent"

@@ -12,6 +12,9 @@ or only rings (--ring-only), hangs up after --talk seconds if given, records eac
 
     python -m tests.sip.phone --port 5092 --agent --tone 1000 --record agent --seconds 30
     python -m tests.sip.phone --port 5094 --agent --register sip:201@127.0.0.1:5060 --password <pw>
+
+With --commands the test drives the call through stdin, a line at a time: ``dtmf 12#`` (RFC 4733),
+``info 12#`` (SIP INFO), ``hangup``.
 """
 
 from __future__ import annotations
@@ -20,9 +23,11 @@ import argparse
 import faulthandler
 import json
 import math
+import queue
 import struct
 import sys
 import tempfile
+import threading
 import time
 import wave
 
@@ -91,6 +96,7 @@ class Phone:
         self.dtmf = ""  # keys to send on the outbound call, dtmf_after seconds after it is answered
         self.dtmf_after = 0.0
         self.keys_heard = ""  # keys the far end sent (RFC 4733), every call's
+        self.commands: queue.Queue[str] | None = None  # lines from stdin (--commands)
 
     def media_up(self) -> None:
         assert self.call is not None
@@ -126,6 +132,8 @@ class Phone:
         while time.monotonic() < deadline and (self.agent or not (self.disconnected and self.call is None)):
             self.ep.libHandleEvents(20)
             self.released.clear()  # closes an ended call's WAV file
+            while self.commands is not None and not self.commands.empty():
+                self.command(self.commands.get())
             if self.dtmf and self.answered_at and time.monotonic() - self.answered_at > self.dtmf_after:
                 keys, self.dtmf = self.dtmf, ""
                 if self.call is not None:
@@ -137,6 +145,24 @@ class Phone:
                         self.call.hangup(pj.CallOpParam())
                     except pj.Error:
                         pass
+
+    def command(self, line: str) -> None:
+        verb, _, arg = line.strip().partition(" ")
+        if self.call is None:
+            return
+        if verb == "dtmf":
+            self.call.dialDtmf(arg)
+        elif verb == "info":
+            prm = pj.CallSendDtmfParam()
+            prm.method = pj.PJSUA_DTMF_METHOD_SIP_INFO
+            for key in arg:
+                prm.digits = key
+                self.call.sendDtmf(prm)
+        elif verb == "hangup":
+            try:
+                self.call.hangup(pj.CallOpParam())
+            except pj.Error:
+                pass
 
     def incoming(self, call: "_Call", invite: str) -> int:
         """Agent mode: take the call (200), or only ring (180); 486 while on another call."""
@@ -243,6 +269,7 @@ def main() -> None:
     ap.add_argument("--dtmf", default="", help="keys to press on the --call call")
     ap.add_argument("--user", default="test-phone", help="the user part of the phone's own URI (the caller ID)")
     ap.add_argument("--dtmf-after", type=float, default=3.0)
+    ap.add_argument("--commands", action="store_true", help="read dtmf/info/hangup lines from stdin")
     a = ap.parse_args()
     phone = Phone(a.port, a.register, a.password, a.user)
     deadline = time.monotonic() + 5
@@ -258,6 +285,9 @@ def main() -> None:
     phone.record_path = a.record
     if a.agent:
         phone.record_prefix, phone.record_path = a.record, ""
+    if a.commands:
+        phone.commands = queue.Queue()
+        threading.Thread(target=_read_commands, args=(phone.commands,), daemon=True).start()
     print(json.dumps({"ready": True}), flush=True)
     if a.call:
         phone.call = _Call(phone, phone.acc)
@@ -276,6 +306,12 @@ def main() -> None:
                       "keys_heard": phone.keys_heard}),
           flush=True)
     phone.destroy()
+
+
+def _read_commands(q: "queue.Queue[str]") -> None:
+    """stdin to the phone's loop: pjsua2 is called from the main thread only (pitfall 2)."""
+    for line in sys.stdin:
+        q.put(line)
 
 
 if __name__ == "__main__":

@@ -10,14 +10,22 @@ from tests.conftest import ROOT
 
 
 def phone(*args: str) -> subprocess.Popen[str]:
+    """A test phone; with --commands its stdin takes dtmf/info/hangup lines (send with ``command``)."""
     p = subprocess.Popen([sys.executable, "-m", "tests.sip.phone", *args], cwd=ROOT, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, errors="replace")
+                         stderr=subprocess.PIPE, stdin=subprocess.PIPE if "--commands" in args else None,
+                         text=True, errors="replace")
     assert p.stdout is not None
     for line in p.stdout:  # pjsua logs to stdout too; our lines are JSON objects
         if line.startswith("{"):
             assert json.loads(line)["ready"]
             return p
     raise AssertionError("phone did not start: " + (p.stderr.read() if p.stderr else ""))
+
+
+def command(p: subprocess.Popen[str], line: str) -> None:
+    assert p.stdin is not None
+    p.stdin.write(line + "\n")
+    p.stdin.flush()
 
 
 def result(p: subprocess.Popen[str]) -> dict:  # type: ignore[type-arg]
