@@ -212,8 +212,7 @@ def make_app(services: Services, authenticators: list[Authenticator], request_ti
                        services.prompts, services.notifier)
     cti_api.add_routes(app, services.redis, services.control, services.pool)
     webhook_api.add_routes(app, services.pool, services.redis)
-    if services.flows is not None:
-        ivr_api.add_routes(app, services.flows)
+    ivr_api.add_routes(app, services.flows, services.pool)
     if services.socket is not None:
         services.socket.add_routes(app)
     openapi.add_route(app)

@@ -28,7 +28,7 @@ from callcenter.event_bus import EventBus
 from callcenter.flow_library import FlowLibrary, check_flows
 from callcenter.frontdoor import Destination, FrontDoor, Policy, kamailio_path
 from callcenter.nodes import node_id
-from callcenter.notices import API_KEYS, SIP_CREDENTIALS, Notices
+from callcenter.notices import API_KEYS, IVR_FLOWS, SIP_CREDENTIALS, Notices
 from callcenter.orphans import OrphanCloser
 from callcenter.prompts import build as build_prompts
 from callcenter.prompts import load_prompts
@@ -158,7 +158,7 @@ async def run(cfg: Config, *, demo_customers: int = 200, ready: asyncio.Event | 
         router = CallRouter(client, events.notifier, events.sessions, plan, prompts, pool, cfg.crm.default_region,
                             acd=acd, voicemail_dir=cfg.var_dir / "voicemail", callback_uri=cfg.acd.callback_uri,
                             flows=library, crm=PostgresCrm(pool))
-        loop.add_signal_handler(signal.SIGHUP, library.reload)
+        loop.add_signal_handler(signal.SIGHUP, library.reload_soon)
         control = CallControl(redis, events.sessions, client, events.notifier, recordings=cfg.var_dir / "recordings")
         loops.start("calls.commands", control.run)
         hooks = webhook_sender(cfg, redis, pool, events.notifier.node)
@@ -221,6 +221,7 @@ async def run(cfg: Config, *, demo_customers: int = 200, ready: asyncio.Event | 
         notices.on(API_KEYS, keys.forget)
         if credentials is not None:
             notices.on(SIP_CREDENTIALS, credentials.changed)
+        notices.on(IVR_FLOWS, library.reload_soon)
         loops.start("postgres.notices", notices.run)
         app = api.make_app(services, [keys], cfg.http.request_timeout, tuple(cfg.http.allowed_origins))
         runner = web.AppRunner(app, access_log=None)

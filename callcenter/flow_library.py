@@ -4,6 +4,7 @@ stays in use and the problems are reported. Calls in progress keep the set they 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -35,12 +36,20 @@ class FlowLibrary:
     def reload(self) -> list[str]:
         """Load the flows again; returns the problems (none: the new set is in use)."""
         try:
-            self.current = self._load()
+            loaded = self._load()
         except ConfigError as exc:
             log.error("%s; the previous flows stay in use", exc)
             return str(exc).splitlines()[1:] or [str(exc)]
+        if loaded.version == self.current.version:
+            return []  # the same files: calls go on with the same version
+        self.current = loaded
         log.info("IVR flows reloaded: %s (version %d)", ", ".join(sorted(self.current.flows)), self.current.version)
         return []
+
+
+    def reload_soon(self) -> None:
+        """Reload off the event loop (a signal or a notice handler must not read files on it)."""
+        asyncio.get_running_loop().run_in_executor(None, self.reload)
 
 
 def check_flows(folder: Path, calendars: Path, prompts: set[str], needed: set[str]) -> list[Problem | str]:

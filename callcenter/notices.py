@@ -15,6 +15,7 @@ log = logging.getLogger("callcenter.notices")
 
 API_KEYS = "api_keys"
 SIP_CREDENTIALS = "sip_credentials"
+IVR_FLOWS = "ivr_flows"  # the IVR's flow files changed (POST /api/ivr/reload): load them again
 
 
 async def notify(conn: asyncpg.Connection, channel: str) -> None:

@@ -9,7 +9,7 @@ previous one).
 
 from __future__ import annotations
 
-import time
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,7 +49,7 @@ class FlowSet:
 
     flows: dict[str, fm.Flow]
     calendars: Calendars
-    version: int = field(default_factory=lambda: time.time_ns() // 1000)
+    version: int = 0  # from the files' contents: the same files are the same version, on every node
     files: dict[str, str] = field(default_factory=dict)  # flow -> file it came from
 
 
@@ -302,4 +302,7 @@ def load_flows(folder: Path, prompts: set[str] | None, calendars_path: Path | No
             problems.extend(_unreachable(files[name], flow, all_lines[name], entries[name]))
     if problems:
         raise FlowError(problems)
-    return FlowSet(flows, calendars, files=files)
+    digest = hashlib.sha256()
+    for path in [*paths, *([calendars_path] if calendars_path and calendars_path.exists() else [])]:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return FlowSet(flows, calendars, version=int(digest.hexdigest()[:13], 16), files=files)
