@@ -33,6 +33,7 @@ from callcenter.orphans import OrphanCloser
 from callcenter.prompts import build as build_prompts
 from callcenter.prompts import load_prompts
 from callcenter.sip_credentials import CredentialSync, demo_passwords
+from callcenter.speech_proc import SpeechProcess
 from callcenter.supervisor import Supervisor, WorkerSpec, plan_workers
 from callcenter.tasks import Loops
 from callcenter.webhooks import webhook_sender
@@ -184,11 +185,15 @@ async def run(cfg: Config, *, demo_customers: int = 200, ready: asyncio.Event | 
         async def end_dialogs(spec: WorkerSpec) -> int:
             return await frontdoor.end_dialogs(f"{spec.host}:{spec.sip_port}") if frontdoor is not None else 0
 
+        speech = SpeechProcess(cfg, cfg.var_dir / "log") if SpeechProcess.wanted(cfg) else None
+        if speech is not None:
+            loops.start("speech.service", speech.run)
+        router.speech = speech is not None
         count = default_workers(cfg, front)
         specs = plan_workers(cfg, count, single_on_sip_port=not front)
         supervisor = Supervisor(cfg, ends.redis_url, client, specs, cfg.var_dir / "log",
                                 on_change=sync_frontdoor, front_door=f"{cfg.sip.host}:{cfg.sip.port}" if front else "",
-                                on_dead=end_dialogs)
+                                on_dead=end_dialogs, speech=speech.address if speech is not None else "")
         await supervisor.start()
         loops.start("media.supervisor", supervisor.watch)
         credentials: CredentialSync | None = None

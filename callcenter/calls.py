@@ -45,6 +45,7 @@ class CallRouter:
         self.client = client
         self.flows = flows  # the IVR's flows (FlowRoute)
         self.crm = crm
+        self.speech = False  # a speech service runs: the IVR's menus with phrases listen
         self.sessions = sessions  # the session of each call this node runs, by its media call too
         self.acd = acd
         self.voicemail_dir = voicemail_dir
@@ -189,7 +190,7 @@ class CallRouter:
         queues = AcdQueues(svc, record, interaction, arrival.caller_number, self._callback_uri(arrival),
                            self.voicemail_dir, can_survey=lambda name: name in flows.flows)
         services = IvrServices(self.crm, queues, self.prompts, self.notifier.emit,
-                               dial_uri=lambda number: svc.dial_uri("number", number))
+                               dial_uri=lambda number: svc.dial_uri("number", number), speech=self.speech)
         ctx = CallContext(call={"caller_number": arrival.caller_number, "dialed_number": arrival.dialed_number,
                                 "caller_e164": to_e164(arrival.caller_number, self.default_region) or "",
                                 "interaction": interaction})

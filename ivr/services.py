@@ -91,3 +91,4 @@ class IvrServices:
     prompts: Prompts
     emit: Callable[[ev.Event], None]
     dial_uri: Callable[[str], str | None]  # an outside number -> the SIP URI to call it at (None: not allowed)
+    speech: bool = False  # a speech service runs: menus with phrases listen too

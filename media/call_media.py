@@ -65,6 +65,14 @@ class CallMedia:
             timeout = cmd.inter_timeout if st.collect.digits else cmd.first_timeout
             st.collect.timer = self.loop.call_later(timeout, self._collect_timeout, st.call.key)
 
+    def stop_collect(self, st: CallState, cmd: mp.StopCollect) -> None:
+        self._end_collect(st, "stopped")
+
+    def interrupt(self, st: CallState) -> None:
+        """The caller spoke over the prompt (barge-in): stop it as a key would."""
+        if st.player is not None:
+            self._stop_player(st, "interrupted")
+
     def start_capture(self, st: CallState, cmd: mp.StartCapture) -> None:
         self._release_recorder(st, "capture")
         rec = pj.AudioMediaRecorder()

@@ -60,6 +60,7 @@ class CallHandle:
         # In the IVR keys may be typed ahead of the question they answer (a PIN too): single keys
         # are recorded without their value; the answers are (IVR_INPUT, masked when secret).
         self.hide_keys = False
+        self.speaking = False  # the caller began to speak during the current listening
         self._answer_sent = False
         self.hangup_event: mp.HungUp | None = None
         self.ended = asyncio.Event()
@@ -69,6 +70,8 @@ class CallHandle:
     def feed(self, ev: mp.Event) -> None:
         if isinstance(ev, mp.Answered):
             self.answered = True
+        elif isinstance(ev, mp.SpeechStarted):
+            self.speaking = True
         for pred, fut in list(self._waiters):
             if not fut.done() and pred(ev):
                 fut.set_result(ev)
@@ -155,6 +158,29 @@ class CallHandle:
         ev = await self._request(cmd, self._mine(mp.DigitsCollected), None)
         assert isinstance(ev, mp.DigitsCollected)
         return ev
+
+    async def stop_collect(self) -> None:
+        await self.client.send(self.worker_id, mp.StopCollect(self.call_id))
+
+    async def start_listen(self, grammar: list[str], max_seconds: float = 15.0,
+                           barge_in: bool = True) -> asyncio.Future[mp.Event]:
+        """Stream the caller's audio to the speech service; the future is what it heard (SpeechResult),
+        or CallEnded. Its waiter is in place before the command leaves: an answer cannot be missed."""
+        if self.hangup_event is not None:
+            raise CallEnded(self.hangup_event)
+        self.speaking = False
+        fut: asyncio.Future[mp.Event] = asyncio.get_running_loop().create_future()
+        self._waiters.append((self._mine(mp.SpeechResult), fut))
+        fut.add_done_callback(lambda f: self._forget(f))
+        await self.client.send(self.worker_id, mp.Listen(self.call_id, grammar=grammar, max_seconds=max_seconds,
+                                                         barge_in=barge_in))
+        return fut
+
+    def _forget(self, fut: asyncio.Future[mp.Event]) -> None:
+        self._waiters = [w for w in self._waiters if w[1] is not fut]
+
+    async def stop_listen(self) -> None:
+        await self.client.send(self.worker_id, mp.StopListen(self.call_id))
 
     async def bridge(self, other: "CallHandle", timeout: float = 5.0) -> None:
         if other.worker_id != self.worker_id:

@@ -200,6 +200,32 @@ class SendDtmf(Command):
 
 @message
 @dataclass(frozen=True)
+class StopCollect(Command):
+    """End a digit collection now (a spoken answer came first): DigitsCollected, reason stopped."""
+
+    type: ClassVar[str] = "stop_collect"
+
+
+@message
+@dataclass(frozen=True)
+class Listen(Command):
+    """Stream the caller's audio to the speech service, recognizing ``grammar`` (words), until the
+    utterance ends, ``max_seconds`` pass or StopListen. ``barge_in``: speech stops the prompt."""
+
+    type: ClassVar[str] = "listen"
+    grammar: list[str] = field(default_factory=list)
+    max_seconds: float = 15.0
+    barge_in: bool = True
+
+
+@message
+@dataclass(frozen=True)
+class StopListen(Command):
+    type: ClassVar[str] = "stop_listen"
+
+
+@message
+@dataclass(frozen=True)
 class Originate(Command):
     """Call ``uri`` from this worker; ``call_id`` is chosen by the control plane."""
 
@@ -307,6 +333,25 @@ class PromptFinished(Event):
     path: str = ""
     reason: str = ""  # eof | interrupted | stopped | error
     digit: str = ""
+
+
+@message
+@dataclass(frozen=True)
+class SpeechStarted(Event):
+    """The caller began to speak while listening (the prompt was stopped if barge-in was asked)."""
+
+    type: ClassVar[str] = "speech_started"
+
+
+@message
+@dataclass(frozen=True)
+class SpeechResult(Event):
+    """What the speech service recognized: [word, confidence] pairs. ``reason``: final (the
+    utterance ended), timeout (max_seconds), stopped (StopListen), unavailable (no speech service)."""
+
+    type: ClassVar[str] = "speech_result"
+    words: list[list[Any]] = field(default_factory=list)
+    reason: str = "final"
 
 
 @message

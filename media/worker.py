@@ -27,6 +27,7 @@ from media.call_state import CallState, cause_for
 from media.endpoint import EndpointConfig, create_endpoint, probe_max_calls, pump, sip_sockets
 from media.pj_callbacks import Account, Call
 from media.sipuri import clean_text, request_uri, split_name_addr, user_part
+from media.speech_stream import SpeechStreams
 from media.worker_bus import STALLED, WorkerBus
 from media.worker_config import WorkerConfig, parse_args
 
@@ -60,12 +61,14 @@ class Worker:
         self.sip_uri = f"sip:{cfg.host}:{cfg.sip_port}"
         self.media = CallMedia(self.loop, self.calls, self.emit, self._self_ref)
         m = self.media
+        self.speech = SpeechStreams(self.loop, self.calls, self.emit, cfg.speech, m.interrupt)
         self._handlers: dict[type[mp.Command], Callable[[CallState, Any], None]] = {
             mp.Answer: self.cmd_answer, mp.Hangup: self.cmd_hangup, mp.Transfer: self.cmd_transfer,
             mp.Play: m.play, mp.StopPlay: m.stop_play, mp.CollectDigits: m.collect,
             mp.StartCapture: m.start_capture, mp.StopCapture: m.stop_capture, mp.Record: m.record,
             mp.StopRecord: m.stop_record, mp.Bridge: m.bridge, mp.Unbridge: m.unbridge, mp.Mute: m.mute,
-            mp.SendDtmf: m.send_dtmf,
+            mp.SendDtmf: m.send_dtmf, mp.StopCollect: m.stop_collect, mp.Listen: self.speech.listen,
+            mp.StopListen: self.speech.stop_listen,
         }
 
     # ------------------------------------------------------------------ events out
@@ -256,6 +259,7 @@ class Worker:
     def _disconnected(self, st: CallState, code: int, reason: str) -> None:
         key = st.call.key
         self._cancel_timer(st)
+        self.speech.release(st)  # its port goes before the call's media
         self.media.release(st)
         side = st.hangup_side or "remote"
         cause = st.hangup_cause or ("normal_clearing" if st.answered else cause_for(code))

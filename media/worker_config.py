@@ -22,6 +22,7 @@ class WorkerConfig:
     # Behind a front door: only INVITEs from it are taken, and originated legs go through it.
     front_door: str = ""  # host:port
     ack_timeout: float = 4.0  # an answered call whose ACK never comes is hung up after this
+    speech: str = ""  # host:port of the speech service ("" : none, a Listen is answered unavailable)
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[WorkerConfig, str]:
@@ -39,6 +40,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[WorkerConfig, str]:
     ap.add_argument("--heartbeat-ttl", type=float, default=3.0)
     ap.add_argument("--front-door", default="", help="host:port: take calls only from it, originate through it")
     ap.add_argument("--ack-timeout", type=float, default=4.0)
+    ap.add_argument("--speech", default="", help="host:port of the speech service")
     ap.add_argument("--log-level", default="INFO")
     a = ap.parse_args(argv)
     cfg = WorkerConfig(
@@ -54,5 +56,6 @@ def parse_args(argv: list[str] | None = None) -> tuple[WorkerConfig, str]:
         heartbeat_ttl=a.heartbeat_ttl,
         front_door=a.front_door,
         ack_timeout=a.ack_timeout,
+        speech=a.speech,
     )
     return cfg, a.log_level

@@ -169,7 +169,8 @@ class Platform:
 
 
 def write_config(path: Path, *, var_dir: Path, http_port: int, sip_port: int, worker_port: int, rtp_port: int,
-                 front_door: str, workers: int, dialplan: Path, extra: str = "", paths: str = "") -> None:
+                 front_door: str, workers: int, dialplan: Path, extra: str = "", paths: str = "",
+                 speech: str = "off") -> None:
     path.write_text(f"""
 [http]
 host = "127.0.0.1"
@@ -184,6 +185,8 @@ workers = {workers}
 worker_sip_port = {worker_port}
 rtp_port = {rtp_port}
 {extra}
+[speech]
+enabled = "{speech}"
 [paths]
 var_dir = "{var_dir}"
 dialplan = "{dialplan}"
@@ -206,9 +209,11 @@ def worker_ports() -> tuple[int, int]:
 
 def start_platform(stores: Stores, tmp: Path, *, front_door: str = "none", workers: int = 1,
                    dialplan: Path | None = None, extra: str = "", redis_db: int | None = 1,
-                   own_database: bool = False, demo_customers: int = 0, paths: str = "") -> Platform:
+                   own_database: bool = False, demo_customers: int = 0, paths: str = "",
+                   speech: str = "off") -> Platform:
     """``redis_db=None`` / ``own_database``: the platform runs its own embedded Redis / PostgreSQL
-    (under its var/), as `make run` does. ``paths``: more lines of the [paths] section."""
+    (under its var/), as `make run` does. ``paths``: more lines of the [paths] section. ``speech``:
+    the speech service (off unless a test needs it: it loads a 500 MB model)."""
     var_dir = tmp / "var"
     var_dir.mkdir(parents=True, exist_ok=True)
     # Prompts are built once by `make test`; share them instead of regenerating per platform.
@@ -220,7 +225,8 @@ def start_platform(stores: Stores, tmp: Path, *, front_door: str = "none", worke
     cfg = tmp / "callcenter.toml"
     write_config(cfg, var_dir=var_dir, http_port=http_port, sip_port=sip_port, worker_port=worker_port,
                  rtp_port=rtp_port, front_door=front_door, workers=workers,
-                 dialplan=dialplan or ROOT / "sip_config" / "dialplan.toml", extra=extra, paths=paths)
+                 dialplan=dialplan or ROOT / "sip_config" / "dialplan.toml", extra=extra, paths=paths,
+                 speech=speech)
     redis_url = stores.redis_db(redis_db) if redis_db is not None else ""
     if redis_url:
         redis.Redis.from_url(redis_url).flushdb()

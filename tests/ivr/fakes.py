@@ -53,6 +53,9 @@ class FakeCaller(FakeMedia):
         self.answers: list[tuple[str, str]] = []
         self.heard: list[str] = []  # prompts started, by name ("joined/..." for a say)
         self.hang_up_at: str | None = None  # hang up when this prompt starts
+        self.speech_up = True  # a speech service answers Listen
+        self.says: list[tuple[str, list[list[object]]]] = []  # (prompt, words heard) in order
+        self._listening: set[str] = set()
         self._interrupt: dict[str, str] = {}
         self._typeahead: dict[str, str] = {}
         self._collect: dict[str, dict[str, Any]] = {}
@@ -67,6 +70,16 @@ class FakeCaller(FakeMedia):
             self._finish(c.call_id, "stopped")
         elif isinstance(c, mp.CollectDigits) and c.call_id in self.calls:
             self._start_collect(c)
+        elif isinstance(c, mp.StopCollect) and c.call_id in self.calls:
+            self._end_collect(c.call_id, "stopped")
+        elif isinstance(c, mp.Listen) and c.call_id in self.calls:
+            if self.speech_up:
+                self._listening.add(c.call_id)
+            else:
+                self._emit(mp.SpeechResult, c.call_id, words=[], reason="unavailable")
+        elif isinstance(c, mp.StopListen) and c.call_id in self._listening:
+            self._listening.discard(c.call_id)
+            self._emit(mp.SpeechResult, c.call_id, words=[], reason="stopped")
         else:
             super()._act(c)
 
@@ -89,6 +102,15 @@ class FakeCaller(FakeMedia):
         if self.answers and self.answers[0][0] == name:
             keys = self.answers.pop(0)[1]
             loop.call_soon(self.press, c.call_id, keys)
+        elif self.says and self.says[0][0] == name and c.call_id in self._listening:
+            loop.call_soon(self.speak, c.call_id, self.says.pop(0)[1])
+
+    def speak(self, call_id: str, words: list[list[object]]) -> None:
+        """The caller talks over the prompt (barge-in), then the service's answer."""
+        self._emit(mp.SpeechStarted, call_id)
+        self._finish(call_id, "interrupted")
+        self._listening.discard(call_id)
+        self._emit(mp.SpeechResult, call_id, words=words, reason="final")
 
     def _eof(self, call_id: str, seq: int) -> None:
         if self._seq == seq:
@@ -262,7 +284,7 @@ class Harness:
                                         caller_number=caller)
         script = CallScript(handle, self.prompts, self.events.append, "i-1")
         services = IvrServices(self.crm, self.queues, self.prompts, self.events.append,
-                               dial_uri=self.dialable.get)
+                               dial_uri=self.dialable.get, speech=kw.pop("speech", True))
         ctx = CallContext(call={"caller_number": caller, "caller_e164": caller},
                           **({"customer": customer.as_vars()} if customer else {}))
         run = FlowRun(kw.pop("flowset", None) or self.flows(kw.pop("calendars", None)), script, services, ctx, **kw)

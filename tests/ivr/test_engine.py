@@ -426,3 +426,53 @@ async def test_a_hash_after_a_complete_answer_is_not_the_next_answer(h: Harness)
     assert [(e.customer_id, e.how) for e in h.of(ev.CustomerIdentified)] == [(11, "account_pin")]
     assert h.media.heard[:2] == ["enter_account", "enter_pin"]
     assert exit_.reason == "agent"
+
+
+SPEECH = """
+flow: main
+start: ask
+nodes:
+  ask:
+    type: menu
+    prompt: main_menu
+    timeout: 0.05
+    retries: 1
+    choices:
+      - {key: 1, phrases: [네], goto: yes}
+      - {key: 2, phrases: [아니요], goto: no}
+    fallback: bye
+  yes: {type: play, prompt: thanks}
+  no: {type: play, prompt: welcome}
+  bye: {type: hangup}
+"""
+
+
+async def test_a_spoken_answer_barges_in_and_chooses(h: Harness) -> None:
+    h.write("main", SPEECH)
+    h.media.says = [("main_menu", [["아니요", 0.99]])]
+    exit_ = await h.call("main")
+    assert exit_.node == "no" and h.media.heard == ["main_menu", "welcome"]
+    assert [(e.kind, e.value, e.confidence) for e in h.of(ev.IvrInput)] == [("speech", "아니요", 0.99)]
+
+
+async def test_off_menu_or_unsure_speech_is_no_match(h: Harness) -> None:
+    h.write("main", SPEECH)
+    h.media.says = [("main_menu", [["네", 0.99], ["가", 0.99]]), ("main_menu", [["네", 0.80]])]
+    exit_ = await h.call("main")
+    assert [(e.kind, e.value) for e in h.of(ev.IvrNoMatch)] == [("speech", "네 가"), ("speech", "네")]
+    assert exit_.node == "bye"
+
+
+async def test_keys_still_answer_a_speech_menu_and_stop_the_listening(h: Harness) -> None:
+    h.write("main", SPEECH)
+    h.media.answers = [("main_menu", "1")]
+    exit_ = await h.call("main")
+    assert exit_.node == "yes" and [(e.kind, e.value) for e in h.of(ev.IvrInput)] == [("key", "1")]
+    assert not h.media._listening  # StopListen was sent
+
+
+async def test_without_a_speech_service_a_speech_menu_takes_keys(h: Harness) -> None:
+    h.write("main", SPEECH)
+    h.media.speech_up = False
+    h.media.answers = [("main_menu", "2")]
+    assert (await h.call("main")).node == "no"

@@ -14,7 +14,7 @@ or only rings (--ring-only), hangs up after --talk seconds if given, records eac
     python -m tests.sip.phone --port 5094 --agent --register sip:201@127.0.0.1:5060 --password <pw>
 
 With --commands the test drives the call through stdin, a line at a time: ``dtmf 12#`` (RFC 4733),
-``info 12#`` (SIP INFO), ``hangup``.
+``info 12#`` (SIP INFO), ``play <wav>`` (speak it once instead of the tone), ``hangup``.
 """
 
 from __future__ import annotations
@@ -158,6 +158,12 @@ class Phone:
             for key in arg:
                 prm.digits = key
                 self.call.sendDtmf(prm)
+        elif verb == "play":  # speak: this WAV once instead of the tone (then silence)
+            if self.player is not None:
+                self.released.append(self.player)
+            self.player = pj.AudioMediaPlayer()
+            self.player.createPlayer(arg, pj.PJMEDIA_FILE_NO_LOOP)
+            self.player.startTransmit(self.call.getAudioMedia(-1))
         elif verb == "hangup":
             try:
                 self.call.hangup(pj.CallOpParam())

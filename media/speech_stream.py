@@ -1,0 +1,187 @@
+"""Streaming a listening call's audio to the speech service (ivr/speech_service.py) and its answers
+back as media events (Listen → SpeechStarted, SpeechResult).
+
+The call's conference port transmits to a custom pjsua2 port whose ``onFrameReceived`` runs on a
+pjmedia thread: it only copies the 20 ms frame and hands it to the loop (pitfall 6's rule). The
+loop writes frames to one TCP connection per listening; nothing is written to disk. Everything that
+touches pjsua2 runs on the loop thread, and the port is disconnected before the call's media goes
+(pitfall 9).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import pjsua2 as pj
+
+from media import protocol as mp
+from media.call_media import Emit
+from media.call_state import CallState
+
+log = logging.getLogger("media.speech")
+
+CONNECT_TIMEOUT = 1.0
+MAX_QUEUED = 250  # frames (5 s) waiting for a slow connection; older ones are dropped
+
+
+class FramePort(pj.AudioMediaPort):
+    def __init__(self, loop: asyncio.AbstractEventLoop, sink: Callable[[bytes], None]):
+        super().__init__()
+        self._loop = loop
+        self._sink = sink
+
+    def onFrameReceived(self, frame: pj.MediaFrame) -> None:
+        try:
+            if frame.type == pj.PJMEDIA_FRAME_TYPE_AUDIO and frame.size:
+                self._loop.call_soon_threadsafe(self._sink, bytes(frame.buf))
+        except Exception:  # noqa: BLE001 - nothing may escape a pjsua2 callback (pitfall 3)
+            pass
+
+
+class Listening:
+    """One Listen of one call."""
+
+    def __init__(self, streams: SpeechStreams, st: CallState, cmd: mp.Listen):
+        self.streams = streams
+        self.key = st.call.key
+        self.cmd = cmd
+        self.frames: asyncio.Queue[bytes | None] = asyncio.Queue(MAX_QUEUED)
+        self.port: FramePort | None = FramePort(streams.loop, self._frame)
+        fmt = pj.MediaFormatAudio()
+        fmt.type = pj.PJMEDIA_TYPE_AUDIO
+        fmt.init(pj.PJMEDIA_FORMAT_PCM, 8000, 1, 20000, 16)
+        self.port.createPort(f"asr-{self.key}", fmt)
+        st.call.getAudioMedia(-1).startTransmit(self.port)
+        self.done = False
+        self.task = streams.loop.create_task(self._run())
+
+    def _frame(self, pcm: bytes) -> None:
+        if self.done:
+            return
+        if self.frames.full():
+            self.frames.get_nowait()
+        self.frames.put_nowait(pcm)
+
+    async def _run(self) -> None:
+        reason, words = "final", []  # type: tuple[str, list[Any]]
+        try:
+            reason, words = await asyncio.wait_for(self._stream(), self.cmd.max_seconds + CONNECT_TIMEOUT + 2)
+        except TimeoutError:
+            reason = "timeout"
+        except (OSError, ValueError) as exc:
+            log.warning("speech service: %s", exc)
+            reason = "unavailable"
+        finally:
+            self.close()
+        self.streams.emit(mp.SpeechResult, self.key, words=words, reason=reason)
+
+    async def _stream(self) -> tuple[str, list[Any]]:
+        host, port = self.streams.address
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), CONNECT_TIMEOUT)
+        try:
+            writer.write(json.dumps({"grammar": self.cmd.grammar, "rate": 8000}, ensure_ascii=False).encode() + b"\n")
+            pump = asyncio.create_task(self._pump(writer))
+            try:
+                while True:
+                    line = await reader.readline()
+                    if not line:
+                        return "final", []
+                    msg = json.loads(line)
+                    if msg.get("speech"):
+                        self.streams.speech_started(self.key, self.cmd.barge_in)
+                    if msg.get("final"):
+                        return ("timeout" if pump.done() and not msg["words"] else "final"), msg["words"]
+            finally:
+                pump.cancel()
+        finally:
+            writer.close()
+
+    async def _pump(self, writer: asyncio.StreamWriter) -> None:
+        """Frames to the service; at max_seconds (or StopListen) the audio ends: the service answers."""
+        deadline = self.streams.loop.time() + self.cmd.max_seconds
+        while True:
+            left = deadline - self.streams.loop.time()
+            try:
+                pcm = await asyncio.wait_for(self.frames.get(), max(0.0, left))
+            except TimeoutError:
+                pcm = None
+            if pcm is None:
+                with contextlib.suppress(OSError):
+                    writer.write_eof()
+                return
+            writer.write(pcm)
+            await writer.drain()
+
+    def stop(self) -> None:
+        """StopListen: end the audio now (the result that follows is reported as stopped)."""
+        self.done = True
+        self.task.cancel()
+
+    def close(self, st: CallState | None = None) -> None:
+        """Disconnect the port from the call (on the loop thread, before the call's media goes)."""
+        self.done = True
+        port, self.port = self.port, None
+        if port is None:
+            return
+        st = st or self.streams.calls.get(self.key)
+        if st is not None and st.media_ready:
+            with contextlib.suppress(pj.Error):
+                st.call.getAudioMedia(-1).stopTransmit(port)
+        del port
+
+
+class SpeechStreams:
+    def __init__(self, loop: asyncio.AbstractEventLoop, calls: dict[str, CallState], emit: Emit, address: str,
+                 interrupt: Callable[[CallState], None]):
+        self.loop = loop
+        self.calls = calls
+        self.emit = emit
+        host, _, port = address.rpartition(":")
+        self.address = (host, int(port)) if address else ("", 0)
+        self.interrupt = interrupt  # stops the call's prompt (barge-in)
+        self.active: dict[str, Listening] = {}
+
+    def listen(self, st: CallState, cmd: mp.Listen) -> None:
+        self._end(st.call.key)
+        if not self.address[1] or not st.media_ready:
+            self.emit(mp.SpeechResult, st.call.key, words=[], reason="unavailable")
+            return
+        listening = Listening(self, st, cmd)
+        self.active[st.call.key] = listening
+        listening.task.add_done_callback(lambda _t: self._finished(listening))
+
+    def stop_listen(self, st: CallState, cmd: mp.StopListen) -> None:
+        listening = self.active.pop(st.call.key, None)
+        if listening is not None:
+            listening.stop()
+            listening.close(st)
+            self.emit(mp.SpeechResult, st.call.key, words=[], reason="stopped")
+
+    def speech_started(self, key: str, barge_in: bool) -> None:
+        st = self.calls.get(key)
+        if st is None:
+            return
+        if barge_in:
+            self.interrupt(st)
+        self.emit(mp.SpeechStarted, key)
+
+    def release(self, st: CallState) -> None:
+        listening = self.active.pop(st.call.key, None)
+        if listening is not None:
+            listening.stop()
+            listening.close(st)
+
+    def _end(self, key: str) -> None:
+        listening = self.active.pop(key, None)
+        if listening is not None:
+            listening.stop()
+            listening.close()
+
+    def _finished(self, listening: Listening) -> None:
+        if self.active.get(listening.key) is listening:
+            del self.active[listening.key]
