@@ -209,6 +209,7 @@ class PromptPlayed(CallEvent):
     prompt: str
     reason: str  # eof, interrupted, stopped, error
     digit: str = ""
+    started: float = 0.0  # when it began to play (Unix seconds, at the worker; 0: it never did)
 
 
 @event

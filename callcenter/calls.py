@@ -83,7 +83,8 @@ class CallRouter:
             e = ev.DigitsCollected(digits="*" * len(me.digits) if handle.root.masked else me.digits,
                                    reason=me.reason, **base)
         elif isinstance(me, mp.PromptFinished):
-            e = ev.PromptPlayed(prompt=me.path.rsplit("/", 1)[-1], reason=me.reason, digit=me.digit, **base)
+            e = ev.PromptPlayed(prompt=me.path.rsplit("/", 1)[-1], reason=me.reason, digit=me.digit,
+                                started=me.started, **base)
         elif isinstance(me, mp.Bridged):
             e = ev.Bridged(other=me.other_call_id, **base)
         elif isinstance(me, mp.Unbridged):

@@ -4,6 +4,7 @@ method runs on the worker's loop thread; what happens is reported through ``emit
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -44,6 +45,7 @@ class CallMedia:
         player.startTransmit(st.call.getAudioMedia(-1))
         st.player = player
         st.player_path = cmd.path
+        st.player_started = time.time()
         st.interrupt_digits = cmd.interrupt_digits
 
     def stop_play(self, st: CallState, cmd: mp.StopPlay) -> None:
@@ -216,7 +218,8 @@ class CallMedia:
         except pj.Error:
             pass
         del player  # released here, on the loop thread (pitfall 6)
-        self.emit(mp.PromptFinished, st.call.key, path=st.player_path, reason=reason, digit=digit)
+        self.emit(mp.PromptFinished, st.call.key, path=st.player_path, reason=reason, digit=digit,
+                  started=st.player_started)
 
     @staticmethod
     def _release_recorder(st: CallState, attr: str) -> None:

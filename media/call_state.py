@@ -34,6 +34,7 @@ class CallState:
     player: Player | None = None
     player_seq: int = 0
     player_path: str = ""
+    player_started: float = 0.0
     interrupt_digits: str = ""
     pending_play: mp.Play | None = None
     typeahead: str = ""

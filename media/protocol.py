@@ -333,6 +333,7 @@ class PromptFinished(Event):
     path: str = ""
     reason: str = ""  # eof | interrupted | stopped | error
     digit: str = ""
+    started: float = 0.0  # unix time the prompt began to play (0: it never did)
 
 
 @message
