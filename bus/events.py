@@ -653,6 +653,7 @@ class IvrInput(CallEvent):
     kind: str  # key, digits, speech
     value: str
     confidence: float | None = None  # speech: the recognizer's lowest word confidence
+    latency_ms: float | None = None  # speech: from the end of the caller's last word to this answer
 
 
 @event

@@ -36,7 +36,7 @@ SAMPLES: dict[str, Any] = {
     "party_call": "o-77aa0b1c2d3e4f50", "action": "start", "recording": "",
     "flow": "main", "ivr_node": "menu", "node_type": "menu", "value": "2", "confidence": 0.97, "ms": 12.5,
     "attempts": 1, "account": "10000001", "locked_until": None, "number": "T100001", "survey": "after_call",
-    "question": "csat", "answer": 4, "query": "balance", "started": 1764590398.5,
+    "question": "csat", "answer": 4, "query": "balance", "started": 1764590398.5, "latency_ms": 412.0,
 }
 # Most derived first: a queue event is a call event too.
 SECTIONS = ((ev.QueueEvent, "Queue events"), (ev.CallEvent, "Call events"), (ev.AgentEvent, "Agent events"))

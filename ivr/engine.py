@@ -176,7 +176,8 @@ class FlowRun:
                 if await self._retry(n, attempt, n.invalid_prompt):
                     continue
                 return n.fallback
-            self.here(ev.IvrInput, kind=kind, value=value, confidence=confidence)
+            latency = round((time.time() - reply.ended) * 1000, 1) if reply.ended else None
+            self.here(ev.IvrInput, kind=kind, value=value, confidence=confidence, latency_ms=latency)
             if n.var:
                 self.ctx.set(n.var, choice.value or choice.key or choice.phrases[0])
             return choice.goto

@@ -35,6 +35,7 @@ class Reply:
     kind: str  # key, speech, none
     key: str = ""
     words: tuple[tuple[str, float], ...] = ()
+    ended: float = 0.0  # speech: when the caller's last word ended
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,7 @@ class CallScript:
                 await call.stop_collect()
             result = heard.result()
             assert isinstance(result, mp.SpeechResult)
-            return Reply("speech", words=tuple((str(w), float(c)) for w, c in result.words))
+            return Reply("speech", words=tuple((str(w), float(c)) for w, c in result.words), ended=result.ended)
         except TimeoutError:
             await call.stop_listen()
             return Reply("none")

@@ -7,7 +7,8 @@ stream a listening call's audio to it over TCP (no files in between).
 One connection per listening: a first line of JSON ``{"grammar": [words], "rate": 8000}``, then raw
 16-bit mono PCM until the worker closes its side. The service answers JSON lines:
 ``{"speech": true}`` once speech starts (the worker stops the prompt: barge-in), then
-``{"final": true, "words": [[word, confidence], ...]}`` at the end of the utterance (Vosk finds it
+``{"final": true, "words": [[word, confidence], ...], "end": seconds}`` (when the last word ended,
+in seconds of audio since the stream began) at the end of the utterance (Vosk finds it
 in the trailing silence) or when the audio ends. Recognition runs in a thread pool, never on the
 event loop (the binding releases the GIL: threads use every core). A quiet caller is brought up to
 a level the model hears (speech-vosk.md: -20 dBFS loses a quarter of the answers).
@@ -88,9 +89,12 @@ def _peak(pcm: bytes) -> int:
     return max(max(samples), -min(samples)) if samples else 0
 
 
-def _words(result: str) -> list[list[Any]]:
-    body = json.loads(result)
-    return [[w["word"], round(float(w.get("conf", 1.0)), 3)] for w in body.get("result", [])]
+def _final(result: str) -> bytes:
+    """The answer line: the words and when the last one ended (seconds of audio since the start)."""
+    words = json.loads(result).get("result", [])
+    body = {"final": True, "words": [[w["word"], round(float(w.get("conf", 1.0)), 3)] for w in words],
+            "end": round(float(words[-1].get("end", 0.0)), 3) if words else 0.0}
+    return json.dumps(body, ensure_ascii=False).encode() + b"\n"
 
 
 class SpeechService:
@@ -148,14 +152,14 @@ class SpeechService:
                 writer.write(b'{"speech": true}\n')
                 await writer.drain()
             if done is not None:
-                writer.write(json.dumps({"final": True, "words": _words(done)}, ensure_ascii=False).encode() + b"\n")
+                writer.write(_final(done))
                 await writer.drain()
                 return
         rest = level.held  # audio still held back when it ended (a quiet caller's last words)
         if rest:
             await loop.run_in_executor(self.pool, _feed, rec, rest, False)
         final = await loop.run_in_executor(self.pool, rec.FinalResult)
-        writer.write(json.dumps({"final": True, "words": _words(final)}, ensure_ascii=False).encode() + b"\n")
+        writer.write(_final(final))
         await writer.drain()
 
 

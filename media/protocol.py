@@ -353,6 +353,7 @@ class SpeechResult(Event):
     type: ClassVar[str] = "speech_result"
     words: list[list[Any]] = field(default_factory=list)
     reason: str = "final"
+    ended: float = 0.0  # unix time the caller's last word ended (0: no words)
 
 
 @message

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -58,6 +59,8 @@ class Listening:
         self.port.createPort(f"asr-{self.key}", fmt)
         st.call.getAudioMedia(-1).startTransmit(self.port)
         self.done = False
+        self.began = time.time()  # the port hears the call in real time from here
+        self.ended = 0.0  # when the caller's last word ended (wall clock)
         self.task = streams.loop.create_task(self._run())
 
     def _frame(self, pcm: bytes) -> None:
@@ -78,7 +81,7 @@ class Listening:
             reason = "unavailable"
         finally:
             self.close()
-        self.streams.emit(mp.SpeechResult, self.key, words=words, reason=reason)
+        self.streams.emit(mp.SpeechResult, self.key, words=words, reason=reason, ended=self.ended)
 
     async def _stream(self) -> tuple[str, list[Any]]:
         host, port = self.streams.address
@@ -95,6 +98,8 @@ class Listening:
                     if msg.get("speech"):
                         self.streams.speech_started(self.key, self.cmd.barge_in)
                     if msg.get("final"):
+                        if msg.get("end"):
+                            self.ended = self.began + float(msg["end"])
                         return ("timeout" if pump.done() and not msg["words"] else "final"), msg["words"]
             finally:
                 pump.cancel()

@@ -262,7 +262,7 @@ async def test_a_spoken_yes_barges_in_and_reports_the_fault(speaking: Platform, 
     row, events = await record(pool, stream.interaction)
     spoken = [e for e in events if e["event"] == "IVR_INPUT" and e["kind"] == "speech"]
     assert [(e["ivr_node"], e["value"]) for e in spoken] == [("fault_confirm", "네")]
-    assert spoken[0]["confidence"] >= 0.95
+    assert spoken[0]["confidence"] >= 0.95 and 0 < spoken[0]["latency_ms"] < 3000  # end of speech to answer
     confirm = [e for e in events if e["event"] == "PROMPT" and e["prompt"] == "ivr_fault_confirm.wav"]
     assert confirm[0]["reason"] == "interrupted" and confirm[0]["digit"] == ""  # stopped by speech, not a key
     assert any(e["event"] == "TICKET" for e in events)
