@@ -8,7 +8,7 @@ import contextlib
 import time
 from pathlib import Path
 
-from acd.queue_call import QueueResult, Record, run_queue
+from acd.queue_call import QueueResult, Record, run_queue, script
 from acd.services import QueueServices
 from bus import events as ev
 from media.client import CallEnded, CallHandle
@@ -45,7 +45,7 @@ async def queue_flow(call: CallHandle, svc: QueueServices, queue: str, record: R
             if ov.kind == "voicemail":
                 await voicemail(call, svc, record, queue, voicemail_dir, voicemail_seconds, voicemail_prompt)
             else:
-                await call.play(svc.prompts.path(goodbye_prompt), interrupt_digits="", answer=True)
+                await script(call, svc, record).play(goodbye_prompt)
             await call.hangup()
         return result
 
@@ -53,7 +53,7 @@ async def queue_flow(call: CallHandle, svc: QueueServices, queue: str, record: R
 async def voicemail(call: CallHandle, svc: QueueServices, record: Record, queue: str, folder: Path,
                     seconds: float, prompt: str) -> None:
     """The caller leaves a message: recorded until # , hang-up, or ``seconds``."""
-    await call.play(svc.prompts.path(prompt), interrupt_digits="", answer=True)
+    await script(call, svc, record).play(prompt)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{call.call_id}.wav"
     started = time.time()

@@ -26,6 +26,7 @@ from acd.services import QueueServices
 from bus import commands as cmd
 from bus import events as ev
 from bus.redis import REDIS_DOWN
+from ivr.script import CallScript
 from media.client import CallEnded, CallHandle, OriginateFailed
 
 log = logging.getLogger("acd.queue_call")
@@ -85,7 +86,7 @@ async def run_queue(call: CallHandle, svc: QueueServices, queue: str, record: Re
         position = await svc.waiting.enqueue(queue, call.call_id, priority, now)
         record.emit(ev.EnterQueue(interaction=record.interaction, queue=queue, at=now, position=position,
                                   priority=priority, skills=skills or {}))
-        await call.start_play(svc.prompts.path(settings.hold_prompt), loop=True)
+        await script(call, svc, record).music(settings.hold_prompt)
         await svc.distributor.decide_for(queue, call.call_id, settings)
         return await _wait_loop(w, offers)
     except CallEnded:
@@ -199,8 +200,7 @@ async def _request_callback(w: _Wait, cause: str) -> QueueResult | None:
     w.record.emit(ev.CallbackRequested(interaction=w.record.interaction, queue=w.queue, position=position,
                                        wait=round(time.time() - w.enqueued_at, 3), uri=w.callback_uri, cause=cause))
     with contextlib.suppress(CallEnded):
-        await w.call.stop_play()
-        await w.call.play(w.svc.prompts.path(CALLBACK_CONFIRM_PROMPT), interrupt_digits="")
+        await script(w.call, w.svc, w.record).play(CALLBACK_CONFIRM_PROMPT)  # in place of the hold music
         await w.call.hangup()
     return QueueResult("callback")
 
@@ -223,10 +223,15 @@ async def request_callback(call: CallHandle, svc: QueueServices, queue: str, rec
     record.emit(ev.CallbackRequested(interaction=record.interaction, queue=queue, position=position, wait=0.0,
                                      uri=callback_uri, cause="ivr"))
     with contextlib.suppress(CallEnded):
-        await call.play(svc.prompts.path(prompt), interrupt_digits="", answer=True)
+        await script(call, svc, record).play(prompt)
         await call.hangup()
     await svc.distributor.decide_for(queue, call.call_id, settings)
     return True
+
+
+def script(call: CallHandle, svc: QueueServices, record: Record) -> CallScript:
+    """The call-script API (ivr/script.py) on a queued call: its prompts, its interaction's events."""
+    return CallScript(call, svc.prompts, record.emit, record.interaction)
 
 
 async def _all_logged_out(w: _Wait) -> bool:
@@ -251,12 +256,11 @@ async def _announce(w: _Wait) -> None:
         text += " Your expected wait is less than a minute."
     elif minutes is not None:
         text += f" Your expected wait is about {minutes} minute{'s' if minutes > 1 else ''}."
-    path = await asyncio.to_thread(w.svc.prompts.spoken, text)
     w.record.emit(ev.Announce(interaction=w.record.interaction, queue=w.queue, position=position,
                               ewt_minutes=minutes))
-    await w.call.stop_play()
-    await w.call.play(path, interrupt_digits="")
-    await w.call.start_play(w.svc.prompts.path(w.settings.hold_prompt), loop=True)
+    s = script(w.call, w.svc, w.record)
+    await s.speak(text)  # in place of the hold music, which comes back after it
+    await s.music(w.settings.hold_prompt)
 
 
 async def _release_all(w: _Wait, offer: Offer) -> None:

@@ -5,23 +5,18 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from acd.agent_store import AgentStore
 from acd.directory import Directory
 from acd.distributor import Distributor
 from acd.offers import OfferBus
 from acd.waiting import Waiting
+from ivr.services import Prompts
 from media.client import CallHandle
 
 if TYPE_CHECKING:
     from acd.conversation import Record
-
-
-class Prompts(Protocol):
-    def path(self, name: str) -> str: ...
-
-    def spoken(self, text: str) -> str: ...
 
 
 @dataclass

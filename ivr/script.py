@@ -66,6 +66,10 @@ class CallScript:
     async def play_file(self, path: str, interrupt: bool = False) -> None:
         await self.call.play(path, interrupt_digits=ALL_KEYS if interrupt else "", answer=True)
 
+    async def music(self, prompt: str) -> None:
+        """A prompt in a loop (hold music) until something else plays; returns at once."""
+        await self.call.start_play(self.prompts.path(prompt), loop=True, answer=True)
+
     async def speak(self, text: str, interrupt: bool = False) -> None:
         """A text known only now, in the prompts' voice (made once, then kept; off the event loop)."""
         await self.play_file(await asyncio.to_thread(self.prompts.spoken, text), interrupt)

@@ -19,7 +19,7 @@ import pytest
 from callcenter import demo_data
 from callcenter.crm import hash_pin
 from tests.conftest import ROOT, Platform, Stores, dtmf_keys, require, reset_acd, sipp, start_platform
-from tests.sip.contact_center import queue
+from tests.sip.contact_center import queue, status
 from tests.sip.ivr_driver import Stream, nodes, prompts, record
 from tests.sip.phones import command, phone, result
 
@@ -27,6 +27,14 @@ PHONE_PORT = 18700 + (os.getpid() % 40) * 4
 HOTLINE = "400"
 ANN, FAMILY = "+15550100001", "+15550100002"  # demo_data.IVR_CALLERS
 SIPP_ACCOUNT, SIPP_PIN = "13572468", "9157"
+AGENT_PORT = PHONE_PORT + 3
+SURVEY_ROUTE = '\n[[route]]\nnumber = "499"\nname = "care"\naction = "flow"\nflow = "survey_call"\n'
+SURVEY_CALL = """flow: survey_call
+start: who
+nodes:
+  who: {type: identify, next: care, failed: care}
+  care: {type: queue, queue: care, intent: care}
+"""
 
 
 def _callers(stores: Stores) -> None:
@@ -51,13 +59,22 @@ def platform(stores: Stores, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     tmp = tmp_path_factory.mktemp("ivr")
     flows = tmp / "ivr"
     shutil.copytree(ROOT / "sip_config" / "ivr", flows)
+    (flows / "survey_call.yaml").write_text(SURVEY_CALL)
+    plan = tmp / "dialplan.toml"
+    plan.write_text((ROOT / "sip_config" / "dialplan.toml").read_text() + SURVEY_ROUTE)
     (tmp / "calendars.yaml").write_text('calendars:\n  hotline:\n    timezone: UTC\n    hours: {mon-sun: "24h"}\n')
 
     _callers(stores)
     reset_acd(stores)
-    p = start_platform(stores, tmp, redis_db=11, paths=f'ivr = "{flows}"\ncalendars = "{tmp / "calendars.yaml"}"')
+    p = start_platform(stores, tmp, redis_db=11, dialplan=plan,
+                       paths=f'ivr = "{flows}"\ncalendars = "{tmp / "calendars.yaml"}"')
     queue(p, "support")  # nobody logged in: a caller for an agent hears "unavailable"
     queue(p, "billing")
+    queue(p, "care", survey="survey", no_agents="wait")  # sam answers; the survey follows his hang-up
+    st, out = p.send("POST", "/api/agents", {"login": "sam", "name": "Sam",
+                                             "sip_uri": f"sip:sam@127.0.0.1:{AGENT_PORT}"})
+    assert st == 201, out
+    assert p.send("PUT", "/api/queues/care/members", {"members": [{"agent": "sam"}]})[0] == 200
     yield p
     assert p.stop() == 0
 
@@ -295,3 +312,31 @@ async def _event(stream: Stream, name: str, timeout: float = 20) -> None:
             return
         await stream._read()
     raise AssertionError(f"no {name}: {stream.summary()}")
+
+
+async def test_the_survey_after_the_agent_hangs_up_keeps_each_answer(platform: Platform, pool: asyncpg.Pool,
+                                                                     tmp_path: Path) -> None:
+    sam = phone("--port", str(AGENT_PORT), "--agent", "--tone", "1000", "--talk", "2", "--seconds", "40")
+    status(platform, "sam", "available")
+    try:
+        async with Stream(platform.redis_url, ANN) as stream:
+            p = phone("--port", str(PHONE_PORT), "--call", f"sip:499@127.0.0.1:{platform.sip_port}", "--user", ANN,
+                      "--tone", "450", "--commands", "--seconds", "40")
+            await stream.node("ask")  # the survey flow, after sam hung up
+            command(p, "dtmf 49#")  # satisfaction 4, recommend 9 (typed ahead of its question)
+            out = await asyncio.to_thread(result, p)
+        assert out["far_end_hung_up"]
+    finally:
+        status(platform, "sam", "logged_out")
+        sam.kill()
+        sam.wait()
+    row, events = await record(pool, stream.interaction)
+    ann = await pool.fetchval("SELECT customer_id FROM customer_phones WHERE e164 = $1", ANN)
+    sam_id = await pool.fetchval("SELECT id FROM agents WHERE login = 'sam'")
+    names = [e["event"] for e in events]
+    assert names.index("COMPLETEAGENT") < names.index("SURVEY")  # the agent hung up, the caller stayed
+    answers = await pool.fetch("SELECT question, answer, customer_id, agent_id, queue FROM survey_answers "
+                               "WHERE interaction_id = $1 ORDER BY at", stream.interaction)
+    assert [tuple(a) for a in answers] == [("csat", 4, ann, sam_id, "care"), ("nps", 9, ann, sam_id, "care")]
+    assert row["ivr_exit"] == "agent" and row["agent_id"] == sam_id
+    assert prompts(events)[-3:] == ["survey_csat", "survey_nps", "survey_thanks"]
