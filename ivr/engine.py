@@ -342,18 +342,16 @@ class FlowRun:
         about = self.ctx.get("survey") or {}
         customer = self.ctx.get("customer.id")
         for q in n.questions:
-            width = len(str(q.max))
             for attempt in range(1, n.retries + 2):
-                ans = await self.script.ask(q.prompt, width, n.timeout, inter_timeout=2.0, terminator="#")
-                value = int(ans.digits) if ans.digits.isdigit() else None
+                value, given, how = await self._answer(n, q)
                 if value is not None and q.min <= value <= q.max:
                     self.emit(ev.SurveyAnswer(interaction=self.interaction, survey=n.name, question=q.name,
-                                              answer=value, queue=str(about.get("queue", "")),
+                                              answer=value, how=how, queue=str(about.get("queue", "")),
                                               agent_id=about.get("agent_id"),
                                               customer_id=int(customer) if customer is not None else None))
                     break
-                if ans.digits:
-                    self.here(ev.IvrNoMatch, attempt=attempt, kind="key", value=ans.digits)
+                if given:
+                    self.here(ev.IvrNoMatch, attempt=attempt, kind=how, value=given)
                 else:
                     self.here(ev.IvrNoInput, attempt=attempt)
                 if attempt <= n.retries and n.invalid_prompt:
@@ -361,6 +359,21 @@ class FlowRun:
         if n.thanks_prompt:
             await self.script.play(n.thanks_prompt)
         return n.next
+
+    async def _answer(self, n: fm.Survey, q: fm.Question) -> tuple[int | None, str, str]:
+        """One answer to a question, by key (10 is two keys, or # after one) or by voice (its phrases):
+        the score, what was given, and how."""
+        width = len(str(q.max))
+        if q.phrases and self.svc.speech:
+            reply = await self.script.ask_or_listen(q.prompt, grammar(list(q.phrases)), n.timeout, max_digits=width,
+                                                    terminator="#")
+            if reply.kind == "speech":
+                heard = match(reply.words, list(q.phrases))
+                return (q.phrases[heard.phrase] if heard.phrase else None), heard.text, "speech"
+            digits = reply.key
+        else:
+            digits = (await self.script.ask(q.prompt, width, n.timeout, inter_timeout=2.0, terminator="#")).digits
+        return (int(digits) if digits.isdigit() else None), digits, "key"
 
     async def _subflow(self, n: fm.SubFlow) -> str | Exit | None:
         here = (self.flow, self.node)

@@ -112,7 +112,8 @@ class CallScript:
         self._full = got.reason == "max"
         return Answer(got.digits, got.reason)
 
-    async def ask_or_listen(self, prompt: str, grammar: list[str], timeout: float) -> Reply:
+    async def ask_or_listen(self, prompt: str, grammar: list[str], timeout: float, max_digits: int = 1,
+                            terminator: str = "") -> Reply:
         """A menu that takes a key or speech, whichever comes first. Listening starts before the
         prompt, which the caller's speech stops (barge-in); once the prompt is over the caller has
         ``timeout`` for a key or the start of speech, and then SPEECH_END to finish speaking."""
@@ -121,7 +122,8 @@ class CallScript:
         keys: asyncio.Task[mp.DigitsCollected] | None = None
         try:
             await self.play(prompt, interrupt=True)
-            keys = asyncio.ensure_future(call.collect(1, first_timeout=timeout, inter_timeout=timeout, terminators=""))
+            keys = asyncio.ensure_future(call.collect(max_digits, first_timeout=timeout,
+                                                      inter_timeout=min(timeout, 3.0), terminators=terminator))
             waits: set[asyncio.Future[Any]] = {keys, heard}
             done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
             if heard in done and _unheard(heard):  # no speech service: keys only

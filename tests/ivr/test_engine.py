@@ -476,3 +476,19 @@ async def test_without_a_speech_service_a_speech_menu_takes_keys(h: Harness) -> 
     h.media.speech_up = False
     h.media.answers = [("main_menu", "2")]
     assert (await h.call("main")).node == "no"
+
+
+async def test_a_survey_question_answered_by_voice(h: Harness) -> None:
+    h.write("main", """
+flow: main
+start: s
+nodes:
+  s:
+    type: survey
+    name: after_call
+    questions:
+      - {name: csat, prompt: csat, min: 1, max: 5, phrases: {네: 5, 아니요: 1}}
+""")
+    h.media.says = [("csat", [["네", 0.99]])]
+    await h.call("main")
+    assert [(a.question, a.answer, a.how) for a in h.of(ev.SurveyAnswer)] == [("csat", 5, "speech")]
