@@ -340,3 +340,48 @@ async def test_the_survey_after_the_agent_hangs_up_keeps_each_answer(platform: P
     assert [tuple(a) for a in answers] == [("csat", 4, ann, sam_id, "care"), ("nps", 9, ann, sam_id, "care")]
     assert row["ivr_exit"] == "agent" and row["agent_id"] == sam_id
     assert prompts(events)[-3:] == ["survey_csat", "survey_nps", "survey_thanks"]
+
+
+def _speech(p: Platform) -> tuple[int, int] | None:
+    """The platform's speech service: its pid and port."""
+    import psutil
+
+    for c in psutil.Process(p.proc.pid).children(recursive=True):
+        cmd = c.cmdline()
+        if "ivr.speech_service" in cmd:
+            return c.pid, int(cmd[cmd.index("--port") + 1])
+    return None
+
+
+async def _serving(port: int) -> bool:
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return False
+    writer.close()
+    return True
+
+
+async def test_a_dead_speech_service_leaves_keys_and_is_restarted(speaking: Platform, pool: asyncpg.Pool) -> None:
+    before = _speech(speaking)
+    assert before is not None
+    os.kill(before[0], signal.SIGKILL)
+    async with Stream(speaking.redis_url, ANN) as stream:
+        p = _caller(ANN, PHONE_PORT + 2, speaking)
+        await stream.node("menu")
+        command(p, "dtmf 3")
+        await stream.node("fault_confirm")
+        command(p, "dtmf 1")  # the menu still takes keys while the service is away
+        await stream.node("fault")
+        command(p, "hangup")
+        await asyncio.to_thread(result, p)
+    for _ in range(300):  # back with its model loaded (restarted with back-off), for the next callers
+        now = _speech(speaking)
+        if now is not None and now[0] != before[0] and await _serving(now[1]):
+            break
+        await asyncio.sleep(0.2)
+    else:
+        raise AssertionError("the speech service was not restarted")
+    _, events = await record(pool, stream.interaction)
+    assert ("fault_confirm", "key", "1") in [(e["ivr_node"], e["kind"], e["value"]) for e in events
+                                             if e["event"] == "IVR_INPUT"]
