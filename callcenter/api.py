@@ -26,6 +26,7 @@ from callcenter.flow_library import FlowLibrary
 from callcenter.frontdoor import FrontDoor
 from callcenter.http_guard import PRINCIPAL, access, check_routes, error, errors, http_error, time_limit
 from callcenter.openapi import UUID, describe
+from callcenter.speech_proc import SpeechProcess
 from callcenter.supervisor import Supervisor
 from callcenter.webhooks import WebhookSender
 
@@ -51,6 +52,7 @@ class Services:
     socket: CtiSocket | None = None  # live events over socket.io (callcenter/cti_socket.py)
     webhooks: WebhookSender | None = None  # webhook deliveries (callcenter/webhooks.py)
     flows: FlowLibrary | None = None  # the IVR's flows (callcenter/flow_library.py)
+    speech: SpeechProcess | None = None  # the node's speech service, when it runs one
 
 
 SERVICES: web.AppKey[Services] = web.AppKey("services", Services)
@@ -118,6 +120,8 @@ async def healthz(request: web.Request) -> web.Response:
         checks["events"] = s.events()
     if s.webhooks is not None:
         checks["webhooks"] = {"ok": True, **s.webhooks.status()}
+    if s.speech is not None:  # while it is down (or loading its model) IVR menus take keys only
+        checks["speech"] = {"ok": s.speech.up, "address": s.speech.address, "model": s.speech.model}
     if s.supervisor is not None:
         workers = await s.supervisor.status()
         up = sum(1 for w in workers if w["up"])

@@ -19,9 +19,11 @@ from callcenter.commands import CallControl
 from callcenter.config import Config, ConfigError
 from callcenter.cti_socket import CtiSocket
 from callcenter.db import create_pool
+from callcenter.dialplan import load_dialplan
 from callcenter.event_bus import EventBus
+from callcenter.flow_library import FlowLibrary
 from callcenter.nodes import node_id
-from callcenter.notices import API_KEYS, Notices
+from callcenter.notices import API_KEYS, IVR_FLOWS, Notices
 from callcenter.prompts import load_prompts
 from callcenter.tasks import Loops
 from callcenter.webhooks import webhook_sender
@@ -33,6 +35,10 @@ async def run_api_node(cfg: Config, *, ready: asyncio.Event | None = None, stop:
     if not cfg.database.url or not cfg.redis.url:
         raise ConfigError("callcenter api joins a running platform: set DATABASE_URL and REDIS_URL to its stores")
     prompts = load_prompts(cfg.path(cfg.paths.prompts), cfg.var_dir / "prompts")
+    plan = load_dialplan(cfg.path(cfg.paths.dialplan), set(prompts.texts))
+    # The flows too: this node lists them, and checks a reload before it tells the nodes that run calls.
+    library = FlowLibrary(cfg.path(cfg.paths.ivr), cfg.path(cfg.paths.calendars), set(prompts.texts),
+                          plan.flows_used)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -52,10 +58,11 @@ async def run_api_node(cfg: Config, *, ready: asyncio.Event | None = None, stop:
     loops.start("socketio.groups", socket.keep_groups)
     notices = Notices(pool)
     notices.on(API_KEYS, keys.forget)
+    notices.on(IVR_FLOWS, library.reload_soon)
     loops.start("postgres.notices", notices.run)
     services = api.Services(pool, redis, None, None, AgentStore(redis, node), Directory(redis), cfg.sip.realm,
                             prompts=frozenset(prompts.texts), loops=loops.status, notifier=events.notifier,
-                            events=events.status, control=control, socket=socket, webhooks=hooks)
+                            events=events.status, control=control, socket=socket, webhooks=hooks, flows=library)
     app = api.make_app(services, [keys], cfg.http.request_timeout, tuple(cfg.http.allowed_origins))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

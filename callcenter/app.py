@@ -216,7 +216,7 @@ async def run(cfg: Config, *, demo_customers: int = 200, ready: asyncio.Event | 
                                 credentials.changed if credentials is not None else None, frozenset(prompts.texts),
                                 loops=lambda: [*transport.status(), *loops.status()], redis_server=ends.redis_server,
                                 notifier=events.notifier, events=events.status, control=control, webhooks=hooks,
-                                flows=library)
+                                flows=library, speech=speech)
         keys = auth.ApiKeys(pool)
         socket = CtiSocket(ends.redis_url, redis, keys, acd.node, control=control, pool=pool)
         loops.start("events.socketio", socket.read)

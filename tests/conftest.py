@@ -28,6 +28,8 @@ import redis.asyncio as aioredis
 from callcenter.auth import SCOPES, create_key
 from callcenter.db import migrate
 from callcenter.embedded import EmbeddedPostgres, EmbeddedRedis, free_port, with_database
+from callcenter.flow_library import FlowLibrary
+from callcenter.prompts import load_prompts
 
 ROOT = Path(__file__).resolve().parent.parent
 SIPP_SHARE = Path("/usr/share/sip-tester")
@@ -103,6 +105,13 @@ async def pool(stores: Stores) -> AsyncIterator[asyncpg.Pool]:
     assert p is not None
     yield p
     await p.close()
+
+
+def shipped_flows(tmp: Path) -> FlowLibrary:
+    """The IVR flows of sip_config/ (an API's flow routes serve them)."""
+    prompts = load_prompts(ROOT / "sip_config" / "prompts.toml", tmp)
+    return FlowLibrary(ROOT / "sip_config" / "ivr", ROOT / "sip_config" / "calendars.yaml", set(prompts.texts),
+                       lambda: set())
 
 
 def require(tool: str) -> None:

@@ -24,7 +24,7 @@ from callcenter import api
 from callcenter.auth import ApiKeys
 from callcenter.commands import CallControl
 from callcenter.event_bus import EventBus
-from tests.conftest import Stores, fresh_redis
+from tests.conftest import Stores, fresh_redis, shipped_flows
 
 # Field names of the request models, so that many bodies get past the first check.
 FIELDS = ["name", "settings", "members", "agent", "penalty", "login", "extension", "sip_uri", "status", "reason",
@@ -50,7 +50,8 @@ async def client(stores: Stores, pool: asyncpg.Pool, tmp_path_factory: pytest.Te
     async with fresh_redis(stores, 8) as r:
         bus = EventBus("fuzz-node", r, pool, tmp_path_factory.mktemp("spool"), pause=0.0)
         control = CallControl(r, bus.sessions, None, bus.notifier, timeout=1.0)
-        app = api.make_app(api.Services(pool, r, None, None, notifier=bus.notifier, control=control),
+        app = api.make_app(api.Services(pool, r, None, None, notifier=bus.notifier, control=control,
+                                        flows=shipped_flows(tmp_path_factory.mktemp("flows"))),
                            [ApiKeys(pool)], request_timeout=5)
         c = TestClient(TestServer(app))
         await c.start_server()

@@ -24,7 +24,7 @@ from callcenter.commands import CallControl
 from callcenter.embedded import free_port
 from callcenter.event_bus import EventBus
 from callcenter.prompts import load_prompts
-from tests.conftest import ROOT, Stores, fresh_redis
+from tests.conftest import ROOT, Stores, fresh_redis, shipped_flows
 
 TABLES = ("queues", "agents", "skills", "webhooks", "api_keys", "queue_members", "agent_skills")
 
@@ -37,7 +37,9 @@ async def client(stores: Stores, pool: asyncpg.Pool, tmp_path_factory: pytest.Te
         control = CallControl(r, bus.sessions, None, bus.notifier, timeout=1.0)
         prompts = load_prompts(ROOT / "sip_config" / "prompts.toml", tmp_path_factory.mktemp("prompts"))
         app = api.make_app(api.Services(pool, r, None, None, notifier=bus.notifier, control=control,
-                                        prompts=frozenset(prompts.texts)), [ApiKeys(pool)], request_timeout=5)
+                                        prompts=frozenset(prompts.texts),
+                                        flows=shipped_flows(tmp_path_factory.mktemp("flows"))),
+                           [ApiKeys(pool)], request_timeout=5)
         c = TestClient(TestServer(app, host="127.0.0.1", port=free_port()))
         await c.start_server()
         yield c

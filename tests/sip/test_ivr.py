@@ -10,7 +10,7 @@ import os
 import shutil
 import signal
 import subprocess
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -79,16 +79,30 @@ def platform(stores: Stores, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     assert p.stop() == 0
 
 
+PHONES: list[subprocess.Popen[str]] = []  # the test's phones: a failed test's are killed, not left on their port
+
+
 @pytest.fixture(autouse=True)
-async def unlocked(pool: asyncpg.Pool) -> None:
+async def unlocked(pool: asyncpg.Pool) -> AsyncIterator[None]:
     await pool.execute("UPDATE accounts SET pin_failures = 0, phone_locked_until = NULL WHERE number LIKE '1000000_'")
+    yield
+    while PHONES:
+        left = PHONES.pop()
+        if left.poll() is None:
+            left.kill()
+            left.wait()
 
 
-def _caller(caller: str, port: int, platform: Platform, seconds: float = 40) -> "phone":  # type: ignore[valid-type]
+def _caller(caller: str, port: int, platform: Platform, seconds: float = 40) -> subprocess.Popen[str]:
     # A tone keeps the phone's RTP flowing: with nothing to send it sends no RTP, its RFC 4733 keys
     # included (media-pjsua2.md, pitfall 8).
-    return phone("--port", str(port), "--call", f"sip:{HOTLINE}@127.0.0.1:{platform.sip_port}", "--user", caller,
-                 "--tone", "450", "--commands", "--seconds", str(seconds))
+    return _kept(phone("--port", str(port), "--call", f"sip:{HOTLINE}@127.0.0.1:{platform.sip_port}", "--user", caller,
+                 "--tone", "450", "--commands", "--seconds", str(seconds)))
+
+
+def _kept(p: subprocess.Popen[str]) -> subprocess.Popen[str]:
+    PHONES.append(p)
+    return p
 
 
 async def test_sipp_unknown_caller_identifies_with_account_and_pin_and_reports_a_fault(
@@ -316,12 +330,12 @@ async def _event(stream: Stream, name: str, timeout: float = 20) -> None:
 
 async def test_the_survey_after_the_agent_hangs_up_keeps_each_answer(platform: Platform, pool: asyncpg.Pool,
                                                                      tmp_path: Path) -> None:
-    sam = phone("--port", str(AGENT_PORT), "--agent", "--tone", "1000", "--talk", "2", "--seconds", "40")
+    sam = _kept(phone("--port", str(AGENT_PORT), "--agent", "--tone", "1000", "--talk", "2", "--seconds", "40"))
     status(platform, "sam", "available")
     try:
         async with Stream(platform.redis_url, ANN) as stream:
-            p = phone("--port", str(PHONE_PORT), "--call", f"sip:499@127.0.0.1:{platform.sip_port}", "--user", ANN,
-                      "--tone", "450", "--commands", "--seconds", "40")
+            p = _kept(phone("--port", str(PHONE_PORT), "--call", f"sip:499@127.0.0.1:{platform.sip_port}", "--user",
+                            ANN, "--tone", "450", "--commands", "--seconds", "40"))
             await stream.node("ask")  # the survey flow, after sam hung up
             command(p, "dtmf 49#")  # satisfaction 4, recommend 9 (typed ahead of its question)
             out = await asyncio.to_thread(result, p)
