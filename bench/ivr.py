@@ -49,7 +49,7 @@ SIPP_SHARE = Path("/usr/share/sip-tester")
 FLOWS = {
     "bench_speech": """flow: bench_speech
 start: ask
-max_steps: 100000
+max_steps: 10000
 nodes:
   ask:
     type: menu
@@ -64,7 +64,7 @@ nodes:
 """,
     "bench_keys": """flow: bench_keys
 start: menu
-max_steps: 100000
+max_steps: 10000
 nodes:
   menu:
     type: menu
