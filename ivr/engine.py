@@ -26,6 +26,7 @@ from ivr.say import SayError
 from ivr.script import CallScript, Reply
 from ivr.services import IvrServices, LookupFailed
 from ivr.speech_match import grammar, match
+from ivr.survey import survey
 from media.client import CallEnded, MediaError, OriginateFailed, first_ended
 
 log = logging.getLogger("ivr.engine")
@@ -339,41 +340,8 @@ class FlowRun:
         return Exit("transfer", self.flow, self.node)
 
     async def _survey(self, n: fm.Survey) -> str | None:
-        about = self.ctx.get("survey") or {}
-        customer = self.ctx.get("customer.id")
-        for q in n.questions:
-            for attempt in range(1, n.retries + 2):
-                value, given, how = await self._answer(n, q)
-                if value is not None and q.min <= value <= q.max:
-                    self.emit(ev.SurveyAnswer(interaction=self.interaction, survey=n.name, question=q.name,
-                                              answer=value, how=how, queue=str(about.get("queue", "")),
-                                              agent_id=about.get("agent_id"),
-                                              customer_id=int(customer) if customer is not None else None))
-                    break
-                if given:
-                    self.here(ev.IvrNoMatch, attempt=attempt, kind=how, value=given)
-                else:
-                    self.here(ev.IvrNoInput, attempt=attempt)
-                if attempt <= n.retries and n.invalid_prompt:
-                    await self.script.play(n.invalid_prompt, interrupt=True)
-        if n.thanks_prompt:
-            await self.script.play(n.thanks_prompt)
+        await survey(self, n)
         return n.next
-
-    async def _answer(self, n: fm.Survey, q: fm.Question) -> tuple[int | None, str, str]:
-        """One answer to a question, by key (10 is two keys, or # after one) or by voice (its phrases):
-        the score, what was given, and how."""
-        width = len(str(q.max))
-        if q.phrases and self.svc.speech:
-            reply = await self.script.ask_or_listen(q.prompt, grammar(list(q.phrases)), n.timeout, max_digits=width,
-                                                    terminator="#")
-            if reply.kind == "speech":
-                heard = match(reply.words, list(q.phrases))
-                return (q.phrases[heard.phrase] if heard.phrase else None), heard.text, "speech"
-            digits = reply.key
-        else:
-            digits = (await self.script.ask(q.prompt, width, n.timeout, inter_timeout=2.0, terminator="#")).digits
-        return (int(digits) if digits.isdigit() else None), digits, "key"
 
     async def _subflow(self, n: fm.SubFlow) -> str | Exit | None:
         here = (self.flow, self.node)
