@@ -118,6 +118,7 @@ class CallScript:
         prompt, which the caller's speech stops (barge-in); once the prompt is over the caller has
         ``timeout`` for a key or the start of speech, and then SPEECH_END to finish speaking."""
         call = self.call
+        await call.answer()  # a worker listens only to a call whose media is up (a menu may come first)
         heard = await call.start_listen(grammar, max_seconds=60.0, barge_in=True)
         keys: asyncio.Task[mp.DigitsCollected] | None = None
         try:
