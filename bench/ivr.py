@@ -44,7 +44,6 @@ from callcenter.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "var" / "bench" / "ivr"
 SIP_PORT, WORKER_SIP, RTP_BASE = 27999, 27000, 38000
-SIPP_SHARE = Path("/usr/share/sip-tester")
 
 FLOWS = {
     "bench_speech": """flow: bench_speech
@@ -96,18 +95,37 @@ def speech_pcap(word: str, path: Path, pause: float = 1.5) -> float:
     ulaw = subprocess.run(["sox", "-D", "-R", "-t", "wav", "-", "-r", "8000", "-c", "1", "-e", "u-law", "-b", "8",
                            "-t", "raw", "-", "pad", "0.3", str(pause), "sinc", "300-3400"], input=speech,
                           check=True, capture_output=True).stdout
-    packets = [ulaw[i:i + 160].ljust(160, b"\xff") for i in range(0, len(ulaw), 160)]
+    payloads = [ulaw[i:i + 160].ljust(160, b"\xff") for i in range(0, len(ulaw), 160)]
+    _write_pcap(path, [struct.pack("!BBHII", 0x80, 0, n & 0xFFFF, n * 160, 0x1234) + p for n, p in enumerate(payloads)])
+    packets = payloads
+    return len(packets) * 0.02
+
+
+def _write_pcap(path: Path, packets: list[bytes]) -> None:
+    """RTP packets (20 ms apart) as a pcap of Ethernet/IPv4/UDP frames, what SIPp's play_pcap_audio reads."""
     with open(path, "wb") as f:
-        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))  # pcap, Ethernet
-        for n, payload in enumerate(packets):
-            rtp = struct.pack("!BBHII", 0x80, 0, n & 0xFFFF, n * 160, 0x1234) + payload
+        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+        for n, rtp in enumerate(packets):
             udp = struct.pack("!HHHH", 6000, 6002, 8 + len(rtp), 0) + rtp
             ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), n & 0xFFFF, 0, 64, 17, 0,
                              bytes([127, 0, 0, 1]), bytes([127, 0, 0, 1])) + udp
             frame = b"\x00" * 12 + b"\x08\x00" + ip
             t = n * 0.02
             f.write(struct.pack("<IIII", int(t), int((t % 1) * 1e6), len(frame), len(frame)) + frame)
-    return len(packets) * 0.02
+
+
+def dtmf_pcap(digit: str, press: int, path: Path) -> None:
+    """One key as RFC 4733 events (payload type 101), numbered after the presses before it: SIPp's own
+    DTMF pcaps replay the same sequence numbers and timestamps each time, so the far end drops a
+    repeated one as old."""
+    seq, ts = 1000 + press * 20, 16000 + press * 40000
+    packets = []
+    for i in range(10):
+        end = i >= 7
+        marker = 0x80 if i == 0 else 0
+        payload = struct.pack("!BBH", int(digit), 0x8A if end else 0x0A, 160 * min(i + 1, 7))
+        packets.append(struct.pack("!BBHII", 0x80, marker | 101, seq + i, ts, 0x4321) + payload)
+    _write_pcap(path, packets)
 
 
 def scenario(path: Path, steps: list[tuple[str, int]], hold: int) -> None:
@@ -275,12 +293,16 @@ async def speech_part(platform: subprocess.Popen[bytes], db_url: str, streams: i
 
 
 async def keys_part(db_url: str, calls: int, presses: int) -> dict[str, Any]:
-    steps = [(f"d{i % 2 + 1}", 2000) for i in range(presses)]
+    steps = [(f"d{i + 1}", 2000) for i in range(presses)]
     scenario(OUT / "keys.xml", steps, 1000)
+    pcaps = {}
+    for i in range(presses):
+        dtmf_pcap(str(i % 2 + 1), i, OUT / f"key{i + 1}.pcap")
+        pcaps[f"d{i + 1}"] = str(OUT / f"key{i + 1}.pcap")
     since = time.time()
     meter = CpuMeter()
     caller = sipp(OUT / "keys.xml", "702", calls, max(1, calls // 10),
-                  {"d1": str(SIPP_SHARE / "dtmf_2833_1.pcap"), "d2": str(SIPP_SHARE / "dtmf_2833_2.pcap")},
+                  pcaps,
                   timeout=60 + presses * 2.5)
     while caller.poll() is None:
         await asyncio.sleep(0.5)
