@@ -315,8 +315,9 @@ async def keys_part(db_url: str, calls: int, presses: int) -> dict[str, Any]:
         by_call.setdefault(r["interaction_id"], []).append(r)
     for evs in by_call.values():
         keys = [r["at"].timestamp() for r in evs if r["event"] == "DTMF"]
-        starts = sorted(float(json.loads(r["data"]).get("started") or 0) for r in evs if r["event"] == "PROMPT"
-                        and json.loads(r["data"])["prompt"] == "thanks.wav")
+        # the prompt a key brings: the first to start after it (the acknowledgement, or the menu again
+        # when the key cut the acknowledgement short)
+        starts = sorted(float(json.loads(r["data"]).get("started") or 0) for r in evs if r["event"] == "PROMPT")
         for k in keys:
             after = [s for s in starts if s >= k]
             if after:
