@@ -40,10 +40,8 @@ import socketio
 from aiohttp import web
 
 from bench.machine import CpuMeter, machine
-from bench.platform import fresh_database, workers_up, write_config
-from callcenter.auth import SCOPES, create_key
-from callcenter.db import migrate
-from callcenter.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from bench.platform import stores, workers_up, write_config
+from callcenter.embedded import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "var" / "bench" / "cti"
@@ -88,18 +86,7 @@ class Feeds:
 
 
 async def start(calls: int) -> tuple[subprocess.Popen[bytes], str, str, Any, Any, str, str]:
-    OUT.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(OUT / "redis", ignore_errors=True)
-    pg, rd = EmbeddedPostgres(OUT / "pgdata"), EmbeddedRedis(OUT / "redis")
-    admin = pg.start()
-    db_url = await fresh_database(pg, admin, "bench_cti")
-    conn = await asyncpg.connect(db_url)
-    try:
-        await migrate(conn)
-        key = await create_key(conn, "bench", SCOPES)
-    finally:
-        await conn.close()
-    redis_url = rd.start()
+    pg, rd, db_url, redis_url, key = await stores(OUT, "bench_cti")
     workers = (calls + 1) // 2 + 2  # two callers and their agents' legs per four-call process
     http_port = free_port()
     (OUT / "dialplan.toml").write_text('[[route]]\nnumber = "700"\nname = "bench"\naction = "queue"\n'

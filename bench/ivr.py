@@ -36,10 +36,8 @@ import asyncpg
 import psutil
 
 from bench.machine import CpuMeter, machine
-from bench.platform import fresh_database, workers_up
-from callcenter.auth import SCOPES, create_key
-from callcenter.db import migrate
-from callcenter.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from bench.platform import stores, workers_up, write_config
+from callcenter.embedded import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "var" / "bench" / "ivr"
@@ -159,18 +157,7 @@ def scenario(path: Path, steps: list[tuple[str, int]], hold: int) -> None:
 
 
 async def start(workers: int) -> tuple[subprocess.Popen[bytes], str, str, Any, Any, str]:
-    OUT.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(OUT / "redis", ignore_errors=True)
-    pg, rd = EmbeddedPostgres(OUT / "pgdata"), EmbeddedRedis(OUT / "redis")
-    admin = pg.start()
-    db_url = await fresh_database(pg, admin, "bench_ivr")
-    conn = await asyncpg.connect(db_url)
-    try:
-        await migrate(conn)
-        key = await create_key(conn, "bench", SCOPES)
-    finally:
-        await conn.close()
-    redis_url = rd.start()
+    pg, rd, db_url, redis_url, key = await stores(OUT, "bench_ivr")
     flows = OUT / "flows"
     shutil.rmtree(flows, ignore_errors=True)
     flows.mkdir()
@@ -181,29 +168,9 @@ async def start(workers: int) -> tuple[subprocess.Popen[bytes], str, str, Any, A
         '[[route]]\nnumber = "702"\nname = "keys"\naction = "flow"\nflow = "bench_keys"\n')
     http_port = free_port()
     cfg = OUT / "callcenter.toml"
-    cfg.write_text(f"""
-[http]
-host = "127.0.0.1"
-port = {http_port}
-[sip]
-port = {SIP_PORT}
-front_door = "kamailio"
-trusted_sources = ["127.0.0.1"]
-max_calls_per_source = 1000
-[media]
-workers = {workers}
-worker_sip_port = {WORKER_SIP}
-rtp_port = {RTP_BASE}
-[speech]
-enabled = "on"
-[paths]
-var_dir = "{OUT / 'var'}"
-dialplan = "{OUT / 'dialplan.toml'}"
-ivr = "{flows}"
-calendars = "{OUT / 'none.yaml'}"
-[log]
-level = "WARNING"
-""")
+    write_config(cfg, http_port=http_port, sip_port=SIP_PORT, workers=workers, worker_sip=WORKER_SIP,
+                 rtp_port=RTP_BASE, outbound_reserve=1, var_dir=OUT / "var", dialplan=OUT / "dialplan.toml",
+                 sections='[speech]\nenabled = "on"', paths=f'ivr = "{flows}"\ncalendars = "{OUT / "none.yaml"}"')
     prompts = ROOT / "var" / "prompts"
     if prompts.exists() and not (OUT / "var" / "prompts").exists():
         shutil.copytree(prompts, OUT / "var" / "prompts")

@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -141,8 +141,8 @@ def _validation_problems(file: str, exc: ValidationError, data: Any, lines: dict
     return out
 
 
-_TAGS = {t for t in ("play", "say", "menu", "collect", "condition", "set", "lookup", "identify", "create_ticket",
-                     "queue", "callback", "voicemail", "transfer", "survey", "subflow", "goto", "return", "hangup")}
+# The node types (pydantic names a union member by its tag in an error's location).
+_TAGS = {tag for cls in get_args(get_args(fm.Node)[0]) for tag in get_args(cls.model_fields["type"].annotation)}
 
 
 def _is_tag(part: str | int) -> bool:
