@@ -293,3 +293,9 @@ class Harness:
 
     def of(self, kind: type[ev.Event]) -> list[Any]:
         return [e for e in self.events if isinstance(e, kind)]
+
+    def told(self) -> str:
+        """What the events say, without the ids and times they are given (a random hex id may hold
+        any four digits, so a PIN is searched for in this)."""
+        generated = {"id", "at", "interaction", "call"}
+        return repr([{k: v for k, v in e.body().items() if k not in generated} for e in self.events])
