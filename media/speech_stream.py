@@ -6,6 +6,11 @@ pjmedia thread: it only copies the 20 ms frame and hands it to the loop (pitfall
 loop writes frames to one TCP connection per listening; nothing is written to disk. Everything that
 touches pjsua2 runs on the loop thread, and the port is disconnected before the call's media goes
 (pitfall 9).
+
+Ports are lent, never destroyed while the endpoint runs: pjsua2 2.15.1's conference bridge applies
+connects and removals asynchronously on its clock thread, and an ``AudioMediaPort`` destroyed while
+the bridge may still feed it (a call's media torn down, its disconnect not yet applied) crashed the
+worker with SIGSEGV (bench/ivr at 50 streams; fixed upstream after 2.15.1, pjproject#4200).
 """
 
 from __future__ import annotations
@@ -30,18 +35,56 @@ CONNECT_TIMEOUT = 1.0
 MAX_QUEUED = 250  # frames (5 s) waiting for a slow connection; older ones are dropped
 
 
+REUSE_AFTER = 0.2  # s: a port is lent again only once the bridge has applied its disconnect
+
+
 class FramePort(pj.AudioMediaPort):
-    def __init__(self, loop: asyncio.AbstractEventLoop, sink: Callable[[bytes], None]):
+    """A sink port of the conference bridge; its frames go to ``sink`` on the loop (none: dropped)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
         super().__init__()
         self._loop = loop
-        self._sink = sink
+        self.sink: Callable[[bytes], None] | None = None
 
     def onFrameReceived(self, frame: pj.MediaFrame) -> None:
         try:
-            if frame.type == pj.PJMEDIA_FRAME_TYPE_AUDIO and frame.size:
-                self._loop.call_soon_threadsafe(self._sink, bytes(frame.buf))
+            sink = self.sink
+            if sink is not None and frame.type == pj.PJMEDIA_FRAME_TYPE_AUDIO and frame.size:
+                self._loop.call_soon_threadsafe(sink, bytes(frame.buf))
         except Exception:  # noqa: BLE001 - nothing may escape a pjsua2 callback (pitfall 3)
             pass
+
+
+class PortPool:
+    """The worker's frame ports: made when first needed, lent to one listening at a time, kept until
+    the endpoint shuts down (see the module's note)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self.free: list[tuple[float, FramePort]] = []  # (when it may be lent again, port)
+        self.made: list[FramePort] = []
+
+    def lend(self, sink: Callable[[bytes], None]) -> FramePort:
+        if self.free and self.free[0][0] <= self.loop.time():
+            port = self.free.pop(0)[1]
+        else:
+            port = FramePort(self.loop)
+            fmt = pj.MediaFormatAudio()
+            fmt.type = pj.PJMEDIA_TYPE_AUDIO
+            fmt.init(pj.PJMEDIA_FORMAT_PCM, 8000, 1, 20000, 16)
+            port.createPort(f"asr-{len(self.made)}", fmt)
+            self.made.append(port)
+        port.sink = sink
+        return port
+
+    def give_back(self, port: FramePort) -> None:
+        port.sink = None
+        self.free.append((self.loop.time() + REUSE_AFTER, port))
+
+    def destroy(self) -> None:
+        """At shutdown, with every call gone: the ports go before the endpoint does (pitfall 4)."""
+        self.free.clear()
+        self.made.clear()
 
 
 class Listening:
@@ -52,12 +95,12 @@ class Listening:
         self.key = st.call.key
         self.cmd = cmd
         self.frames: asyncio.Queue[bytes | None] = asyncio.Queue(MAX_QUEUED)
-        self.port: FramePort | None = FramePort(streams.loop, self._frame)
-        fmt = pj.MediaFormatAudio()
-        fmt.type = pj.PJMEDIA_TYPE_AUDIO
-        fmt.init(pj.PJMEDIA_FORMAT_PCM, 8000, 1, 20000, 16)
-        self.port.createPort(f"asr-{self.key}", fmt)
-        st.call.getAudioMedia(-1).startTransmit(self.port)
+        self.port: FramePort | None = streams.ports.lend(self._frame)
+        try:
+            st.call.getAudioMedia(-1).startTransmit(self.port)
+        except pj.Error:
+            streams.ports.give_back(self.port)
+            raise
         self.done = False
         self.began = time.time()  # the port hears the call in real time from here
         self.ended = 0.0  # when the caller's last word ended (wall clock)
@@ -135,9 +178,9 @@ class Listening:
             return
         st = st or self.streams.calls.get(self.key)
         if st is not None and st.media_ready:
-            with contextlib.suppress(pj.Error):
+            with contextlib.suppress(pj.Error):  # media already gone: the bridge disconnects it itself
                 st.call.getAudioMedia(-1).stopTransmit(port)
-        del port
+        self.streams.ports.give_back(port)
 
 
 class SpeechStreams:
@@ -150,13 +193,18 @@ class SpeechStreams:
         self.address = (host, int(port)) if address else ("", 0)
         self.interrupt = interrupt  # stops the call's prompt (barge-in)
         self.active: dict[str, Listening] = {}
+        self.ports = PortPool(loop)
 
     def listen(self, st: CallState, cmd: mp.Listen) -> None:
         self._end(st.call.key)
         if not self.address[1] or not st.media_ready:
             self.emit(mp.SpeechResult, st.call.key, words=[], reason="unavailable")
             return
-        listening = Listening(self, st, cmd)
+        try:
+            listening = Listening(self, st, cmd)
+        except pj.Error:  # its media went between the check and the connect
+            self.emit(mp.SpeechResult, st.call.key, words=[], reason="unavailable")
+            return
         self.active[st.call.key] = listening
         listening.task.add_done_callback(lambda _t: self._finished(listening))
 

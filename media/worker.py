@@ -27,7 +27,7 @@ from media.call_state import CallState, cause_for
 from media.endpoint import EndpointConfig, create_endpoint, probe_max_calls, pump, sip_sockets
 from media.pj_callbacks import Account, Call
 from media.sipuri import clean_text, request_uri, split_name_addr, user_part
-from media.speech_stream import SpeechStreams
+from media.speech_stream import REUSE_AFTER, SpeechStreams
 from media.worker_bus import STALLED, WorkerBus
 from media.worker_config import WorkerConfig, parse_args
 
@@ -368,6 +368,9 @@ class Worker:
     def destroy(self) -> None:
         """Orderly teardown (pitfall 4): calls gone, objects dropped, account shut down, then libDestroy."""
         self.calls.clear()
+        self.speech.ports.destroy()
+        gc.collect()
+        time.sleep(REUSE_AFTER)  # the bridge applies the ports' removal on its own thread
         self.acc.shutdown()
         del self.acc
         gc.collect()
