@@ -148,8 +148,12 @@ class CallScript:
             return Reply("none")
         finally:
             for f in (keys, heard):
-                if f is not None and not f.done():
+                if f is None:
+                    continue
+                if not f.done():
                     f.cancel()
+                elif not f.cancelled():
+                    f.exception()  # the one not waited for may have failed as the call ended: seen
 
     # ------------------------------------------------------------------ the call
     def attach(self, data: dict[str, str], by: str = "ivr") -> None:
