@@ -72,7 +72,7 @@ class PortPool:
     def __init__(self, loop: asyncio.AbstractEventLoop):
         self.loop = loop
         self.free: list[tuple[float, FramePort]] = []  # (when it may be lent again, port)
-        self.made: list[FramePort] = []
+        self.made: list[FramePort] = []  # every port, lent or free: none is dropped before shutdown
 
     def lend(self, sink: Callable[[bytes], None]) -> FramePort:
         if self.free and self.free[0][0] <= self.loop.time():
@@ -104,7 +104,7 @@ class Listening:
         self.streams = streams
         self.key = st.call.key
         self.cmd = cmd
-        self.frames: asyncio.Queue[bytes | None] = asyncio.Queue(MAX_QUEUED)
+        self.frames: asyncio.Queue[bytes] = asyncio.Queue(MAX_QUEUED)
         self.port: FramePort | None = streams.ports.lend(self._frame)
         try:
             st.call.getAudioMedia(-1).startTransmit(self.port)
@@ -163,8 +163,8 @@ class Listening:
         """Audio to the service; at max_seconds (or StopListen) the audio ends: the service answers."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.cmd.max_seconds):
-                while (pcm := await self.frames.get()) is not None:
-                    writer.write(pcm)
+                while True:
+                    writer.write(await self.frames.get())
                     await writer.drain()
         with contextlib.suppress(OSError):
             writer.write_eof()

@@ -114,6 +114,20 @@ def shipped_flows(tmp: Path) -> FlowLibrary:
                        lambda: set())
 
 
+def korean(word: str, before: float, after: float) -> bytes:
+    """``word`` as a caller says it on the phone, as 16-bit 8 kHz PCM: espeak-ng's Korean voice,
+    telephone band, u-law and back (the setup of speech-vosk.md that recognized 600/600), between
+    ``before`` and ``after`` seconds of silence."""
+    speech = subprocess.run(["espeak-ng", "-v", "ko+f2", "-s", "170", "-p", "50", "--stdout", word],
+                            check=True, capture_output=True).stdout
+    ulaw = subprocess.run(["sox", "-D", "-R", "-t", "wav", "-", "-r", "8000", "-c", "1", "-e", "u-law", "-b", "8",
+                           "-t", "raw", "-", "pad", str(before), str(after), "sinc", "300-3400"], input=speech,
+                          check=True, capture_output=True).stdout
+    return subprocess.run(["sox", "-D", "-R", "-t", "raw", "-r", "8000", "-c", "1", "-e", "u-law", "-b", "8", "-",
+                           "-t", "raw", "-e", "signed-integer", "-b", "16", "-"], input=ulaw, check=True,
+                          capture_output=True).stdout
+
+
 def require(tool: str) -> None:
     if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
         pytest.fail(f"{tool} is not installed: `make test` installs it (Debian package) when run as root")

@@ -13,20 +13,7 @@ import pytest
 
 from callcenter.embedded import free_port
 from ivr.speech_match import grammar
-from tests.conftest import ROOT, require
-
-
-def korean(word: str, before: float, after: float) -> bytes:
-    """``word`` as 16-bit 8 kHz PCM through the telephone band (speech-vosk.md's setup), between
-    ``before`` and ``after`` seconds of silence."""
-    speech = subprocess.run(["espeak-ng", "-v", "ko+f2", "-s", "170", "-p", "50", "--stdout", word],
-                            check=True, capture_output=True).stdout
-    ulaw = subprocess.run(["sox", "-D", "-R", "-t", "wav", "-", "-r", "8000", "-c", "1", "-e", "u-law", "-b", "8",
-                           "-t", "raw", "-", "pad", str(before), str(after), "sinc", "300-3400"], input=speech,
-                          check=True, capture_output=True).stdout
-    return subprocess.run(["sox", "-D", "-R", "-t", "raw", "-r", "8000", "-c", "1", "-e", "u-law", "-b", "8", "-",
-                           "-t", "raw", "-e", "signed-integer", "-b", "16", "-"], input=ulaw, check=True,
-                          capture_output=True).stdout
+from tests.conftest import ROOT, korean, require
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import subprocess
+import wave
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import pytest
 
 from callcenter import demo_data
 from callcenter.crm import hash_pin
-from tests.conftest import ROOT, Platform, Stores, dtmf_keys, require, reset_acd, sipp, start_platform
+from tests.conftest import ROOT, Platform, Stores, dtmf_keys, korean, require, reset_acd, sipp, start_platform
 from tests.sip.contact_center import queue, status
 from tests.sip.ivr_driver import Stream, nodes, prompts, record
 from tests.sip.phones import command, phone, result
@@ -253,15 +254,12 @@ async def test_a_broken_reload_keeps_the_flows_and_a_call_keeps_its_version(plat
 
 
 def _korean(word: str, path: Path) -> str:
-    """``word`` as a caller says it on the phone: espeak-ng's Korean voice, telephone band, u-law and
-    back (the setup of speech-vosk.md that recognized 600/600), then 3 s of silence to end it."""
-    speech = subprocess.run(["espeak-ng", "-v", "ko+f2", "-s", "170", "-p", "50", "--stdout", word],
-                            check=True, capture_output=True).stdout
-    ulaw = subprocess.run(["sox", "-D", "-R", "-t", "wav", "-", "-r", "8000", "-c", "1", "-e", "u-law", "-b", "8",
-                           "-t", "raw", "-", "pad", "0.3", "3.0", "sinc", "300-3400"], input=speech, check=True,
-                          capture_output=True).stdout
-    subprocess.run(["sox", "-D", "-R", "-t", "raw", "-r", "8000", "-c", "1", "-e", "u-law", "-b", "8", "-",
-                    "-t", "wav", "-e", "signed-integer", "-b", "16", str(path)], input=ulaw, check=True)
+    """``word`` as a caller says it (tests.conftest.korean), then 3 s of silence to end it, as a WAV."""
+    with wave.open(str(path), "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(8000)
+        f.writeframes(korean(word, 0.3, 3.0))
     return str(path)
 
 
