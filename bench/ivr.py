@@ -308,7 +308,10 @@ async def main() -> None:
     ap.add_argument("--only", choices=["speech", "keys"])
     a = ap.parse_args()
     print(json.dumps({"machine": machine()}))
-    workers = (max(a.streams, a.calls) + 2) // 3 + 2
+    # as many media workers as the parts run need (4 calls a worker, some to spare): an idle worker
+    # still costs its clock thread
+    callers = max(a.streams if a.only != "keys" else 0, a.calls if a.only != "speech" else 0)
+    workers = (callers + 2) // 3 + 2
     proc, _base, _key, pg, rd, db_url = await start(workers)
     try:
         if a.only in (None, "speech"):

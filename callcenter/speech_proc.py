@@ -28,6 +28,7 @@ class SpeechProcess:
         self.model = s.model or default_model()
         self.host = s.host
         self.port = s.port or free_port()
+        self.decoys = s.decoys
         self.log_dir = log_dir
         self.up = False
 
@@ -54,7 +55,8 @@ class SpeechProcess:
         logf = open(self.log_dir / "speech.log", "ab")
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "ivr.speech_service", "--model", self.model, "--host", self.host,
-            "--port", str(self.port), stdout=asyncio.subprocess.PIPE, stderr=logf, start_new_session=True,
+            "--port", str(self.port), *(["--decoys", " ".join(self.decoys)] if self.decoys else []),
+            stdout=asyncio.subprocess.PIPE, stderr=logf, start_new_session=True,
             preexec_fn=die_with_parent, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
         logf.close()
         try:

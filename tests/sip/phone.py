@@ -34,12 +34,12 @@ import wave
 import pjsua2 as pj
 
 
-def write_tone(path: str, hz: float, seconds: float = 1.0, rate: int = 8000) -> None:
+def write_tone(path: str, hz: float, seconds: float = 1.0, rate: int = 8000, level: int = 9000) -> None:
     with wave.open(path, "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
         w.setframerate(rate)
-        w.writeframes(b"".join(struct.pack("<h", int(9000 * math.sin(2 * math.pi * hz * i / rate)))
+        w.writeframes(b"".join(struct.pack("<h", int(level * math.sin(2 * math.pi * hz * i / rate)))
                                for i in range(int(rate * seconds))))
 
 
@@ -265,6 +265,7 @@ def main() -> None:
     ap.add_argument("--call")
     ap.add_argument("--answer", action="store_true")
     ap.add_argument("--tone", type=float, default=0)
+    ap.add_argument("--tone-level", type=int, default=9000, help="the tone's peak (16-bit)")
     ap.add_argument("--record", default="")
     ap.add_argument("--seconds", type=float, default=8)
     ap.add_argument("--agent", action="store_true")
@@ -287,7 +288,7 @@ def main() -> None:
     phone.dtmf, phone.dtmf_after = a.dtmf, a.dtmf_after
     if a.tone:
         phone.tone_path = tempfile.mktemp(suffix=".wav")
-        write_tone(phone.tone_path, a.tone)
+        write_tone(phone.tone_path, a.tone, level=a.tone_level)
     phone.record_path = a.record
     if a.agent:
         phone.record_prefix, phone.record_path = a.record, ""

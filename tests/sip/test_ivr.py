@@ -96,9 +96,10 @@ async def unlocked(pool: asyncpg.Pool) -> AsyncIterator[None]:
 
 def _caller(caller: str, port: int, platform: Platform, seconds: float = 40) -> subprocess.Popen[str]:
     # A tone keeps the phone's RTP flowing: with nothing to send it sends no RTP, its RFC 4733 keys
-    # included (media-pjsua2.md, pitfall 8).
+    # included (media-pjsua2.md, pitfall 8). A quiet one (-44 dBFS, line hum): a loud steady tone
+    # is speech to the recognizer (a speech menu heard 450 Hz at -11 dBFS as words).
     return _kept(phone("--port", str(port), "--call", f"sip:{HOTLINE}@127.0.0.1:{platform.sip_port}", "--user", caller,
-                 "--tone", "450", "--commands", "--seconds", str(seconds)))
+                 "--tone", "450", "--tone-level", "200", "--commands", "--seconds", str(seconds)))
 
 
 def _kept(p: subprocess.Popen[str]) -> subprocess.Popen[str]:
@@ -333,7 +334,7 @@ async def test_the_survey_after_the_agent_hangs_up_keeps_each_answer(platform: P
     try:
         async with Stream(platform.redis_url, ANN) as stream:
             p = _kept(phone("--port", str(PHONE_PORT), "--call", f"sip:499@127.0.0.1:{platform.sip_port}", "--user",
-                            ANN, "--tone", "450", "--commands", "--seconds", "40"))
+                            ANN, "--tone", "450", "--tone-level", "200", "--commands", "--seconds", "40"))
             await stream.node("ask")  # the survey flow, after sam hung up
             command(p, "dtmf 49#")  # satisfaction 4, recommend 9 (typed ahead of its question)
             out = await asyncio.to_thread(result, p)
