@@ -15,7 +15,7 @@ control plane, embedded PostgreSQL and Redis); SIPp callers dial a benchmark flo
 Baseline for both, measured first in the same run on the same platform: one caller alone. The
 report gives the loaded figures' ratios to it.
 
-    python -m bench.ivr [--streams 50] [--calls 100] [--only speech|keys]
+    python -m bench.ivr [--streams 50] [--calls 100] [--only speech|keys] [--workers N]
 """
 
 from __future__ import annotations
@@ -306,12 +306,14 @@ async def main() -> None:
     ap.add_argument("--calls", type=int, default=100)
     ap.add_argument("--presses", type=int, default=10)
     ap.add_argument("--only", choices=["speech", "keys"])
+    ap.add_argument("--workers", type=int, default=0, help="media workers (default: as the parts need)")
     a = ap.parse_args()
     print(json.dumps({"machine": machine()}))
     # as many media workers as the parts run need (4 calls a worker, some to spare): an idle worker
     # still costs its clock thread
     callers = max(a.streams if a.only != "keys" else 0, a.calls if a.only != "speech" else 0)
-    workers = (callers + 2) // 3 + 2
+    workers = a.workers or (callers + 2) // 3 + 2
+    print(json.dumps({"media workers": workers}))
     proc, _base, _key, pg, rd, db_url = await start(workers)
     try:
         if a.only in (None, "speech"):

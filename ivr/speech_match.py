@@ -72,10 +72,12 @@ def match(words: Sequence[tuple[str, float]], phrases: Sequence[str],
 
 
 def near(decoy: str, word: str) -> bool:
-    """Whether ``decoy`` sounds like ``word``: one holds the other, they begin with the same syllable,
-    or they are at most NEAR apart in jamo (the letters a Hangul syllable is made of) edits per jamo
-    of ``word``, one at least."""
-    if decoy in word or word in decoy or decoy[0] == word[0] or decoy[-1] == word[-1]:
+    """Whether ``decoy`` sounds like ``word``: one holds the other, they begin or end with the same
+    Hangul syllable, or they are at most NEAR apart in letters (jamo for Hangul: a syllable's
+    initial, vowel and final) edits per letter of ``word``, one at least."""
+    if decoy in word or word in decoy:
+        return True
+    if _hangul(decoy[0]) and (decoy[0] == word[0] or decoy[-1] == word[-1]):
         return True
     a, b = jamo(decoy), jamo(word)
     return _edits(a, b) <= max(1, round(NEAR * len(b)))
@@ -86,11 +88,15 @@ def jamo(word: str) -> list[str]:
     out: list[str] = []
     for ch in word:
         c = ord(ch) - 0xAC00
-        if 0 <= c < 11172:
+        if _hangul(ch):
             out += [f"i{c // 588}", f"v{c % 588 // 28}"] + ([f"f{c % 28}"] if c % 28 else [])
         else:
             out.append(ch)
     return out
+
+
+def _hangul(ch: str) -> bool:
+    return 0 <= ord(ch) - 0xAC00 < 11172
 
 
 def _edits(a: Sequence[str], b: Sequence[str]) -> int:

@@ -21,6 +21,7 @@ def test_near_is_held_in_same_first_or_last_syllable_or_few_jamo_edits() -> None
     assert near("여기", "여덟") and near("없어요", "아니요")
     assert near("농구", "동구")  # one jamo of five differs
     assert not near("사람", "네") and not near("커피", "예약")
+    assert near("no", "go") and not near("yes", "you") and not near("cancel", "balance")  # letters
 
 
 def test_jamo_splits_syllables_into_initial_vowel_and_final() -> None:
