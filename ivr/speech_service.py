@@ -35,6 +35,7 @@ log = logging.getLogger("ivr.speech")
 FEED_BYTES = 1600  # 100 ms at 8 kHz: one thread hop per 100 ms of audio
 MAX_GRAMMAR = 200  # words
 MAX_SECONDS = 30.0  # of audio in one listening
+MIN_WORD = 0.08  # seconds
 
 
 def default_model() -> str:
@@ -48,8 +49,11 @@ def default_model() -> str:
 
 def _final(result: str, skipped: float) -> bytes:
     """The answer line: the words and when the last one ended (seconds of audio since the start of
-    the stream, ``skipped`` included: the silence the gate left out)."""
-    words = json.loads(result).get("result", [])
+    the stream, ``skipped`` included: the silence the gate left out). A "word" shorter than
+    MIN_WORD is left out: no word is that short, a click or a breath is (a 60 ms decoy before a
+    spoken 네 made it no match; bench/speech_reject's menu words are 180 ms and longer)."""
+    words = [w for w in json.loads(result).get("result", [])
+             if float(w.get("end", 0.0)) - float(w.get("start", 0.0)) >= MIN_WORD]
     body = {"final": True, "words": [[w["word"], round(float(w.get("conf", 1.0)), 3)] for w in words],
             "end": round(skipped + float(words[-1].get("end", 0.0)), 3) if words else 0.0}
     return json.dumps(body, ensure_ascii=False).encode() + b"\n"

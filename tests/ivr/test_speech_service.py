@@ -13,6 +13,7 @@ import pytest
 
 from callcenter.embedded import free_port
 from ivr.speech_match import grammar, match
+from ivr.speech_service import _final
 from tests.conftest import ROOT, korean, require
 
 
@@ -83,3 +84,11 @@ async def test_the_decoys_are_the_service_s_own_as_configured() -> None:
     for port in _service("--decoys", "라디오 에어컨"):  # as [speech] decoys = [...] starts it
         lines = await listen(port, korean("라디오", 1.0, 1.5), ["네", "아니요"])
     assert [w for w, _c in lines[-1]["words"]] == ["라디오"]  # type: ignore[union-attr]
+
+
+def test_a_word_too_short_to_be_one_is_left_out_of_the_answer() -> None:
+    # as Vosk answered for a spoken 네 whose feed began with a click: a 60 ms decoy before it
+    heard = {"result": [{"word": "다", "conf": 0.45, "start": 0.0, "end": 0.06},
+                        {"word": "네", "conf": 1.0, "start": 0.33, "end": 0.99}]}
+    answer = json.loads(_final(json.dumps(heard), skipped=1.9))
+    assert answer == {"final": True, "words": [["네", 1.0]], "end": 2.89}
