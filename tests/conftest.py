@@ -225,8 +225,10 @@ _SIPP_MEDIA = itertools.count(os.getpid() % 200)
 
 def worker_ports() -> tuple[int, int]:
     """SIP and RTP bases for a platform's workers. Two platforms may be up at once (module
-    fixtures): each start takes the next block of 8 SIP ports."""
-    return (15000 + (os.getpid() % 200) * 40 + (next(_PLATFORM_STARTS) % 5) * 8,
+    fixtures): each start takes the next block of 8 SIP ports. The SIP ports (21000-28999) are
+    clear of the test phones' fixed ports (17000-20999 with their RTP): a worker once held the port
+    an agent phone of tests/sip/test_queue.py was to take."""
+    return (21000 + (os.getpid() % 200) * 40 + (next(_PLATFORM_STARTS) % 5) * 8,
             30000 + (uuid.uuid4().int % 300) * 100)
 
 
