@@ -227,9 +227,10 @@ def worker_ports() -> tuple[int, int]:
     """SIP and RTP bases for a platform's workers. Two platforms may be up at once (module
     fixtures): each start takes the next block of 8 SIP ports. The SIP ports (21000-28999) are
     clear of the test phones' fixed ports (17000-20999 with their RTP): a worker once held the port
-    an agent phone of tests/sip/test_queue.py was to take."""
+    an agent phone of tests/sip/test_queue.py was to take. The RTP ports (30000-39999, 100 a
+    platform) are clear of SIPp's media ports (40000-59999, sipp_start)."""
     return (21000 + (os.getpid() % 200) * 40 + (next(_PLATFORM_STARTS) % 5) * 8,
-            30000 + (uuid.uuid4().int % 300) * 100)
+            30000 + (uuid.uuid4().int % 100) * 100)
 
 
 def start_platform(stores: Stores, tmp: Path, *, front_door: str = "none", workers: int = 1,
