@@ -25,6 +25,7 @@ import os
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
 from typing import Any
 
 from ivr.speech_audio import Gate
@@ -50,8 +51,8 @@ def default_model() -> str:
 def _final(result: str, skipped: float) -> bytes:
     """The answer line: the words and when the last one ended (seconds of audio since the start of
     the stream, ``skipped`` included: the silence the gate left out). A "word" shorter than
-    MIN_WORD is left out: no word is that short, a click or a breath is (a 60 ms decoy before a
-    spoken 네 made it no match; bench/speech_reject's menu words are 180 ms and longer)."""
+    MIN_WORD is left out: no word is that short (a 60 ms decoy at the start of the audio fed, before
+    a spoken 네, made it no match; bench/speech_reject's menu words are 180 ms and longer)."""
     words = [w for w in json.loads(result).get("result", [])
              if float(w.get("end", 0.0)) - float(w.get("start", 0.0)) >= MIN_WORD]
     body = {"final": True, "words": [[w["word"], round(float(w.get("conf", 1.0)), 3)] for w in words],
@@ -68,7 +69,9 @@ class SpeechService:
         self.model = Model(model_path)
         log.info("model %s loaded in %.1f s", model_path, time.monotonic() - started)
         self.pool = ThreadPoolExecutor(threads or max(4, 2 * (os.cpu_count() or 1)), thread_name_prefix="asr")
-        self.decoys = decoys
+        # a menu's words to the recognizer's grammar, decoys added: a few ms of Python for a small
+        # menu, so made in the pool and kept, as the same menus come back call after call
+        self._grammar = lru_cache(maxsize=256)(lambda words: with_decoys(words, decoys))
         self.streams = 0
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -76,8 +79,8 @@ class SpeechService:
         self.streams += 1
         try:
             header = json.loads(await asyncio.wait_for(reader.readline(), 5.0))
-            grammar = with_decoys([str(w) for w in header["grammar"]][:MAX_GRAMMAR], self.decoys)
-            rec = await loop.run_in_executor(self.pool, self._recognizer, grammar)
+            words = tuple(str(w) for w in header["grammar"])[:MAX_GRAMMAR]
+            rec = await loop.run_in_executor(self.pool, self._recognizer, words)
             await self._recognize(rec, reader, writer)
         except (ValueError, KeyError, TypeError, TimeoutError, asyncio.IncompleteReadError) as exc:
             log.warning("bad stream: %s", exc)
@@ -87,10 +90,10 @@ class SpeechService:
             self.streams -= 1
             writer.close()
 
-    def _recognizer(self, grammar: list[str]) -> Any:
+    def _recognizer(self, words: tuple[str, ...]) -> Any:
         from vosk import KaldiRecognizer
 
-        rec = KaldiRecognizer(self.model, 8000, json.dumps(grammar, ensure_ascii=False))
+        rec = KaldiRecognizer(self.model, 8000, json.dumps(self._grammar(words), ensure_ascii=False))
         rec.SetWords(True)
         return rec
 

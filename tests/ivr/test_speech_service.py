@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -17,6 +18,7 @@ from ivr.speech_service import _final
 from tests.conftest import ROOT, korean, require
 
 
+@contextmanager
 def _service(*args: str) -> Iterator[int]:
     require("espeak-ng")
     port = free_port()
@@ -31,7 +33,8 @@ def _service(*args: str) -> Iterator[int]:
 
 @pytest.fixture(scope="module")
 def service() -> Iterator[int]:
-    yield from _service()
+    with _service() as port:
+        yield port
 
 
 async def listen(port: int, pcm: bytes, phrases: list[str]) -> list[dict[str, object]]:
@@ -81,13 +84,13 @@ async def test_an_off_menu_word_is_no_match_wherever_it_falls_against_the_feeds(
 
 
 async def test_the_decoys_are_the_service_s_own_as_configured() -> None:
-    for port in _service("--decoys", "라디오 에어컨"):  # as [speech] decoys = [...] starts it
+    with _service("--decoys", "라디오 에어컨") as port:  # as [speech] decoys = [...] starts it
         lines = await listen(port, korean("라디오", 1.0, 1.5), ["네", "아니요"])
     assert [w for w, _c in lines[-1]["words"]] == ["라디오"]  # type: ignore[union-attr]
 
 
 def test_a_word_too_short_to_be_one_is_left_out_of_the_answer() -> None:
-    # as Vosk answered for a spoken 네 whose feed began with a click: a 60 ms decoy before it
+    # as Vosk answered for a spoken 네 in a demo call: a 60 ms decoy at the start of the audio fed
     heard = {"result": [{"word": "다", "conf": 0.45, "start": 0.0, "end": 0.06},
                         {"word": "네", "conf": 1.0, "start": 0.33, "end": 0.99}]}
     answer = json.loads(_final(json.dumps(heard), skipped=1.9))
